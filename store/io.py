@@ -1,0 +1,148 @@
+"""Import and export of descriptions (JSONL / Parquet). Imports are validated whole, then written atomically."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from describe.schema import RENDERER_VERSION, SceneDescription
+from store.store import DescriptionRow, ImageRow, Store, StoreError
+
+
+class ImportError_(StoreError):
+    """A bad input file; the message names the file and line (or row)."""
+
+
+class ImportRecord(BaseModel):
+    """One line of an import file. `text` may be omitted when `json` is a valid SceneDescription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=512)
+    text: str | None = None
+    json_: dict[str, Any] | None = Field(default=None, alias="json")
+    caption: str | list[str] | None = None
+    collection: str | None = None
+    meta: dict[str, Any] | None = None
+    model: str = "imported"
+    prompt_version: str = "none"
+    # Written by `vfr export`; accepted so an export re-imports as is, but not taken from the file.
+    renderer_version: str | None = None
+    path: str | None = None
+    size: int | None = None
+    created_at: Any = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_printable(cls, v: str) -> str:
+        if "\x00" in v or v != v.strip():
+            raise ValueError("id must not contain NUL or leading/trailing whitespace")
+        return v
+
+    @model_validator(mode="after")
+    def _has_text(self) -> "ImportRecord":
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text is empty")
+        if self.text is None:
+            if self.json_ is None:
+                raise ValueError("record needs 'text' (or a structured 'json' description to render)")
+            self.text = SceneDescription.model_validate(self.json_).to_text()
+        return self
+
+    def captions(self) -> list[str]:
+        if self.caption is None:
+            return []
+        return [self.caption] if isinstance(self.caption, str) else list(self.caption)
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, raw record) from a .jsonl/.json-lines or .parquet file."""
+    if not path.exists():
+        raise ImportError_(f"{path}: no such file")
+    if path.is_dir():
+        raise ImportError_(f"{path} is a folder: give a .jsonl or .parquet file")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise ImportError_(f"{path}: not a readable Parquet file ({e})") from None
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield f"{path} row {i}", {k: v for k, v in row.items() if v is not None}
+        return
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ImportError_(f"{where}: not valid JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise ImportError_(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def parse_file(path: Path) -> list[ImportRecord]:
+    """Validate every record before anything is written; the first bad one aborts with its location."""
+    records: dict[str, ImportRecord] = {}
+    for where, obj in read_records(path):
+        if isinstance(obj.get("json"), str):  # Parquet/JSONL may carry the structured description as a string
+            try:
+                obj["json"] = json.loads(obj["json"])
+            except json.JSONDecodeError as e:
+                raise ImportError_(f"{where}: field 'json' is not valid JSON ({e})") from None
+        if isinstance(obj.get("meta"), str):
+            try:
+                obj["meta"] = json.loads(obj["meta"])
+            except json.JSONDecodeError:
+                obj["meta"] = {"value": obj["meta"]}
+        try:
+            rec = ImportRecord.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "record"
+            raise ImportError_(f"{where}: {field}: {err['msg']}") from None
+        records[rec.id] = rec  # a later line with the same id wins, as a re-import would
+    if not records:
+        raise ImportError_(f"{path}: no records found")
+    return list(records.values())
+
+
+def import_file(store: Store, path: Path) -> int:
+    """Import one file atomically and idempotently. Returns the number of records."""
+    records = parse_file(path)
+    images = [ImageRow(id=r.id, collection=r.collection) for r in records]
+    descs = [DescriptionRow(
+        image_id=r.id, text=r.text or "", model=r.model, prompt_version=r.prompt_version,
+        renderer_version=RENDERER_VERSION if r.json_ is not None else None,
+        json=json.dumps(r.json_) if r.json_ is not None else None,
+        caption=r.captions()[0] if r.captions() else None,
+        meta=json.dumps(r.meta) if r.meta is not None else None) for r in records]
+    caps = [(r.id, c) for r in records for c in r.captions()]
+    store.upsert(images, descs, caps)
+    return len(records)
+
+
+def export(store: Store, out: Path, fmt: str | None = None) -> int:
+    """Write every description to Parquet or JSONL (by `fmt` or the file suffix). Returns rows written."""
+    fmt = fmt or ("parquet" if out.suffix.lower() == ".parquet" else "jsonl")
+    rel = store.export_relation()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "parquet":
+        rel.write_parquet(str(tmp))
+    elif fmt == "jsonl":
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rel.fetch_arrow_reader(10_000).read_all().to_pylist():
+                row["json"] = json.loads(row["json"]) if row["json"] else None
+                row["meta"] = json.loads(row["meta"]) if row["meta"] else None
+                row["created_at"] = row["created_at"].isoformat() if row["created_at"] else None
+                f.write(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n")
+    else:
+        raise StoreError(f"unknown export format {fmt!r}: use parquet or jsonl")
+    tmp.replace(out)
+    return int(store.con.execute("SELECT count(*) FROM descriptions").fetchone()[0])

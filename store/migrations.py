@@ -1,0 +1,60 @@
+"""Numbered schema migrations. Append only: never edit a migration that has shipped."""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", """
+CREATE TABLE images (
+    id          TEXT PRIMARY KEY,          -- sha256 of the image bytes, or the id given on import
+    path        TEXT,                      -- source path; NULL when the user asked for --no-paths
+    collection  TEXT,
+    size        BIGINT,                    -- bytes
+    width       INTEGER,
+    height      INTEGER,
+    created_at  TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE descriptions (
+    image_id          TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    prompt_version    TEXT NOT NULL,
+    renderer_version  TEXT,
+    json              TEXT,               -- structured description (SceneDescription JSON) if any
+    text              TEXT NOT NULL,      -- what is indexed
+    text_hash         TEXT NOT NULL,      -- sha256 of text: embedding cache key and staleness input
+    caption           TEXT,
+    meta              TEXT,               -- free JSON object
+    created_at        TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (image_id, model, prompt_version)
+);
+CREATE TABLE captions (
+    image_id  TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    source    TEXT NOT NULL DEFAULT 'import',
+    PRIMARY KEY (image_id, text)
+);
+CREATE SEQUENCE job_ids START 1;
+CREATE TABLE jobs (
+    id          BIGINT PRIMARY KEY DEFAULT nextval('job_ids'),
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL,           -- running | done | failed | interrupted
+    params      TEXT,                    -- JSON
+    counts      TEXT,                    -- JSON
+    started_at  TIMESTAMP DEFAULT current_timestamp,
+    ended_at    TIMESTAMP
+);
+CREATE TABLE job_errors (
+    job_id    BIGINT NOT NULL,
+    image_id  TEXT,
+    path      TEXT,
+    reason    TEXT NOT NULL,
+    detail    TEXT,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE embeddings (
+    text_hash  TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    dim        INTEGER NOT NULL,
+    vector     BLOB NOT NULL,            -- float32 little-endian, as encoded (before any normalisation)
+    PRIMARY KEY (text_hash, model)
+);
+"""),
+]

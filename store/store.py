@@ -1,0 +1,320 @@
+"""DuckDB store: the one module with SQL. Descriptions, captions, jobs, errors and the embedding cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from retrieve.types import Document
+from store.migrations import MIGRATIONS
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# The document of an image is its most recent description (any model / prompt version).
+_DOCUMENTS = """
+SELECT image_id AS id, arg_max(text, created_at) AS text, arg_max(text_hash, created_at) AS text_hash
+FROM descriptions GROUP BY image_id
+"""
+
+
+class StoreError(RuntimeError):
+    """A store problem the user can act on (message says what to do)."""
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptionRow:
+    """One description to write. `image_id` must already exist in images or be created alongside."""
+
+    image_id: str
+    text: str
+    model: str = "imported"
+    prompt_version: str = "none"
+    renderer_version: str | None = None
+    json: str | None = None
+    caption: str | None = None
+    meta: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    id: str
+    path: str | None = None
+    collection: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    id: str
+    text: str
+    json: dict | None
+    caption: str | None
+    model: str
+    prompt_version: str
+    collection: str | None
+    path: str | None
+    meta: dict | None
+
+
+class Store:
+    """Connect, migrate, read and write. Use as a context manager; write methods are transactional."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"no database at {self.path}: run `vfr import FILE --db {self.path}` first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreError(
+                    f"{self.path} is in use by another vfr process (DuckDB allows one writer); "
+                    "wait for it to finish or use another --db") from None
+            raise StoreError(f"cannot open {self.path}: {e}") from None
+        self.read_only = read_only
+        if not read_only:
+            self.migrate()
+        elif self.schema_version() < SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema v{self.schema_version()}; open it once for writing to migrate")
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema --------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()
+        if not row or not row[0]:
+            return 0
+        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction. Returns the versions applied."""
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                         "(version INTEGER PRIMARY KEY, name TEXT, applied_at TIMESTAMP DEFAULT current_timestamp)")
+        current = self.schema_version()
+        applied = []
+        for version, name, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction():
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+            applied.append(version)
+        return applied
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.con)
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
+               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
+        """Write images, descriptions and captions in one transaction (same keys → replaced)."""
+        with self.transaction():
+            self.upsert_in_transaction(images, descriptions, captions, caption_source)
+
+    def upsert_in_transaction(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
+                              captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
+        """Like `upsert` but inside a transaction the caller holds (so a batch and its job counts commit together)."""
+        if images:
+            tbl = pa.Table.from_pylist([_asdict(r) for r in images], schema=_IMAGE_SCHEMA)
+            self.con.register("_img", tbl)
+            self.con.execute("""
+                INSERT INTO images (id, path, collection, size, width, height) SELECT * FROM _img
+                ON CONFLICT (id) DO UPDATE SET
+                  path = coalesce(excluded.path, images.path),
+                  collection = coalesce(excluded.collection, images.collection),
+                  size = coalesce(excluded.size, images.size),
+                  width = coalesce(excluded.width, images.width),
+                  height = coalesce(excluded.height, images.height)""")
+            self.con.unregister("_img")
+        if descriptions:
+            rows = [{**_asdict(d), "text_hash": text_hash(d.text)} for d in descriptions]
+            tbl = pa.Table.from_pylist(rows, schema=_DESC_SCHEMA)
+            self.con.register("_desc", tbl)
+            self.con.execute("""
+                INSERT OR REPLACE INTO descriptions
+                  (image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash)
+                SELECT image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash
+                FROM _desc""")
+            self.con.unregister("_desc")
+        caps = [{"image_id": i, "text": t, "source": caption_source} for i, t in captions]
+        if caps:
+            self.con.register("_cap", pa.Table.from_pylist(caps))
+            self.con.execute("INSERT OR IGNORE INTO captions SELECT DISTINCT image_id, text, source FROM _cap")
+            self.con.unregister("_cap")
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete images with their descriptions and captions. Returns how many images existed."""
+        with self.transaction():
+            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchone()[0]
+            for table, col in (("descriptions", "image_id"), ("captions", "image_id"), ("images", "id")):
+                self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, {col})", [list(ids)])
+        return int(n)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def count_documents(self) -> int:
+        return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchone()[0])
+
+    def iter_documents(self, batch_size: int = 10_000) -> Iterator[Document]:
+        """Every image's current document, ordered by id (deterministic index builds)."""
+        cur = self.con.cursor()
+        cur.execute(f"SELECT id, text FROM ({_DOCUMENTS}) ORDER BY id")
+        while rows := cur.fetchmany(batch_size):
+            for i, t in rows:
+                yield Document(i, t)
+        cur.close()
+
+    def documents_with_hashes(self) -> list[tuple[str, str, str]]:
+        return self.con.execute(f"SELECT id, text, text_hash FROM ({_DOCUMENTS}) ORDER BY id").fetchall()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What an index was built from: document count and a digest over (id, text hash)."""
+        n, digest = self.con.execute(
+            f"SELECT count(*), coalesce(md5(string_agg(id || ':' || text_hash, ',' ORDER BY id)), '') "
+            f"FROM ({_DOCUMENTS})").fetchone()
+        return {"documents": int(n), "digest": digest}
+
+    def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
+        """Current description and metadata for each id that exists."""
+        rows = self.con.execute("""
+            SELECT d.image_id, arg_max(d.text, d.created_at), arg_max(d.json, d.created_at),
+                   arg_max(d.caption, d.created_at), arg_max(d.model, d.created_at),
+                   arg_max(d.prompt_version, d.created_at), any_value(i.collection), any_value(i.path),
+                   arg_max(d.meta, d.created_at)
+            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
+            WHERE list_contains(?, d.image_id) GROUP BY d.image_id""", [list(ids)]).fetchall()
+        return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8]))
+                for r in rows}
+
+    def captions(self) -> list[tuple[str, str]]:
+        """(image id, caption) for every described image; the calibration pair source."""
+        return self.con.execute("""
+            SELECT c.image_id, c.text FROM captions c
+            WHERE c.image_id IN (SELECT image_id FROM descriptions) ORDER BY c.image_id, c.text""").fetchall()
+
+    def described_keys(self, model: str, prompt_version: str, image_ids: Sequence[str]) -> set[str]:
+        """Which of these images already have a description from this model and prompt version."""
+        rows = self.con.execute(
+            "SELECT image_id FROM descriptions WHERE model = ? AND prompt_version = ? AND list_contains(?, image_id)",
+            [model, prompt_version, list(image_ids)]).fetchall()
+        return {r[0] for r in rows}
+
+    def stats(self) -> dict[str, Any]:
+        q = lambda sql: self.con.execute(sql).fetchone()[0]  # noqa: E731
+        by_model = self.con.execute(
+            "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall()
+        return {
+            "database": str(self.path),
+            "schema_version": self.schema_version(),
+            "images": q("SELECT count(*) FROM images"),
+            "documents": self.count_documents(),
+            "descriptions": q("SELECT count(*) FROM descriptions"),
+            "captions": q("SELECT count(*) FROM captions"),
+            "collections": dict(self.con.execute(
+                "SELECT coalesce(collection, '(none)'), count(*) FROM images GROUP BY ALL ORDER BY ALL").fetchall()),
+            "descriptions_by_model": [{"model": m, "prompt_version": p, "count": c} for m, p, c in by_model],
+            "cached_embeddings": q("SELECT count(*) FROM embeddings"),
+            "jobs": q("SELECT count(*) FROM jobs"),
+        }
+
+    def export_relation(self) -> duckdb.DuckDBPyRelation:
+        """One row per description with image metadata; `vfr export` writes it as Parquet or JSONL."""
+        # A cursor of its own: DuckDB 2 refuses relation work on a connection with an unfinished result.
+        return self.con.cursor().sql("""
+            SELECT d.image_id AS id, d.text, d.json,
+                   (SELECT list(c.text ORDER BY c.text) FROM captions c WHERE c.image_id = d.image_id) AS caption,
+                   i.collection, d.meta, d.model, d.prompt_version, d.renderer_version, i.path, i.size, d.created_at
+            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id, d.model""")
+
+    # -- embedding cache -----------------------------------------------------------------------
+    def cached_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        self.con.register("_h", pa.table({"h": list(hashes)}))
+        rows = self.con.execute("SELECT text_hash, vector FROM embeddings JOIN _h ON text_hash = h "
+                                "WHERE model = ?", [model]).fetchall()
+        self.con.unregister("_h")
+        return {h: np.frombuffer(v, dtype="<f4") for h, v in rows}
+
+    def cache_embeddings(self, model: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        tbl = pa.table({"text_hash": list(hashes), "model": [model] * len(hashes),
+                        "dim": [vectors.shape[1]] * len(hashes), "vector": [v.tobytes() for v in vectors]})
+        with self.transaction():
+            self.con.register("_e", tbl)
+            self.con.execute("INSERT OR IGNORE INTO embeddings SELECT text_hash, model, dim, vector FROM _e")
+            self.con.unregister("_e")
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def start_job(self, kind: str, params: dict[str, Any]) -> int:
+        return int(self.con.execute("INSERT INTO jobs (kind, status, params) VALUES (?, 'running', ?) RETURNING id",
+                                    [kind, json.dumps(params)]).fetchone()[0])
+
+    def update_job(self, job_id: int, counts: dict[str, Any], status: str | None = None,
+                   ended: bool = False) -> None:
+        self.con.execute(
+            "UPDATE jobs SET counts = ?, status = coalesce(?, status), "
+            "ended_at = CASE WHEN ? THEN current_timestamp ELSE ended_at END WHERE id = ?",
+            [json.dumps(counts), status, ended, job_id])
+
+    def record_errors(self, job_id: int, errors: Iterable[tuple[str | None, str | None, str, str | None]]) -> None:
+        """(image id, path, reason, detail) rows for files that could not be described."""
+        rows = list(errors)
+        if rows:
+            self.con.executemany("INSERT INTO job_errors (job_id, image_id, path, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                                 [[job_id, *r] for r in rows])
+
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.con.execute("SELECT id, kind, status, params, counts, started_at, ended_at FROM jobs "
+                                "ORDER BY id DESC LIMIT ?", [limit]).fetchall()
+        return [{"id": r[0], "kind": r[1], "status": r[2], "params": _loads(r[3]), "counts": _loads(r[4]),
+                 "started_at": _iso(r[5]), "ended_at": _iso(r[6])} for r in rows]
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+_IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("collection", pa.string()),
+                          ("size", pa.int64()), ("width", pa.int32()), ("height", pa.int32())])
+_DESC_SCHEMA = pa.schema([(n, pa.string()) for n in (
+    "image_id", "text", "model", "prompt_version", "renderer_version", "json", "caption", "meta", "text_hash")])
+
+
+def _asdict(row: Any) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in row.__slots__}
+
+
+def _loads(s: str | None) -> Any:
+    return json.loads(s) if s else None
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="seconds") if t else None
