@@ -114,7 +114,8 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
     strategy = "steps" if config.eval_steps else "epoch"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(ckpt), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio (transformers 5)
+        weight_decay=config.weight_decay,
         seed=config.seed, data_seed=config.seed, fp16=config.precision == "fp16",
         bf16=config.precision == "bf16", use_cpu=(config.device == "cpu") or not torch.cuda.is_available(),
         batch_sampler=group_batch_sampler([p.group for p in train]),
