@@ -133,7 +133,7 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path) -> dict[str
     index_dir = workdir / f"index-{abs(hash(encoder))}"
     shutil.rmtree(index_dir, ignore_errors=True)
     with Store(db, read_only=True) as store:
-        build_index(store, index_dir, IndexConfig(encoder=encoder))
+        build_index(store, index_dir, IndexConfig(encoder=encoder), progress=False)
     index = open_index(index_dir)
     out = {}
     for kind in ("bm25", "hybrid"):
@@ -153,6 +153,26 @@ def evaluate_model(encoder: str, workdir: Path, hybrid: bool) -> dict[str, float
     if hybrid:
         out |= hybrid_recall(encoder, docs, queries, qrels, workdir)
     return out
+
+
+def add_hybrid(results: Path, models_dir: Path) -> None:
+    """Fill in BM25/hybrid for rows run with --no-hybrid whose model folder was kept (--keep-models)."""
+    rows = [json.loads(x) for x in results.read_text().splitlines() if x]
+    queries, docs, qrels = test_collection()
+    workdir = Path(tempfile.mkdtemp(prefix="vfr-calexp-"))
+    try:
+        for r in rows:
+            if "hybrid_R@1" in r["metrics"]:
+                continue
+            encoder = "default" if r["config"] == "base" else str(models_dir / f"{r['config']}-s{r['seed']}")
+            if encoder != "default" and not Path(encoder).exists():
+                print(f"   {encoder} was not kept; no hybrid numbers for it")
+                continue
+            print(f"== hybrid {r['config']} seed {r['seed']}", flush=True)
+            r["metrics"] |= hybrid_recall(encoder, docs, queries, qrels, workdir)
+            results.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def train_one(name: str, seed: int, models_dir: Path) -> tuple[str, dict]:
@@ -205,9 +225,14 @@ def main() -> None:
     ap.add_argument("--keep-models", action="store_true", help="keep trained models (to re-evaluate later)")
     ap.add_argument("--no-hybrid", action="store_true", help="skip BM25/hybrid (needs retrieve.index)")
     ap.add_argument("--table", action="store_true", help="only print the summary table of --results")
+    ap.add_argument("--add-hybrid", action="store_true", help="only add BM25/hybrid to rows that lack them")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.table:
+        print(table(args.results))
+        return
+    if args.add_hybrid:
+        add_hybrid(args.results, args.models_dir)
         print(table(args.results))
         return
     args.results.parent.mkdir(parents=True, exist_ok=True)
