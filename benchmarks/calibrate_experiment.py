@@ -118,7 +118,8 @@ def sugarcrepe_accuracy(model, items) -> dict[str, float]:
     return {f"sc_{k}": round(sum(v) / len(v), 4) for k, v in wins.items()} | {"sc_n_unseen": len(wins["unseen"])}
 
 
-def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path) -> dict[str, float]:
+def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
+                  kinds: tuple[str, ...] = ("bm25", "hybrid")) -> dict[str, float]:
     """BM25 and hybrid through the engine's own index (skipped when retrieve.index is not there yet)."""
     try:
         from retrieve.index import IndexConfig, build_index, open_index
@@ -132,13 +133,14 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path) -> dict[str
             store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
     index_dir = workdir / f"index-{abs(hash(encoder))}"
     shutil.rmtree(index_dir, ignore_errors=True)
-    with Store(db, read_only=True) as store:
+    with Store(db) as store:  # writable: the index build caches embeddings in the store
         build_index(store, index_dir, IndexConfig(encoder=encoder), progress=False)
     index = open_index(index_dir)
     out = {}
-    for kind in ("bm25", "hybrid"):
+    for kind in kinds:
         run = index.searcher(kind).batch_search(queries, 10)
-        out |= {f"{kind}_{k}": v for k, v in _recall(qrels, run).items()}
+        name = "engine_dense" if kind == "dense" else kind  # keep dense_* for our own exact computation
+        out |= {f"{name}_{k}": v for k, v in _recall(qrels, run).items()}
     shutil.rmtree(index_dir, ignore_errors=True)
     return out
 
@@ -169,7 +171,9 @@ def add_hybrid(results: Path, models_dir: Path) -> None:
                 print(f"   {encoder} was not kept; no hybrid numbers for it")
                 continue
             print(f"== hybrid {r['config']} seed {r['seed']}", flush=True)
-            r["metrics"] |= hybrid_recall(encoder, docs, queries, qrels, workdir)
+            # the base row also runs the engine's own dense search: a cross-check of dense_recall above
+            kinds = ("bm25", "dense", "hybrid") if r["config"] == "base" else ("bm25", "hybrid")
+            r["metrics"] |= hybrid_recall(encoder, docs, queries, qrels, workdir, kinds)
             results.write_text("".join(json.dumps(x) + "\n" for x in rows))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -246,7 +250,9 @@ def main() -> None:
                 start = time.perf_counter()
                 encoder, train = ("default", None) if name == "base" else train_one(name, seed, args.models_dir)
                 metrics = evaluate_model(encoder, workdir, hybrid=not args.no_hybrid)
-                row = {"config": name, "seed": seed, "spec": {**DEFAULTS, **CONFIGS.get(name, {})} if train else {},
+                import torch
+
+                row = {"config": name, "seed": seed, "torch_threads": torch.get_num_threads(), "spec": {**DEFAULTS, **CONFIGS.get(name, {})} if train else {},
                        "metrics": metrics, "train": train, "wall_seconds": round(time.perf_counter() - start, 1)}
                 with open(args.results, "a") as f:
                     f.write(json.dumps(row) + "\n")

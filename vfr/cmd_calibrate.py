@@ -47,6 +47,8 @@ def calibrate_cmd(
     seed: Annotated[int, typer.Option(help="Seed for the split, sampling and initialisation.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if present).")] = None,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (GPU).")] = "fp32",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice). "
+                                                   "Use 1 on cores shared with other busy processes.")] = None,
     gather: Annotated[bool, typer.Option("--gather-across-devices", help="Multi-GPU: use every device's "
                                          "batch as negatives.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
@@ -76,7 +78,7 @@ def calibrate_cmd(
     config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]
                              mini_batch_size=mini_batch_size, learning_rate=lr, warmup_ratio=warmup, scale=scale,
                              freeze_layers=freeze_layers, max_seq_length=max_seq_length, seed=seed,
-                             early_stopping=early_stopping, eval_steps=eval_steps, device=device,
+                             early_stopping=early_stopping, eval_steps=eval_steps, device=device, threads=threads,
                              precision=precision, gather_across_devices=gather)  # type: ignore[arg-type]
     try:
         config.validate()
