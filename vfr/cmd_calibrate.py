@@ -58,7 +58,8 @@ def calibrate_cmd(
     In-batch-negative contrastive loss, held-out split by image, an IR evaluation on the held-out images
     each epoch (R@1/5/10, MRR@10) with early stopping, and a saved model folder that `vfr index --encoder`
     and `vfr eval --encoder` accept. calibration.json in that folder records the run. CPU-friendly
-    defaults: the packaged MiniLM calibrates on ~2k pairs in minutes on 2 cores.
+    defaults: the packaged MiniLM calibrates on ~2k pairs in about five minutes on 2 cores (pass
+    --threads 1 when other busy processes share them).
     """
     from retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
 
