@@ -51,10 +51,9 @@ class LuceneSearcher:
         ensure_jvm()
         from jnius import autoclass
         from pyserini.analysis import Analyzer, get_lucene_analyzer
-        from pyserini.search.lucene import LuceneSearcher as _PyseriniSearcher
-
-        self._searcher = _PyseriniSearcher(str(index_dir))
-        self._searcher.set_bm25(k1, b)
+        # Anserini's searcher directly: pyserini.search.lucene would import torch and transformers (~5 s).
+        self._java = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
+        self._java.set_bm25(float(k1), float(b))
         self._analyzer = Analyzer(get_lucene_analyzer())
         self._J = {name: autoclass(cls) for name, cls in {
             "Builder": "org.apache.lucene.search.BooleanQuery$Builder",
@@ -65,8 +64,7 @@ class LuceneSearcher:
         }.items()}
         self._J["IndexSearcher"] = autoclass("org.apache.lucene.search.IndexSearcher")
         self._J["IndexSearcher"].setMaxClauseCount(MAX_CLAUSES + _ID_CHUNK + 1)
-        self._java = self._searcher.object  # Anserini's SimpleSearcher: skip pyserini's per-hit wrapping
-        self.num_docs = self._searcher.num_docs
+        self.num_docs = int(self._java.get_total_num_docs())
 
     def terms(self, query: str) -> Counter[str]:
         """Analysed query terms with their counts, capped at MAX_CLAUSES distinct terms."""
