@@ -41,8 +41,8 @@ def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     (folder / "text.png").write_text("this is not an image\n" * 10)
     (folder / "truncated.png").write_bytes(good.read_bytes()[: max(64, good.stat().st_size // 3)])
     data = bytearray(good.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 16] = bytes(16)  # damaged compressed data: the chunk CRC fails
+    a, b = int(len(data) * 0.3), int(len(data) * 0.7)
+    data[a:b] = random.Random(1).randbytes(b - a)  # damaged compressed data: zlib fails
     (folder / "corrupt.png").write_bytes(bytes(data))
     return {"zero.jpg": "empty", "text.png": "not_image", "truncated.png": "truncated", "corrupt.png": "corrupt"}
 
