@@ -37,4 +37,5 @@ def vllm_engine(tiny_model):
         os.environ.setdefault(k, v)
     from describe.engine_vllm import VllmEngine, VllmOptions
 
-    return VllmEngine(VllmOptions(model=str(tiny_model), max_model_len=4096, max_tokens=1024))
+    # max_tokens leaves room for the longest outputs the random model writes (greedy: deterministic).
+    return VllmEngine(VllmOptions(model=str(tiny_model), max_model_len=4096, max_tokens=3000))
