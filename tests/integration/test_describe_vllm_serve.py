@@ -66,7 +66,7 @@ def vllm_server(tiny_model, tmp_path_factory):
 def test_server_engine_describes_and_stores(tmp_path, vllm_server):
     good = make_images(tmp_path / "img", 10, sizes=[(64, 48), (300, 200), (1200, 900), (20, 700), (224, 224)])
     make_bad_files(tmp_path / "img", good[1])
-    eng = ServerEngine(ServerOptions(url=vllm_server, max_tokens=3000, concurrency=4, timeout_s=300))
+    eng = ServerEngine(ServerOptions(url=vllm_server, max_tokens=1024, concurrency=4, timeout_s=300))
     assert eng.model == "tiny-vlm"                      # discovered from /v1/models
     cfg = JobConfig(model=eng.model, prompt_version=prompt_version(True), batch_size=5,
                     limits=ReaderLimits(max_pixels=224 * 224))
