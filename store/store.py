@@ -290,6 +290,54 @@ class Store:
         return [{"id": r[0], "kind": r[1], "status": r[2], "params": _loads(r[3]), "counts": _loads(r[4]),
                  "started_at": _iso(r[5]), "ended_at": _iso(r[6])} for r in rows]
 
+    # -- describe (issue 3) --------------------------------------------------------------------
+    def already_described(self, model: str, prompt_version: str, image_ids: Sequence[str]) -> set[str]:
+        """Like `described_keys`, but on a cursor of its own so a reader thread may call it during writes."""
+        if not image_ids:
+            return set()
+        cur = self.con.cursor()
+        try:
+            cur.register("_ids", pa.table({"id": list(image_ids)}))
+            rows = cur.execute("SELECT d.image_id FROM descriptions d JOIN _ids ON d.image_id = _ids.id "
+                               "WHERE d.model = ? AND d.prompt_version = ?", [model, prompt_version]).fetchall()
+        finally:
+            cur.close()
+        return {r[0] for r in rows}
+
+    def interrupt_stale_jobs(self, kind: str) -> int:
+        """Mark `running` jobs of this kind as interrupted: we hold the only write lock, so none can be running."""
+        n = self.con.execute("UPDATE jobs SET status = 'interrupted' WHERE kind = ? AND status = 'running' "
+                             "RETURNING id", [kind]).fetchall()
+        return len(n)
+
+    def write_describe_batch(self, job_id: int, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
+                             errors: Sequence[tuple[str | None, str | None, str, str | None]],
+                             counts: dict[str, Any]) -> None:
+        """A batch's descriptions, its error rows and the job's running counts, in one transaction:
+        after a crash the database holds whole batches only, and the job row agrees with them."""
+        with self.transaction():
+            self.upsert_in_transaction(images, descriptions)
+            self.record_errors(job_id, errors)
+            self.update_job(job_id, counts)
+
+    def job_errors(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self.con.execute("SELECT image_id, path, reason, detail FROM job_errors WHERE job_id = ? "
+                                "ORDER BY created_at, path", [job_id]).fetchall()
+        return [{"image_id": r[0], "path": r[1], "reason": r[2], "detail": r[3]} for r in rows]
+
+    def ingested_shard_digests(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT name, sha256 FROM ingested_shards").fetchall())
+
+    def ingest_shard(self, name: str, digest: str, images: Sequence[ImageRow],
+                     descriptions: Sequence[DescriptionRow],
+                     errors: Sequence[tuple[str | None, str | None, str, str | None]], job_id: int) -> None:
+        """One shard in one transaction, remembered by name and digest so ingesting again is a no-op."""
+        with self.transaction():
+            self.upsert_in_transaction(images, descriptions)
+            self.record_errors(job_id, errors)
+            self.con.execute("INSERT OR REPLACE INTO ingested_shards (name, sha256, rows, errors) VALUES (?, ?, ?, ?)",
+                             [name, digest, len(descriptions), len(errors)])
+
 
 class _Transaction:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
