@@ -1,0 +1,96 @@
+"""Temporary stores and indexes for evaluation, cached by content hash.
+
+Layout under the cache root (`--cache-dir`, else `$VFR_CACHE/eval`, else `~/.cache/vfr/eval`):
+    embeddings.duckdb          document embeddings shared by every corpus (keyed by text hash + encoder)
+    <key>/store.duckdb         the corpus as a store (one document per corpus entry)
+    <key>/index/               retrieve.index folder built from it
+`key` hashes the corpus (ids and texts), the encoder and the index settings, so an unchanged
+benchmark reopens its index and a changed one never reuses a stale one. Inputs are only read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+CACHE_VERSION = 1
+
+
+def cache_root(explicit: Path | None = None) -> Path:
+    if explicit:
+        return explicit
+    base = os.environ.get("VFR_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "vfr") / "eval"
+
+
+def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
+    from retrieve.encoder import encoder_id
+
+    h = hashlib.sha256()
+    settings = {**asdict(config), "encoder": encoder_id(config.encoder), "cache_version": CACHE_VERSION}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for doc_id in sorted(corpus):
+        h.update(doc_id.encode("utf-8") + b"\x00" + corpus[doc_id].encode("utf-8") + b"\x01")
+    return h.hexdigest()[:24]
+
+
+def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None = None,
+                      progress: bool = True) -> tuple[Any, dict]:
+    """An opened index over `corpus` (built on first use). Returns (index, info about the cache)."""
+    from retrieve.index import open_index
+
+    root = cache_root(root)
+    key = corpus_key(corpus, config)
+    folder = root / key
+    manifest = folder / "index" / "current" / "manifest.json"
+    if manifest.exists():
+        return open_index(folder / "index"), {"key": key, "cached": True, "folder": str(folder)}
+    info = _build(corpus, config, root, folder, progress)
+    return open_index(folder / "index"), {"key": key, "cached": False, "folder": str(folder), **info}
+
+
+def _build(corpus: Mapping[str, str], config: Any, root: Path, folder: Path, progress: bool) -> dict:
+    from retrieve.encoder import encoder_id
+    from retrieve.index import build_index
+    from store.store import DescriptionRow, ImageRow, Store, text_hash
+
+    if folder.exists():  # a build that died half-way: start over
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    model = encoder_id(config.encoder)
+    hashes = sorted({text_hash(t) for t in corpus.values()})
+    with Store(folder / "store.duckdb") as store:
+        store.upsert([ImageRow(i, collection="eval") for i in corpus],
+                     [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
+        seeded = _copy_embeddings(root / "embeddings.duckdb", store, model, hashes)
+        manifest = build_index(store, folder / "index", config, progress=progress)
+        _copy_embeddings(store, root / "embeddings.duckdb", model, hashes)
+    return {"embeddings_from_cache": seeded, "build": manifest.get("build", {})}
+
+
+def _copy_embeddings(src: Any, dst: Any, model: str, hashes: list[str]) -> int:
+    """Copy cached embeddings between stores (either may be a path to the shared cache)."""
+    from store.store import Store
+
+    if isinstance(src, Path) and not src.exists():
+        return 0
+    src_store = Store(src) if isinstance(src, Path) else src
+    dst_store = Store(dst) if isinstance(dst, Path) else dst
+    try:
+        found = src_store.cached_embeddings(model, hashes)
+        if isinstance(dst, Path):  # only what the shared cache lacks
+            found = {h: v for h, v in found.items() if h not in dst_store.cached_embeddings(model, list(found))}
+        if found:
+            import numpy as np
+
+            keys = list(found)
+            dst_store.cache_embeddings(model, keys, np.vstack([found[k] for k in keys]))
+        return len(found)
+    finally:
+        for s, given in ((src_store, src), (dst_store, dst)):
+            if isinstance(given, Path):
+                s.close()
