@@ -47,10 +47,20 @@ def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None 
     key = corpus_key(corpus, config)
     folder = root / key
     manifest = folder / "index" / "current" / "manifest.json"
-    if manifest.exists():
-        return open_index(folder / "index"), {"key": key, "cached": True, "folder": str(folder)}
-    info = _build(corpus, config, root, folder, progress)
-    return open_index(folder / "index"), {"key": key, "cached": False, "folder": str(folder), **info}
+    cached = manifest.exists()
+    info = {} if cached else _build(corpus, config, root, folder, progress)
+    index = open_index(folder / "index")
+    return index, {"key": key, "cached": cached, "folder": str(folder), "manifest": manifest_summary(index.manifest),
+                   **info}
+
+
+def manifest_summary(m: Mapping[str, Any]) -> dict:
+    """The index settings a results table must state."""
+    sparse, dense = m.get("sparse", {}), m.get("dense", {})
+    fusion = m.get("fusion_default", {})
+    return {"k1": sparse.get("k1"), "b": sparse.get("b"), "encoder_id": dense.get("encoder_id"),
+            "dimension": dense.get("dimension"), "faiss": dense.get("faiss"),
+            "fusion": ", ".join(f"{k}={v}" for k, v in fusion.items()) if fusion else None}
 
 
 def _build(corpus: Mapping[str, str], config: Any, root: Path, folder: Path, progress: bool) -> dict:
