@@ -8,7 +8,7 @@ ranx `recall@k` (fraction of the five found) is kept in the JSON as `recall@k`.
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -98,6 +98,32 @@ def compare(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str] = METR
     raw = report.to_dict()
     return {a: {b: {m: float(p) for m, p in ps.items()} for b, ps in raw[a]["comparisons"].items()}
             for a in runs}
+
+
+def evaluate_all(qrels: Qrels, runs: Mapping[str, Run], curve_ks: Sequence[int], test: str = "fisher",
+                 seed: int = 0) -> dict[str, Any]:
+    """Everything a retrieval task reports, converting each run to ranx once (large runs convert slowly):
+    means, R@1 bootstrap intervals, the R@k curve and paired p-values between runs."""
+    ranx = _ranx()
+    q = _qrels(qrels)
+    ranx_runs = {name: _run(run, qrels, name) for name, run in runs.items()}
+    curve = [f"hit_rate@{k}" for k in curve_ks]
+    wanted = list(dict.fromkeys([*METRICS, *EXTRA_METRICS, *curve]))
+    out: dict[str, Any] = {"metrics": {}, "r1_ci95": {}, "curves": {}}
+    for name, r in ranx_runs.items():
+        scores = ranx.evaluate(q, r, wanted)
+        out["metrics"][name] = {m: float(scores[m]) for m in (*METRICS, *EXTRA_METRICS)}
+        out["curves"][name] = {"k": list(curve_ks), "r": [float(scores[m]) for m in curve]}
+        hits = np.asarray(ranx.evaluate(q, r, "hit_rate@1", return_mean=False), dtype=float)
+        out["r1_ci95"][name] = list(bootstrap_ci(hits, seed=seed))
+    out["p_values"] = {}
+    if len(ranx_runs) > 1:
+        report = ranx.compare(q, list(ranx_runs.values()), list(METRICS), stat_test=test, n_permutations=1000,
+                              random_seed=42, max_p=0.05)
+        raw = report.to_dict()
+        out["p_values"] = {a: {b: {m: float(p) for m, p in ps.items()} for b, ps in raw[a]["comparisons"].items()}
+                           for a in ranx_runs}
+    return out
 
 
 def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000,

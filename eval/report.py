@@ -98,8 +98,13 @@ def significance_line(t: Mapping[str, Any], metric: str = "hit_rate@1") -> str:
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     if not pairs:
         return ""
-    parts = [f"{a} vs {b} p={p[a][b][metric]:.3g}" for a, b in pairs]
+    parts = [f"{a} vs {b} {_p(p[a][b][metric])}" for a, b in pairs]
     return f"Paired {t['significance']['test']} test on {LABELS[metric]}: " + "; ".join(parts) + "."
+
+
+def _p(p: float) -> str:
+    """A randomisation test with 1,000 permutations cannot resolve p below 0.001."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def compositional_table(t: Mapping[str, Any]) -> list[str]:

@@ -86,19 +86,15 @@ def evaluate_retrieval(task: RetrievalTask, index: Any, config: EvalConfig) -> T
         raw = search(index.searcher(name), task.queries, k, config, f"{task.name} {name}")
         runs[name] = truncate(M.to_target_run(raw, task.doc_target), config.depth)
         timings[name] = round(time.perf_counter() - t0, 2)
-    scores, cis, curves = {}, {}, {}
-    for name, run in runs.items():
-        scores[name] = M.evaluate(task.qrels, run)
-        cis[name] = list(M.bootstrap_ci(M.per_query(task.qrels, run, "hit_rate@1"), seed=config.seed))
-        ks = [x for x in CURVE_KS if x <= config.depth]
-        curves[name] = {"k": ks, "r": M.recall_curve(task.qrels, run, ks)}
-    significance = M.compare(task.qrels, runs, test=config.stat_test) if len(runs) > 1 else {}
+    t0 = time.perf_counter()
+    ev = M.evaluate_all(task.qrels, runs, [x for x in CURVE_KS if x <= config.depth], config.stat_test, config.seed)
+    timings["metrics"] = round(time.perf_counter() - t0, 2)
     targets = {t for rel in task.qrels.values() for t in rel}
     summary = {
         "task": task.name, "kind": "retrieval", "title": task.title, "queries": len(task.queries),
         "documents": len(task.corpus), "targets_judged": len(targets), "meta": dict(task.meta),
-        "reference": task.reference, "metrics": scores, "r1_ci95": cis, "curves": curves,
-        "significance": {"test": config.stat_test, "p_values": significance}, "search_seconds": timings,
+        "reference": task.reference, "metrics": ev["metrics"], "r1_ci95": ev["r1_ci95"], "curves": ev["curves"],
+        "significance": {"test": config.stat_test, "p_values": ev["p_values"]}, "seconds_by_step": timings,
     }
     return TaskResult(task.name, "retrieval", summary, runs)
 
@@ -115,7 +111,7 @@ def evaluate_compositional(task: CompositionalTask, index: Any, config: EvalConf
         per[name] = comp.summarize(task, outcomes, seed=config.seed)
         timings[name] = round(time.perf_counter() - t0, 2)
     summary = {"task": task.name, "kind": "compositional", "title": task.title, "meta": dict(task.meta),
-               "items_total": sum(task.items_total.values()), "results": per, "score_seconds": timings}
+               "items_total": sum(task.items_total.values()), "results": per, "seconds_by_step": timings}
     return TaskResult(task.name, "compositional", summary)
 
 
