@@ -44,7 +44,9 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> "Sen
     if target.startswith("/"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every start are noise in a CLI
     try:
         return SentenceTransformer(target, device=device or "cpu")
     except OSError as e:

@@ -32,6 +32,11 @@ def ensure_jvm(heap: str | None = None) -> None:
         if not jars:
             raise RuntimeError("pyserini's Anserini jar is missing: reinstall pyserini")
         jnius_config.add_classpath(max(jars, key=os.path.getctime))
-        jnius_config.add_options(f"-Xmx{heap or os.environ.get('VFR_JVM_HEAP', '4g')}")
+        here = Path(__file__).parent
+        jnius_config.add_options(
+            f"-Xmx{heap or os.environ.get('VFR_JVM_HEAP', '4g')}",
+            f"-Dlog4j2.configurationFile={here / 'log4j2.properties'}",
+            f"-Djava.util.logging.config.file={here / 'jul.properties'}",
+        )
         os.environ["ANSERINI_CLASSPATH"] = str(Path(__file__).parent)  # no jar here: pyserini's setup is skipped
     _ready = True

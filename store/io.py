@@ -137,12 +137,17 @@ def export(store: Store, out: Path, fmt: str | None = None) -> int:
         rel.write_parquet(str(tmp))
     elif fmt == "jsonl":
         with tmp.open("w", encoding="utf-8") as f:
-            for row in rel.fetch_arrow_reader(10_000).read_all().to_pylist():
-                row["json"] = json.loads(row["json"]) if row["json"] else None
-                row["meta"] = json.loads(row["meta"]) if row["meta"] else None
-                row["created_at"] = row["created_at"].isoformat() if row["created_at"] else None
-                f.write(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n")
+            for batch in rel.to_arrow_reader(10_000):
+                for row in batch.to_pylist():
+                    f.write(json.dumps(_export_row(row), ensure_ascii=False) + "\n")
     else:
         raise StoreError(f"unknown export format {fmt!r}: use parquet or jsonl")
     tmp.replace(out)
     return int(store.con.execute("SELECT count(*) FROM descriptions").fetchone()[0])
+
+
+def _export_row(row: dict[str, Any]) -> dict[str, Any]:
+    row["json"] = json.loads(row["json"]) if row["json"] else None
+    row["meta"] = json.loads(row["meta"]) if row["meta"] else None
+    row["created_at"] = row["created_at"].isoformat() if row["created_at"] else None
+    return {k: v for k, v in row.items() if v is not None}

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from vfr.settings import default_db
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB database file (env VFR_DB).",

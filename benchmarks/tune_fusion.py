@@ -1,0 +1,78 @@
+"""Choose the hybrid defaults by measurement: BM25 k1/b and fusion (method, normalisation, weights,
+depth) on the COCO Karpathy **val** join (captions → one description per image). Prints a table;
+docs/fusion.md records the outcome. Usage:
+    python benchmarks/tune_fusion.py [--split val|test] [--data ../shared/data]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from ranx import Qrels, Run, evaluate
+
+from retrieve.fusion import FusionConfig, fuse
+from retrieve.index import IndexConfig, build_index, open_index
+from store.store import DescriptionRow, ImageRow, Store
+
+METRICS = ["recall@1", "recall@5", "recall@10"]
+
+
+def load_join(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """docs (longest description per image), queries (every caption), qrels."""
+    docs, queries, qrels = {}, {}, {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        img = str(rec["coco_id"])
+        docs[img] = max(rec["descriptions"].values(), key=len)
+        for j, cap in enumerate(rec["captions"]):
+            queries[f"{img}-{j}"] = cap
+            qrels[f"{img}-{j}"] = {img: 1}
+    return docs, queries, qrels
+
+
+def score(run: dict, qrels: dict) -> dict[str, float]:
+    res = evaluate(Qrels(qrels), Run({q: (r or {"__none__": 0.0}) for q, r in run.items()}), METRICS)
+    return {m: round(100 * v, 1) for m, v in res.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--data", default="../shared/data")
+    args = ap.parse_args()
+    docs, queries, qrels = load_join(Path(args.data) / "joined" / f"coco_karpathy_{args.split}_x_vlm_descriptions.jsonl")
+    print(f"{len(docs)} documents, {len(queries)} queries ({args.split})")
+    tmp = Path(tempfile.mkdtemp())
+    with Store(tmp / "t.duckdb") as store:
+        store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
+        results = []
+        for k1, b in [(0.9, 0.4), (1.2, 0.75), (0.6, 0.3), (1.5, 0.5)]:
+            build_index(store, tmp / "idx", IndexConfig(k1=k1, b=b), progress=False)
+            idx = open_index(tmp / "idx")
+            bm25 = idx.searcher("bm25").batch_search(queries, 100)
+            print(f"bm25 k1={k1} b={b}", score(bm25, qrels))
+            results.append(((k1, b), bm25))
+        (k1, b), bm25 = max(results, key=lambda r: score(r[1], qrels)["recall@1"])
+        build_index(store, tmp / "idx", IndexConfig(k1=k1, b=b), progress=False)
+        idx = open_index(tmp / "idx")
+        dense = idx.searcher("dense").batch_search(queries, 100)
+        print("dense", score(dense, qrels))
+        print("rrf k=60", score(fuse([bm25, dense], FusionConfig(method="rrf")), qrels))
+        grid = []
+        for norm, w in itertools.product(["minmax", "zscore"], [0.1, 0.2, 0.3, 0.4, 0.5]):
+            cfg = FusionConfig(weights=(w, 1 - w), norm=norm)
+            t0 = time.perf_counter()
+            run = idx.searcher("hybrid", cfg).batch_search(queries, 10)
+            s = score(run, qrels)
+            grid.append((s["recall@1"] + s["recall@10"], norm, w, s))
+            print(f"convex {norm} w_sparse={w}", s, f"{time.perf_counter() - t0:.1f}s")
+        best = max(grid, key=lambda g: g[0])
+        print("best:", best)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Hybrid search: over-fetch `depth` candidates from BM25 and from dense, score every candidate on
+both sides exactly (no substituted scores for documents one side did not return), then fuse."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from retrieve.dense import FaissSearcher
+from retrieve.fusion import FusionConfig, fuse
+from retrieve.sparse import LuceneSearcher
+from retrieve.types import Hit, Run, hits_from_scores
+
+
+class HybridSearcher:
+    def __init__(self, sparse: LuceneSearcher, dense: FaissSearcher, fusion: FusionConfig | None = None) -> None:
+        self.sparse = sparse
+        self.dense = dense
+        self.fusion = fusion or FusionConfig()
+
+    def _candidate_runs(self, query: str, qvec, extra: Sequence[str] = ()) -> tuple[dict, dict]:
+        depth = self.fusion.depth
+        sparse = {h.id: h.score for h in self.sparse.search(query, depth)}
+        dense = {h.id: h.score for h in self.dense.search_vectors(qvec, depth)[0]}
+        if self.fusion.method == "convex":  # rank fusion needs no exact scores for the other side
+            union = list(dict.fromkeys([*sparse, *dense, *extra]))
+            missing_sparse = [d for d in union if d not in sparse]
+            missing_dense = [d for d in union if d not in dense]
+            if missing_sparse:
+                sparse.update(self.sparse.score(query, missing_sparse))
+            if missing_dense:
+                dense.update(self.dense.score_vector(qvec, missing_dense))
+        return sparse, dense
+
+    def _fused(self, query: str, qvec, extra: Sequence[str] = ()) -> dict[str, float]:
+        sparse, dense = self._candidate_runs(query, qvec, extra)
+        return fuse([{"q": sparse}, {"q": dense}], self.fusion).get("q", {})
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return hits_from_scores(self._fused(query, self.dense.encode([query])), k)
+
+    def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
+        qids = list(queries)
+        vecs = self.dense.encode([queries[q] for q in qids]) if qids else []
+        out: Run = {}
+        for qid, vec in zip(qids, vecs):
+            out[qid] = {h.id: h.score for h in hits_from_scores(self._fused(queries[qid], vec[None, :]), k)}
+        return out
+
+    def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
+        """Fused score of the given documents, normalised against this query's candidate lists."""
+        fused = self._fused(query, self.dense.encode([query]), extra=doc_ids)
+        return {d: fused.get(d, 0.0) for d in doc_ids}
