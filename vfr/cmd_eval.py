@@ -46,10 +46,9 @@ def eval_cmd(
 ) -> None:
     """Evaluate bm25, dense and hybrid retrieval: writes TREC runs, metrics.json, results.md and plots.
 
-    Text→image: captions query image descriptions (one relevant image). Image→text: descriptions query
-    all captions (the image's captions are relevant). Compositional (SugarCrepe, SugarCrepe++): is a
-    description scored closer to the caption than to its hard negative? Metrics through ranx: R@1/5/10
-    (hit rate), MRR@10, nDCG@10, paired significance tests, bootstrap 95% intervals for R@1.
+    Text→image: captions query image descriptions (one relevant image). Image→text: descriptions query all captions (the image's captions are relevant). Compositional (SugarCrepe, SugarCrepe++): is a description scored closer to the caption than to its hard negative?
+
+    Metrics through ranx: R@1/5/10 (hit rate), MRR@10, nDCG@10, paired significance tests, bootstrap 95% intervals for R@1. Stores and indexes are cached by content hash, and so are query embeddings.
     """
     from eval import benchmarks
     from eval.datasets import BenchmarkError
