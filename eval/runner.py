@@ -58,7 +58,7 @@ def _bar(config: EvalConfig, desc: str, total: int | None = None) -> Callable[[I
             return it
         from tqdm import tqdm
 
-        return tqdm(it, desc=desc, total=total, leave=False, unit="batch" if total is None else "it",
+        return tqdm(it, desc=desc, total=total, leave=False, unit="chunk" if total else "query",
                     dynamic_ncols=True)
     return wrap
 
