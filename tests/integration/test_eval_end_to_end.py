@@ -17,13 +17,13 @@ ROOT = benchmarks.default_data_dir()
 def small() -> list[ds.DescribedImage]:
     if not ROOT.is_dir():
         pytest.skip(f"shared data not found at {ROOT} (set VFR_DATA)")
-    return ds.load_joined(ROOT / "joined" / "coco_karpathy_test_x_vlm_descriptions.jsonl")[:40]
+    return ds.load_joined(ROOT / "joined" / "coco_karpathy_test_x_vlm_descriptions.jsonl")[:20]
 
 
 def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
     items = [ds.CompositionalItem(f"replace_obj/{i.image_id}", "replace_obj", i.image_id, i.captions[0],
                                   "A plate of spaghetti on a wooden table.") for i in small[:10]]
-    tasks = [tk.text_to_image("t2i", small, "longest"), tk.image_to_text("i2t", small, "each"),
+    tasks = [tk.text_to_image("t2i", small, "longest"), tk.image_to_text("i2t", small[:10], "each"),
              tk.compositional("compositional", items, {i.image_id: i.descriptions for i in small}, "longest")]
     config = runner.EvalConfig(progress=False, depth=10, cache_dir=tmp_path / "cache")
     inputs = json.dumps([t.queries if hasattr(t, "queries") else len(t.trials) for t in tasks])
@@ -31,12 +31,12 @@ def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
     results = runner.run_tasks(tasks, config)
     t2i, i2t, comp = (r.summary for r in results)
     for name in runner.RETRIEVERS:
-        assert 0.3 < t2i["metrics"][name]["hit_rate@1"] <= 1.0          # 40 images: far above chance (2.5%)
+        assert 0.3 < t2i["metrics"][name]["hit_rate@1"] <= 1.0          # 20 images: far above chance (5%)
         assert t2i["metrics"][name]["hit_rate@10"] >= t2i["metrics"][name]["hit_rate@1"]
         lo, hi = t2i["r1_ci95"][name]
         assert lo <= t2i["metrics"][name]["hit_rate@1"] <= hi
         assert comp["results"][name]["categories"]["replace_obj"]["accuracy"] >= 0.8  # spaghetti is easy
-    assert i2t["queries"] > 40                                            # source "each": one query per description
+    assert i2t["queries"] > 10                                            # source "each": one query per description
     assert not t2i["index"]["cached"]
     assert json.dumps([t.queries if hasattr(t, "queries") else len(t.trials) for t in tasks]) == inputs
 
