@@ -83,6 +83,12 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     page = (tmp_path / "results_page.md").read_text()
     assert "401" in page and "| toy | t2i |" in page
 
+    from eval.results_page import page_from_folder
+    (tmp_path / "pf" / "toy").mkdir(parents=True)
+    (tmp_path / "pf" / "toy" / "metrics.json").write_text((tmp_path / "metrics.json").read_text())
+    assert page_from_folder(tmp_path / "pf", tmp_path / "again.md") == ["toy"]
+    assert "| toy | t2i |" in (tmp_path / "again.md").read_text()
+
 
 def test_trec_format(tmp_path: Path) -> None:
     report.write_trec({"q1": {"b": 0.5, "a": 0.5, "c": 0.9}}, tmp_path / "r.trec", "tag")
