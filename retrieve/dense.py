@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from retrieve.types import Hit, Run
+from retrieve.types import Hit, Run, clean_text
 
 ENCODE_CHUNK = 2048  # texts per encode call: one progress step, one cache write
 
@@ -43,7 +43,7 @@ def embed_documents(store, encoder_name: str, encoder_key: str, rows: Sequence[t
         items = list(todo.items())
         for start in range(0, len(items), ENCODE_CHUNK):
             chunk = items[start:start + ENCODE_CHUNK]
-            vecs = model.encode([t for _, t in chunk], batch_size=batch_size, convert_to_numpy=True,
+            vecs = model.encode([clean_text(t) for _, t in chunk], batch_size=batch_size, convert_to_numpy=True,
                                 show_progress_bar=False, normalize_embeddings=False)
             store.cache_embeddings(encoder_key, [h for h, _ in chunk], vecs)
             cached.update(zip((h for h, _ in chunk), vecs))
@@ -101,7 +101,7 @@ class FaissSearcher:
         return self._model
 
     def encode(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        vecs = self.model.encode(list(queries), batch_size=batch_size, convert_to_numpy=True,
+        vecs = self.model.encode([clean_text(q) for q in queries], batch_size=batch_size, convert_to_numpy=True,
                                  show_progress_bar=False, normalize_embeddings=False)
         return normalise(np.atleast_2d(vecs))
 

@@ -16,7 +16,8 @@ class HybridSearcher:
         self.dense = dense
         self.fusion = fusion or FusionConfig()
 
-    def _candidate_runs(self, query: str, qvec, extra: Sequence[str] = ()) -> tuple[dict, dict]:
+    def candidates(self, query: str, qvec, extra: Sequence[str] = ()) -> tuple[dict, dict]:
+        """Sparse and dense scores of the union of both sides' top-`depth` (plus `extra` ids)."""
         depth = self.fusion.depth
         sparse = {h.id: h.score for h in self.sparse.search(query, depth)}
         dense = {h.id: h.score for h in self.dense.search_vectors(qvec, depth)[0]}
@@ -31,7 +32,7 @@ class HybridSearcher:
         return sparse, dense
 
     def _fused(self, query: str, qvec, extra: Sequence[str] = ()) -> dict[str, float]:
-        sparse, dense = self._candidate_runs(query, qvec, extra)
+        sparse, dense = self.candidates(query, qvec, extra)
         return fuse([{"q": sparse}, {"q": dense}], self.fusion).get("q", {})
 
     def search(self, query: str, k: int = 10) -> list[Hit]:

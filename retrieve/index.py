@@ -92,6 +92,7 @@ def build_index(store, index_dir: Path, config: IndexConfig = IndexConfig(), pro
             "versions": _versions(store),
             "build": {"config": asdict(config), "timings": timings, "embeddings": counts},
         }
+        manifest = json.loads(json.dumps(manifest))  # return exactly what readers will see (tuples → lists)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         final = builds / build_id
         tmp.rename(final)

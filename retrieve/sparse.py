@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from retrieve.jvm import ensure_jvm
-from retrieve.types import Document, Hit, Run
+from retrieve.types import Document, Hit, Run, clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
 _ID_CHUNK = 512  # documents per filtered scoring query
 _INDEX_ARGS = ["-storeRaw", "-storePositions", "-storeDocvectors", "-threads", "1"]
-
-
-def clean_text(text: str) -> str:
-    """Make arbitrary user text safe to hand to Java (no NULs, no lone surrogates)."""
-    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
 
 
 def build_sparse(docs: Iterable[Document], out_dir: Path, batch_size: int = 5000,

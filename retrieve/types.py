@@ -37,3 +37,8 @@ def hits_from_scores(scores: dict[str, float], k: int) -> list[Hit]:
 
 def run_from_hits(results: dict[str, Sequence[Hit]]) -> Run:
     return {qid: {h.id: h.score for h in hits} for qid, hits in results.items()}
+
+
+def clean_text(text: str) -> str:
+    """Make arbitrary user text safe for Java and tokenizers: no NULs, no lone surrogates."""
+    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,123 @@
+"""Index-build and query benchmark on synthetic scene-description corpora (a script, not a test).
+
+    python benchmarks/retrieval_bench.py --docs 10000 100000 [--queries 300] [--faiss flat]
+
+Reports, per corpus size: build time per stage (BM25, encode, FAISS), build encoding throughput vs raw
+sentence-transformers throughput on the same texts/model/batch size, single-query latency p50/p95/p99
+(one query at a time, query encoding included) for bm25/dense/hybrid, batch throughput, peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retrieve.encoder import load_encoder
+from retrieve.index import IndexConfig, build_index, open_index
+from store.store import DescriptionRow, ImageRow, Store
+
+SUBJECTS = "dog cat woman man child bus car bicycle horse bird boat train pizza cake laptop umbrella kite surfer " \
+           "skateboarder elephant giraffe zebra sheep cow bench clock vase sofa bed table chair lamp".split()
+COLOURS = "red blue green yellow white black brown grey orange pink purple silver golden".split()
+PLACES = "beach street kitchen park living room office field forest harbour market station stadium " \
+         "mountain lake airport bakery garden playground museum bridge".split()
+VERBS = "sitting on|standing next to|lying under|walking past|riding|holding|looking at|parked beside|" \
+        "leaning against|jumping over".split("|")
+TIMES = "in the morning|at night|at dusk|on a sunny day|in the rain|in the snow|under cloudy skies".split("|")
+
+
+def synth_doc(rng: random.Random) -> str:
+    a, b, c = rng.sample(SUBJECTS, 3)
+    n = rng.randint(1, 6)
+    sents = [f"A {rng.choice(COLOURS)} {a} {rng.choice(VERBS)} a {rng.choice(COLOURS)} {b} "
+             f"in a {rng.choice(PLACES)} {rng.choice(TIMES)}.",
+             f"Objects: {n} {rng.choice(COLOURS)} {c}; one {rng.choice(COLOURS)} {a}; one {b}.",
+             f"The {a} is {rng.choice(VERBS)} the {c}. Setting: {rng.choice(PLACES)}, "
+             f"{rng.choice(['indoors', 'outdoors'])}."]
+    return " ".join(sents)
+
+
+def synth_query(rng: random.Random) -> str:
+    return f"{rng.choice(COLOURS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)} a {rng.choice(SUBJECTS)} " \
+           f"in the {rng.choice(PLACES)}"
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(n_docs: int, n_queries: int, faiss_kind: str, batch_size: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    docs = {f"d{i:07d}": synth_doc(rng) for i in range(n_docs)}
+    queries = {f"q{i}": synth_query(rng) for i in range(n_queries)}
+    root = Path(tempfile.mkdtemp(prefix=f"vfr-bench-{n_docs}-"))
+    out: dict = {"docs": n_docs, "faiss": faiss_kind, "batch_size": batch_size}
+    with Store(root / "b.duckdb") as store:
+        t0 = time.perf_counter()
+        store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
+        out["store_write_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        manifest = build_index(store, root / "b.index", IndexConfig(faiss=faiss_kind, batch_size=batch_size),
+                               progress=False)
+        out["build_total_s"] = time.perf_counter() - t0
+    out.update(manifest["build"]["timings"])
+    out["build_docs_per_s"] = n_docs / out["build_total_s"]
+    # raw sentence-transformers throughput on the same texts, model and batch size
+    model = load_encoder("all-MiniLM-L6-v2")
+    sample = list(docs.values())[: min(n_docs, 10_000)]
+    t0 = time.perf_counter()
+    model.encode(sample, batch_size=batch_size, show_progress_bar=False)
+    out["raw_encode_docs_per_s"] = len(sample) / (time.perf_counter() - t0)
+    out["build_vs_raw_encode"] = out["build_docs_per_s"] / out["raw_encode_docs_per_s"]
+
+    idx = open_index(root / "b.index")
+    for name in ("bm25", "dense", "hybrid"):
+        s = idx.searcher(name)
+        for q in list(queries.values())[:10]:  # warm up (JVM JIT, torch)
+            s.search(q, 10)
+        lat = []
+        for q in queries.values():
+            t0 = time.perf_counter()
+            s.search(q, 10)
+            lat.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        s.batch_search(queries, 10)
+        out[name] = {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
+                     "mean_ms": statistics.fmean(lat), "batch_qps": len(queries) / (time.perf_counter() - t0)}
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--faiss", default="flat", choices=["flat", "hnsw"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args()
+    for n in args.docs:
+        r = bench(n, args.queries, args.faiss, args.batch_size)
+        print(f"\n## {n:,} documents (FAISS {r['faiss']}, batch {r['batch_size']})")
+        print(f"build: total {r['build_total_s']:.1f}s = BM25 {r['sparse_s']:.1f}s + encode {r['encode_s']:.1f}s "
+              f"+ FAISS {r['faiss_s']:.2f}s (store write {r['store_write_s']:.1f}s before)")
+        print(f"build throughput {r['build_docs_per_s']:.0f} docs/s vs raw encode {r['raw_encode_docs_per_s']:.0f} "
+              f"docs/s → ratio {r['build_vs_raw_encode']:.2f}")
+        print("| retriever | p50 ms | p95 ms | p99 ms | batch q/s |\n|---|---|---|---|---|")
+        for name in ("bm25", "dense", "hybrid"):
+            m = r[name]
+            print(f"| {name} | {m['p50_ms']:.2f} | {m['p95_ms']:.2f} | {m['p99_ms']:.2f} | {m['batch_qps']:.0f} |")
+        print(f"peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

