@@ -14,9 +14,7 @@ ROOT = benchmarks.default_data_dir()
 
 
 @pytest.fixture(scope="module")
-def small() -> list[ds.DescribedImage]:
-    if not ROOT.is_dir():
-        pytest.skip(f"shared data not found at {ROOT} (set VFR_DATA)")
+def small(shared_data: Path) -> list[ds.DescribedImage]:
     return ds.load_joined(ROOT / "joined" / "coco_karpathy_test_x_vlm_descriptions.jsonl")[:20]
 
 

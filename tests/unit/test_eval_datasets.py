@@ -8,7 +8,7 @@ import pytest
 from eval import benchmarks, datasets as ds
 
 ROOT = benchmarks.default_data_dir()
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"shared data not found at {ROOT} (set VFR_DATA)")
+pytestmark = pytest.mark.usefixtures("shared_data")  # missing data fails (tests/conftest.py), never skips
 
 
 @pytest.mark.parametrize("split,images,captions", [("test", 401, 2005), ("val", 427, 2136)])
