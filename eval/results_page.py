@@ -36,6 +36,9 @@ caption stands in for the image's description and the other captions query it; t
 retrieval over human captions, easier in wording and harder in length than a real description. The
 published CLIP / SigLIP numbers search image pixels of the full corpora. They are shown beside ours as
 orientation only, never as a like-for-like comparison.
+
+The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion.md): the `coco-val` rows
+are tuning data, not held-out results.
 """
 
 
