@@ -3,10 +3,15 @@
 The captions (positives and hard negatives) are the indexed documents; a description is the query,
 and a check passes when the positive scores strictly above the negative: a tie is a failure (BM25
 cannot tell `swap` negatives apart, which is the point) and ties are counted separately.
+
+Scores within a relative 1e-5 of each other are a tie: Lucene sums float32 term scores in document
+order, so two captions with the same bag of words differ in the 7th digit, and that noise must not
+decide a comparison.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -15,6 +20,11 @@ from eval.metrics import accuracy_ci
 from eval.tasks import CompositionalTask, Trial
 
 Scorer = Callable[[str, list[str]], Mapping[str, float]]
+TIE_REL_TOL = 1e-5
+
+
+def tied(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=TIE_REL_TOL, abs_tol=1e-9)
 
 
 def doc_id(text: str) -> str:
@@ -59,8 +69,9 @@ def score_trials(trials: Iterable[Trial], score: Scorer, per_trial: bool,
         for c in t.checks:
             s = cache[c.query] if not per_trial else scores
             p, n = s.get(doc_id(c.positive), float("-inf")), s.get(doc_id(c.negative), float("-inf"))
-            ties += p == n
-            ok &= p > n
+            tie = tied(p, n)
+            ties += tie
+            ok &= p > n and not tie
         out.append((ok, ties))
     return out
 

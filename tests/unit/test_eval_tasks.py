@@ -84,3 +84,11 @@ def test_paraphrase_items_need_both_positives_to_win() -> None:
     task = tk.compositional("c", items, {"1": {"m": "dog on grass"}}, "longest")
     corpus = comp.corpus(task)
     assert comp.score_trials(task.trials, lambda q, ids: _overlap(q, ids, corpus), False) == [(False, 0)]
+
+
+def test_float_noise_is_a_tie() -> None:
+    item = CompositionalItem("swap/0", "swap", "1", "green shirt and red tie", "red shirt and green tie")
+    task = tk.compositional("c", [item], {"1": {"m": "a man"}}, "longest")
+    noisy = {comp.doc_id(item.positive): 10.158699989318848, comp.doc_id(item.negative): 10.158699035644531}
+    assert comp.score_trials(task.trials, lambda q, ids: noisy, False) == [(False, 1)]
+    assert comp.tied(1.0, 1.0 + 1e-7) and not comp.tied(1.0, 1.001)
