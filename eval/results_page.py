@@ -101,7 +101,8 @@ def timing_lines(docs: Sequence[Mapping[str, Any]], total_s: float) -> list[str]
             "[eval.md § Speed](eval.md#speed)."]
 
 
-def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: float) -> None:
+def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: float,
+                       assembled: bool = False, missing: Sequence[str] = ()) -> None:
     first = _first_retrieval(docs)
     manifest = (first or {}).get("index", {}).get("manifest", {})
     cfg = docs[0]["config"] if docs else {}
@@ -109,6 +110,12 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
         command=COMMAND, underlying=UNDERLYING, k1=manifest.get("k1", "0.9"), b=manifest.get("b", "0.4"),
         encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
         source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t")
+    if assembled:
+        text += ("\nThis page was assembled from per-benchmark outputs (`python -m eval.results_page out/results "
+                 "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")
+    if missing:
+        text += f"\n**Not yet in this page:** {', '.join(missing)} (run `vfr eval NAME --out out/results/NAME`, " \
+                "then rebuild the page as above).\n"
     parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
              "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
              "## Time", "", *timing_lines(docs, total_s), "",
@@ -132,7 +139,8 @@ def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None 
     if not names:
         raise FileNotFoundError(f"no */metrics.json under {results_dir}")
     chosen = [docs[n] for n in names]
-    write_results_page(chosen, path, sum(d["timings"].get("seconds", 0) for d in chosen))
+    missing = [n for n in (order or []) if n not in docs]
+    write_results_page(chosen, path, sum(d["timings"].get("seconds", 0) for d in chosen), True, missing)
     return names
 
 
