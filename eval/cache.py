@@ -29,16 +29,10 @@ def cache_root(explicit: Path | None = None) -> Path:
 
 
 def encoder_fingerprint(name: str) -> str:
-    """The encoder's id, plus the newest file time for a local folder (a retrained model must not
-    reuse the old model's cached vectors)."""
+    """The encoder's cache id (a local folder's includes its newest file time)."""
     from retrieve.encoder import encoder_id
 
-    key = encoder_id(name)
-    folder = Path(key)
-    if folder.is_dir():
-        newest = max((p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()), default=0)
-        key = f"{key}@{newest}"
-    return key
+    return encoder_id(name)
 
 
 def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
@@ -122,10 +116,7 @@ def _shared_store(path: Path) -> Any:
 
     if path not in _open_stores:
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = Store(path)
-        # DuckDB 2 refuses register() while an earlier result (Store's schema check) is unfinished
-        store.con.execute("SELECT 1").fetchall()
-        _open_stores[path] = store
+        _open_stores[path] = Store(path)
         atexit.register(_open_stores[path].close)
     return _open_stores[path]
 

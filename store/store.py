@@ -102,10 +102,10 @@ class Store:
     # -- schema --------------------------------------------------------------------------------
     def schema_version(self) -> int:
         row = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchall()[0]
         if not row or not row[0]:
             return 0
-        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
 
     def migrate(self) -> list[int]:
         """Apply pending migrations, each in its own transaction. Returns the versions applied."""
@@ -166,14 +166,14 @@ class Store:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete images with their descriptions and captions. Returns how many images existed."""
         with self.transaction():
-            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchone()[0]
+            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchall()[0][0]
             for table, col in (("descriptions", "image_id"), ("captions", "image_id"), ("images", "id")):
                 self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, {col})", [list(ids)])
         return int(n)
 
     # -- reads ---------------------------------------------------------------------------------
     def count_documents(self) -> int:
-        return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchone()[0])
+        return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchall()[0][0])
 
     def iter_documents(self, batch_size: int = 10_000) -> Iterator[Document]:
         """Every image's current document, ordered by id (deterministic index builds)."""
@@ -191,7 +191,7 @@ class Store:
         """What an index was built from: document count and a digest over (id, text hash)."""
         n, digest = self.con.execute(
             f"SELECT count(*), coalesce(md5(string_agg(id || ':' || text_hash, ',' ORDER BY id)), '') "
-            f"FROM ({_DOCUMENTS})").fetchone()
+            f"FROM ({_DOCUMENTS})").fetchall()[0]
         return {"documents": int(n), "digest": digest}
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
@@ -220,7 +220,7 @@ class Store:
         return {r[0] for r in rows}
 
     def stats(self) -> dict[str, Any]:
-        q = lambda sql: self.con.execute(sql).fetchone()[0]  # noqa: E731
+        q = lambda sql: self.con.execute(sql).fetchall()[0][0]  # noqa: E731
         by_model = self.con.execute(
             "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall()
         return {
@@ -268,7 +268,7 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------
     def start_job(self, kind: str, params: dict[str, Any]) -> int:
         return int(self.con.execute("INSERT INTO jobs (kind, status, params) VALUES (?, 'running', ?) RETURNING id",
-                                    [kind, json.dumps(params)]).fetchone()[0])
+                                    [kind, json.dumps(params)]).fetchall()[0][0])
 
     def update_job(self, job_id: int, counts: dict[str, Any], status: str | None = None,
                    ended: bool = False) -> None:
