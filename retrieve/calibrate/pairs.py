@@ -1,0 +1,210 @@
+"""Calibration pairs: (query, document, group) read from a store, a COCO join or a generic JSONL.
+
+`group` is what the held-out split and the batch sampler respect: pairs of one image share a group, so
+an image never lands in both train and held-out, and two captions of one image never meet in a batch
+(where each would be the other's false negative).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+Format = Literal["auto", "store", "coco-join", "jsonl"]
+DescriptionChoice = Literal["all", "longest"]
+
+_JOIN = "joined/coco_karpathy_{}_x_vlm_descriptions.jsonl"
+SHORTHANDS = {"coco-val": _JOIN.format("val"), "coco-test": _JOIN.format("test")}
+"""Names for the shared COCO joins, resolved under the data folder (env VFR_DATA, default ../shared/data)."""
+
+
+class PairError(ValueError):
+    """A pair source the user must fix; the message names the file (and line) and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    query: str
+    document: str
+    group: str
+    negative: str | None = None
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("VFR_DATA", "../shared/data"))
+
+
+def resolve_source(source: str) -> Path:
+    """A path as given, or one of SHORTHANDS under the data folder."""
+    if source in SHORTHANDS:
+        path = data_dir() / SHORTHANDS[source]
+        if not path.exists():
+            raise PairError(f"{source}: {path} not found; set VFR_DATA to the folder holding joined/")
+        return path
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise PairError(f"{source}: no such file (give a .duckdb store, a COCO join, a JSONL of "
+                        f"{{\"query\", \"document\"}} pairs, or one of {sorted(SHORTHANDS)})")
+    return path
+
+
+def load_pairs(source: str, fmt: Format = "auto", *, descriptions: DescriptionChoice = "all",
+               description_sources: Sequence[str] = ()) -> list[Pair]:
+    """Read every pair of a source; errors name the file and line. See the module docstring for groups.
+
+    `descriptions` and `description_sources` apply to COCO joins: pair each caption with all of its image's
+    descriptions or only the longest, optionally only from sources whose key starts with one of the prefixes
+    (e.g. "opera/" or "halc/llava-1.5(64tok)").
+    """
+    path = resolve_source(source)
+    kind = detect_format(path) if fmt == "auto" else fmt
+    if kind == "store":
+        pairs = store_pairs(path)
+    elif kind == "coco-join":
+        pairs = coco_join_pairs(path, descriptions=descriptions, sources=description_sources)
+    elif kind == "jsonl":
+        pairs = jsonl_pairs(path)
+    else:
+        raise PairError(f"unknown pair format {fmt!r}: use auto, store, coco-join or jsonl")
+    if not pairs:
+        raise PairError(f"{path}: no pairs found (a store needs captions on described images; "
+                        "a COCO join needs captions and descriptions)")
+    return pairs
+
+
+def detect_format(path: Path) -> str:
+    if path.suffix == ".duckdb":
+        return "store"
+    for lineno, obj in _json_lines(path):
+        if "query" in obj or "document" in obj:
+            return "jsonl"
+        if "captions" in obj and "descriptions" in obj:
+            return "coco-join"
+        raise PairError(f"{path}:{lineno}: cannot tell the pair format: expected keys \"query\" and "
+                        f"\"document\" (generic pairs) or \"captions\" and \"descriptions\" (COCO join), "
+                        f"got {sorted(obj)[:6]}")
+    raise PairError(f"{path}: empty file, no pairs")
+
+
+def jsonl_pairs(path: Path) -> list[Pair]:
+    """`{"query": str, "document": str, "group"?: str, "negative"?: str}` a line.
+
+    Without "group", pairs that share a document text form one group.
+    """
+    pairs = []
+    for lineno, obj in _json_lines(path):
+        query, document = (_text(obj, key, path, lineno) for key in ("query", "document"))
+        group = obj.get("group", obj.get("image_id"))
+        negative = obj.get("negative")
+        if negative is not None and not (isinstance(negative, str) and negative.strip()):
+            raise PairError(f"{path}:{lineno}: \"negative\" must be a non-empty string when present")
+        pairs.append(Pair(query, document, str(group) if group is not None else document, negative))
+    return pairs
+
+
+def coco_join_pairs(path: Path, descriptions: DescriptionChoice = "all",
+                    sources: Sequence[str] = ()) -> list[Pair]:
+    """One pair per (caption, description) of each image; group = the COCO id."""
+    pairs = []
+    for lineno, obj in _json_lines(path):
+        group = obj.get("coco_id", obj.get("image_name"))
+        caps, descs = obj.get("captions"), obj.get("descriptions")
+        if group is None or not isinstance(caps, list) or not isinstance(descs, dict):
+            raise PairError(f"{path}:{lineno}: a COCO join line needs \"coco_id\" (or \"image_name\"), "
+                            "\"captions\" (list) and \"descriptions\" (object model → text)")
+        texts = [t for k, t in sorted(descs.items())
+                 if isinstance(t, str) and t.strip() and (not sources or k.startswith(tuple(sources)))]
+        if descriptions == "longest" and texts:
+            texts = [max(texts, key=len)]
+        for cap in caps:
+            if isinstance(cap, str) and cap.strip():
+                pairs.extend(Pair(cap.strip(), t.strip(), str(group)) for t in texts)
+    return pairs
+
+
+def store_pairs(path: Path) -> list[Pair]:
+    """Captions attached to described images, each paired with the image's current document."""
+    from store.store import Store, StoreError
+
+    try:
+        with Store(path, read_only=True) as store:
+            caps = store.captions()
+            docs = store.get(sorted({i for i, _ in caps}))
+    except StoreError as e:
+        raise PairError(str(e)) from None
+    return [Pair(c, docs[i].text, i) for i, c in caps if i in docs and c.strip()]
+
+
+def split_by_group(pairs: Sequence[Pair], heldout: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Hold out a fraction of groups (images), never a fraction of pairs: no image is on both sides."""
+    if not 0 <= heldout < 1:
+        raise PairError(f"held-out fraction must be in [0, 1), got {heldout}")
+    groups = sorted({p.group for p in pairs})
+    n_held = round(len(groups) * heldout)
+    if heldout and (n_held < 2 or len(groups) - n_held < 2):
+        raise PairError(f"{len(groups)} groups (images) are too few to hold out {heldout:.0%}: "
+                        "add pairs or pass --heldout 0")
+    held = set(random.Random(seed).sample(groups, n_held))
+    return [p for p in pairs if p.group not in held], [p for p in pairs if p.group in held]
+
+
+def group_free_batches(items: list, batch_size: int, key: Callable[[Any], str]) -> list[list]:
+    """Greedy batching that defers an item whose group is already in the current batch."""
+    batches: list[list] = []
+    pending = list(items)
+    while pending:
+        batch, seen, rest = [], set(), []
+        for item in pending:
+            g = key(item)
+            if len(batch) < batch_size and g not in seen:
+                batch.append(item)
+                seen.add(g)
+            else:
+                rest.append(item)
+        batches.append(batch)
+        pending = rest
+    return batches
+
+
+def write_jsonl(pairs: Sequence[Pair], path: Path) -> None:
+    """The generic pair format (what `jsonl_pairs` reads), e.g. to freeze a mined training set."""
+    with open(path, "w", encoding="utf-8") as f:
+        for p in pairs:
+            row = {"query": p.query, "document": p.document, "group": p.group}
+            if p.negative:
+                row["negative"] = p.negative
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise PairError(f"{path}: cannot read: {e.strerror}") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PairError(f"{path}:{lineno}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PairError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise PairError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def _text(obj: dict, key: str, path: Path, lineno: int) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise PairError(f"{path}:{lineno}: missing \"{key}\" (each line needs \"query\" and \"document\")")
+    if not isinstance(value, str) or not value.strip():
+        raise PairError(f"{path}:{lineno}: \"{key}\" must be a non-empty string")
+    return value.strip()

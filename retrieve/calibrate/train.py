@@ -1,0 +1,289 @@
+"""Contrastive calibration of a sentence-transformers encoder on (query, document) pairs.
+
+In-batch-negative loss (MultipleNegativesRankingLoss or its symmetric / cached variants), optional
+mined hard negatives, a held-out split by group (image), an information-retrieval evaluator on the
+held-out images each epoch, early stopping on its MRR@10, and a saved model folder that
+`retrieve.encoder.load_encoder` (hence `vfr index --encoder DIR`) loads. Torch and sentence-transformers
+are imported inside functions so importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+from retrieve.calibrate.pairs import Pair, group_free_batches
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Loss = Literal["mnrl", "mnrl-sym", "cached-mnrl", "cached-mnrl-sym"]
+LOSSES: tuple[str, ...] = ("mnrl", "mnrl-sym", "cached-mnrl", "cached-mnrl-sym")
+BEST_METRIC = "heldout_cosine_mrr@10"
+
+
+@dataclass
+class CalibrateConfig:
+    """Every knob of one run; written into the output folder as calibration.json."""
+
+    base: str = "default"
+    loss: Loss = "mnrl"
+    epochs: float = 1.0
+    batch_size: int = 32
+    mini_batch_size: int = 32          # cached losses only: the memory knob, results do not depend on it
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    scale: float = 20.0                # 1 / temperature of the softmax over in-batch candidates
+    freeze_layers: int = 0             # freeze the embeddings and this many lowest transformer layers
+    max_seq_length: int | None = None  # training-time truncation (cheaper on CPU); the saved model keeps its own
+    seed: int = 0
+    early_stopping: int = 2            # patience in evaluations without improvement; 0 = off
+    eval_steps: int | None = None      # evaluate every N steps instead of every epoch
+    device: str | None = None          # None: cuda if available, else cpu
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    gather_across_devices: bool = False  # multi-GPU: negatives from every device's batch
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.batch_size < 2:
+            raise ValueError("batch size must be >= 2: the other pairs of a batch are the negatives")
+        if self.epochs <= 0 or self.learning_rate <= 0:
+            raise ValueError("epochs and learning rate must be positive")
+
+
+@dataclass
+class CalibrationResult:
+    out_dir: str
+    config: dict[str, Any]
+    train_pairs: int
+    heldout_pairs: int
+    train_groups: int
+    heldout_groups: int
+    hard_negatives: int
+    train_loss_before: float
+    train_loss_after: float
+    heldout_before: dict[str, float] = field(default_factory=dict)
+    heldout_after: dict[str, float] = field(default_factory=dict)
+    best_checkpoint_metric: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Path,
+              config: CalibrateConfig, log: Callable[[str], None] = print) -> CalibrationResult:
+    """Train, keep the best held-out checkpoint, save a loadable model folder, and say what happened."""
+    config.validate()
+    if len({p.group for p in train}) < 2:
+        raise ValueError("need pairs from at least 2 groups (images) to train with in-batch negatives")
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from retrieve.calibrate.sampler import group_batch_sampler
+    from retrieve.encoder import resolve_encoder
+
+    set_seed(config.seed)
+    out_dir = Path(out_dir)
+    model = _load_model(resolve_encoder(config.base), config.device)
+    saved_len = model.max_seq_length
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    frozen = freeze_lower_layers(model, config.freeze_layers)
+    if frozen:
+        log(f"froze {frozen} parameter tensors (embeddings + {config.freeze_layers} lowest layers)")
+
+    hard = sum(p.negative is not None for p in train)
+    dataset = _dataset(train, with_negatives=hard == len(train))
+    loss_before = pair_loss(model, train, config.batch_size, config.scale)
+    evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
+    before = _metrics(evaluator(model)) if evaluator else {}
+    if evaluator:
+        log(f"held-out before: {_fmt(before)}")
+
+    ckpt = Path(tempfile.mkdtemp(prefix="vfr-calibrate-"))
+    use_eval = evaluator is not None
+    strategy = "steps" if config.eval_steps else "epoch"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio (transformers 5)
+        weight_decay=config.weight_decay,
+        seed=config.seed, data_seed=config.seed, fp16=config.precision == "fp16",
+        bf16=config.precision == "bf16", use_cpu=(config.device == "cpu") or not torch.cuda.is_available(),
+        batch_sampler=group_batch_sampler([p.group for p in train]),
+        eval_strategy=strategy if use_eval else "no", save_strategy=strategy if use_eval else "no",
+        eval_steps=config.eval_steps, save_steps=config.eval_steps,
+        load_best_model_at_end=use_eval, metric_for_best_model=f"eval_{BEST_METRIC}" if use_eval else None,
+        greater_is_better=True, save_total_limit=2, save_only_model=True,
+        logging_steps=max(1, min(50, len(train) // config.batch_size // 4)), report_to="none",
+        disable_tqdm=True, dataloader_drop_last=False)
+    callbacks = [EarlyStoppingCallback(config.early_stopping)] if use_eval and config.early_stopping else []
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=_loss(model, config),
+                                         evaluator=evaluator, callbacks=callbacks)
+    start = time.perf_counter()
+    try:
+        trainer.train()
+        seconds = time.perf_counter() - start
+        after = _metrics(evaluator(model)) if evaluator else {}
+        loss_after = pair_loss(model, train, config.batch_size, config.scale)
+        model.max_seq_length = saved_len
+        result = CalibrationResult(
+            out_dir=str(out_dir), config=asdict(config), train_pairs=len(train), heldout_pairs=len(heldout),
+            train_groups=len({p.group for p in train}), heldout_groups=len({p.group for p in heldout}),
+            hard_negatives=hard, train_loss_before=loss_before, train_loss_after=loss_after,
+            heldout_before=before, heldout_after=after, best_checkpoint_metric=trainer.state.best_metric,
+            steps=trainer.state.global_step, seconds=round(seconds, 1),
+            log_history=trainer.state.log_history, versions=_versions())
+        if trainer.is_world_process_zero():
+            _save(model, out_dir, result)
+    finally:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if evaluator:
+        log(f"held-out after:  {_fmt(after)}")
+    log(f"training loss {loss_before:.4f} → {loss_after:.4f}; {result.steps} steps in {seconds:.0f} s; "
+        f"saved {out_dir}")
+    return result
+
+
+def pair_loss(model: "SentenceTransformer", pairs: Sequence[Pair], batch_size: int, scale: float,
+              limit: int = 512) -> float:
+    """Mean in-batch InfoNCE (query → documents) over fixed batches, without gradients.
+
+    Deterministic (same batches before and after training), so "did training lower the loss" is answerable.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    batches = group_free_batches(list(pairs)[:limit], batch_size, key=lambda p: p.group)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            if len(batch) < 2:
+                continue
+            q = model.encode([p.query for p in batch], convert_to_tensor=True, normalize_embeddings=True)
+            d = model.encode([p.document for p in batch], convert_to_tensor=True, normalize_embeddings=True)
+            logits = scale * q @ d.T
+            total += float(F.cross_entropy(logits, torch.arange(len(batch), device=logits.device))) * len(batch)
+            n += len(batch)
+    return total / max(n, 1)
+
+
+def heldout_evaluator(pairs: Sequence[Pair], batch_size: int = 32):
+    """IR evaluation on held-out images: each distinct query must find a document of its own image."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    docs: dict[str, str] = {}
+    doc_groups: dict[str, set[str]] = {}
+    for p in pairs:
+        did = docs.setdefault(p.document, f"d{len(docs)}")
+        doc_groups.setdefault(did, set()).add(p.group)
+    by_group: dict[str, set[str]] = {}
+    for did, groups in doc_groups.items():
+        for g in groups:
+            by_group.setdefault(g, set()).add(did)
+    queries: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
+    for p in pairs:
+        qid = queries.setdefault(p.query, f"q{len(queries)}")
+        relevant.setdefault(qid, set()).update(by_group[p.group])
+    return InformationRetrievalEvaluator(
+        queries={v: k for k, v in queries.items()}, corpus={v: k for k, v in docs.items()},
+        relevant_docs=relevant, name="heldout", batch_size=batch_size, score_functions={"cosine": cos_sim},
+        accuracy_at_k=[1, 5, 10], precision_recall_at_k=[10], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
+        write_csv=False)
+
+
+def freeze_lower_layers(model: "SentenceTransformer", n_layers: int) -> int:
+    """Freeze token embeddings and the `n_layers` lowest transformer blocks (BERT-style names).
+
+    On a few thousand pairs this limits how far the encoder drifts from its general-purpose start.
+    """
+    if n_layers <= 0:
+        return 0
+    import re
+
+    named = list(model.named_parameters())
+    layer_ids = {int(m.group(1)) for name, _ in named if (m := re.search(r"\.layers?\.(\d+)\.", name))}
+    if not layer_ids:
+        raise ValueError("--freeze-layers: this model has no recognisable transformer layers (*.layer.N.*)")
+    if n_layers > len(layer_ids):
+        raise ValueError(f"--freeze-layers {n_layers}: the model has only {len(layer_ids)} layers")
+    frozen = 0
+    for name, param in named:
+        m = re.search(r"\.layers?\.(\d+)\.", name)
+        if ".embeddings." in name or (m and int(m.group(1)) < n_layers):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def _load_model(path: str, device: str | None) -> "SentenceTransformer":
+    """A fresh (uncached) copy: training mutates it, so `load_encoder`'s shared instance must not be used."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
+def _dataset(pairs: Sequence[Pair], with_negatives: bool):
+    from datasets import Dataset
+
+    cols = {"anchor": [p.query for p in pairs], "positive": [p.document for p in pairs]}
+    if with_negatives:
+        cols["negative"] = [p.negative for p in pairs]
+    return Dataset.from_dict(cols)
+
+
+def _loss(model: "SentenceTransformer", config: CalibrateConfig):
+    from sentence_transformers.sentence_transformer import losses
+
+    common = {"scale": config.scale, "gather_across_devices": config.gather_across_devices}
+    if config.loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, **common)
+    if config.loss == "mnrl-sym":
+        return losses.MultipleNegativesSymmetricRankingLoss(model, **common)
+    cls = (losses.CachedMultipleNegativesRankingLoss if config.loss == "cached-mnrl"
+           else losses.CachedMultipleNegativesSymmetricRankingLoss)
+    return cls(model, mini_batch_size=config.mini_batch_size, **common)
+
+
+def _metrics(raw: dict[str, float]) -> dict[str, float]:
+    """Short names: R@1/5/10 (a document of the right image in the top k), MRR@10, nDCG@10."""
+    names = {"accuracy@1": "R@1", "accuracy@5": "R@5", "accuracy@10": "R@10", "mrr@10": "MRR@10",
+             "ndcg@10": "nDCG@10"}
+    out = {}
+    for key, value in raw.items():
+        for suffix, short in names.items():
+            if key.endswith("_cosine_" + suffix):
+                out[short] = round(float(value), 4)
+    return out
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.3f}" for k, v in m.items())
+
+
+def _save(model: "SentenceTransformer", out_dir: Path, result: CalibrationResult) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    (out_dir / "calibration.json").write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "sentence_transformers": sentence_transformers.__version__}

@@ -1,0 +1,37 @@
+"""`vfr calibrate` refuses bad input before any model loads (clear one-line errors, exit 1)."""
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from vfr import cmd_calibrate
+
+
+def app() -> typer.Typer:
+    a = typer.Typer()
+    cmd_calibrate.register(a)
+    a.command("noop", hidden=True)(lambda: None)  # two commands: typer keeps `calibrate` as a sub-command
+    return a
+
+
+def test_bad_pair_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"query": "q", "document": "d"}) + "\n" + json.dumps({"query": "q2"}) + "\n")
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 1
+    assert "pairs.jsonl:2: missing \"document\"" in r.output.replace("\n", "")
+    assert not (tmp_path / "m").exists()
+
+
+def test_refuses_non_empty_out_and_too_few_images(tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "x").write_text("keep me")
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"query": f"q{i}", "document": f"d{i}"}) + "\n" for i in range(3)))
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(out)])
+    assert r.exit_code == 1 and "not empty" in r.output
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "n")])
+    assert r.exit_code == 1 and "too few" in r.output

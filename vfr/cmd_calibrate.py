@@ -1,0 +1,96 @@
+"""`vfr calibrate`: contrastive fine-tuning of the dense encoder on caption↔description pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vfr.common import console, fail
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_cmd)
+
+
+def calibrate_cmd(
+    pairs: Annotated[str, typer.Option("--pairs", help="Pair source: a .duckdb store (captions of described "
+                                       "images), a COCO join JSONL, a JSONL of {\"query\", \"document\"} "
+                                       "pairs, or coco-val / coco-test (the shared joins, under $VFR_DATA).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the calibrated model (`vfr index --encoder OUT`).")],
+    base: Annotated[str, typer.Option("--base", help="Model to start from: default (packaged MiniLM), a "
+                                      "model folder or a hub name.")] = "default",
+    fmt: Annotated[str, typer.Option("--format", help="auto | store | coco-join | jsonl")] = "auto",
+    descriptions: Annotated[str, typer.Option(help="COCO joins: pair captions with all descriptions or the "
+                                              "longest one per image.")] = "all",
+    source: Annotated[Optional[list[str]], typer.Option("--source", help="COCO joins: only descriptions whose "
+                                                        "key starts with this (repeatable), e.g. opera/.")] = None,
+    loss: Annotated[str, typer.Option(help="mnrl | mnrl-sym | cached-mnrl | cached-mnrl-sym")] = "mnrl",
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch; the others in a batch are the negatives.")] = 32,
+    mini_batch_size: Annotated[int, typer.Option(help="Cached losses: GPU memory knob.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warm-up and decay).")] = 2e-5,
+    warmup: Annotated[float, typer.Option(help="Warm-up fraction of the steps.")] = 0.1,
+    scale: Annotated[float, typer.Option(help="Inverse temperature of the contrastive softmax.")] = 20.0,
+    freeze_layers: Annotated[int, typer.Option(help="Freeze embeddings + this many lowest layers.")] = 0,
+    max_seq_length: Annotated[Optional[int], typer.Option(help="Truncate texts while training "
+                                                          "(faster on CPU); the saved model keeps its own.")] = None,
+    hard_negatives: Annotated[bool, typer.Option(help="Mine one BM25 hard negative per pair "
+                                                 "(another image's description ranked high).")] = False,
+    hn_depth: Annotated[int, typer.Option(help="Draw the negative from this many top other-image hits.")] = 10,
+    hn_skip: Annotated[int, typer.Option(help="Skip this many top other-image hits (likely false negatives).")] = 0,
+    heldout: Annotated[float, typer.Option(help="Fraction of images (never pairs) held out for "
+                                           "evaluation and early stopping; 0 = none.")] = 0.1,
+    early_stopping: Annotated[int, typer.Option(help="Stop after this many evaluations without "
+                                                "improvement (0 = off).")] = 2,
+    eval_steps: Annotated[Optional[int], typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, sampling and initialisation.")] = 0,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if present).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (GPU).")] = "fp32",
+    gather: Annotated[bool, typer.Option("--gather-across-devices", help="Multi-GPU: use every device's "
+                                         "batch as negatives.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
+) -> None:
+    """Fine-tune the dense encoder so short queries land near the long descriptions of their image.
+
+    In-batch-negative contrastive loss, held-out split by image, an IR evaluation on the held-out images
+    each epoch (R@1/5/10, MRR@10) with early stopping, and a saved model folder that `vfr index --encoder`
+    and `vfr eval --encoder` accept. calibration.json in that folder records the run. CPU-friendly
+    defaults: the packaged MiniLM calibrates on ~2k pairs in minutes on 2 cores.
+    """
+    from retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
+
+    if out.exists() and any(out.iterdir()) and not force:
+        fail(f"{out} exists and is not empty: choose another --out or pass --force")
+    if descriptions not in ("all", "longest"):
+        fail("--descriptions must be all or longest")
+    try:
+        all_pairs = load_pairs(pairs, fmt, descriptions=descriptions, description_sources=source or ())  # type: ignore[arg-type]
+        train, held = split_by_group(all_pairs, heldout, seed)
+    except PairError as e:
+        fail(str(e))
+    console.print(f"{len(all_pairs)} pairs from {pairs}: {len(train)} for training, {len(held)} held out "
+                  f"({len({p.group for p in held})} images)")
+    from retrieve.calibrate.train import CalibrateConfig, calibrate
+
+    config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]
+                             mini_batch_size=mini_batch_size, learning_rate=lr, warmup_ratio=warmup, scale=scale,
+                             freeze_layers=freeze_layers, max_seq_length=max_seq_length, seed=seed,
+                             early_stopping=early_stopping, eval_steps=eval_steps, device=device,
+                             precision=precision, gather_across_devices=gather)  # type: ignore[arg-type]
+    try:
+        config.validate()
+        if hard_negatives:
+            from retrieve.calibrate.mining import mine_hard_negatives
+
+            train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed)
+            console.print(f"mined {sum(p.negative is not None for p in train)} BM25 hard negatives")
+        result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False))
+    except ValueError as e:
+        fail(str(e))
+    if result.heldout_after and result.heldout_before:
+        gain = result.heldout_after.get("R@1", 0) - result.heldout_before.get("R@1", 0)
+        if gain < 0:
+            console.print(f"[yellow]warning:[/] held-out R@1 fell by {-gain:.3f}; the base model may serve "
+                          "better (try a lower --lr, --freeze-layers or more pairs)")
+    console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
