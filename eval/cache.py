@@ -63,8 +63,12 @@ def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None 
 
 def manifest_summary(m: Mapping[str, Any]) -> dict:
     """The index settings a results table must state."""
+    from retrieve.fusion import FusionConfig
+
     sparse, dense = m.get("sparse", {}), m.get("dense", {})
-    fusion = m.get("fusion_default", {})
+    # The hybrid searches with the engine's current default (runner passes no FusionConfig); a cached
+    # index's manifest records the default at its build time, which may be older.
+    fusion = json.loads(json.dumps(FusionConfig().to_dict()))
     return {"k1": sparse.get("k1"), "b": sparse.get("b"), "encoder_id": dense.get("encoder_id"),
             "dimension": dense.get("dimension"), "faiss": dense.get("faiss"),
             "fusion": ", ".join(f"{k}={v}" for k, v in fusion.items()) if fusion else None}
