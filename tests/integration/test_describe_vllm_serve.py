@@ -36,7 +36,9 @@ def vllm_server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
            "--served-model-name", "tiny-vlm", "--host", "127.0.0.1", "--port", str(port),
-           "--max-model-len", "4096", "--enforce-eager", "--structured-outputs-config.backend", "guidance",
+           "--max-model-len", "4096", "--enforce-eager",
+           # as the offline engine: no free whitespace, else a random model pads JSON until max_tokens
+           "--structured-outputs-config", '{"backend": "guidance", "disable_any_whitespace": true}',
            "--limit-mm-per-prompt", '{"image": 1, "video": 0}']
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT)
