@@ -32,9 +32,15 @@ def resolve_encoder(name: str) -> str:
 
 
 def encoder_id(name: str) -> str:
-    """A stable id for the embedding cache and manifests: the packaged default by name, a folder by path."""
-    return DEFAULT_ENCODER if name.lower() in _PACKAGED else str(Path(name).expanduser().resolve()) \
-        if Path(name).expanduser().exists() else name
+    """A stable id for the embedding cache and manifests: the packaged default by name, a hub model by
+    name, a local folder by path plus its newest file time (a retrained model must not reuse old vectors)."""
+    if name.lower() in _PACKAGED:
+        return DEFAULT_ENCODER
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        newest = max((p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()), default=0)
+        return f"{folder.resolve()}@{newest}"
+    return name
 
 
 @lru_cache(maxsize=4)

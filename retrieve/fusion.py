@@ -20,7 +20,7 @@ class FusionConfig:
     """How the hybrid combines sparse and dense. Defaults chosen on COCO val (docs/fusion.md)."""
 
     method: Literal["convex", "rrf"] = "convex"
-    weights: tuple[float, float] = (0.3, 0.7)  # (sparse, dense)
+    weights: tuple[float, float] = (0.1, 0.9)  # (sparse, dense)
     norm: Norm = "zscore"
     rrf_k: int = 60
     depth: int = 100

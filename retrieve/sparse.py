@@ -51,22 +51,16 @@ class LuceneSearcher:
         ensure_jvm()
         from jnius import autoclass
         from pyserini.analysis import Analyzer, get_lucene_analyzer
-        from pyserini.search.lucene import LuceneSearcher as _PyseriniSearcher
-
-        self._searcher = _PyseriniSearcher(str(index_dir))
-        self._searcher.set_bm25(k1, b)
+        # Anserini's searcher directly: pyserini.search.lucene would import torch and transformers (~5 s).
+        self._java = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
+        self._java.set_bm25(float(k1), float(b))
         self._analyzer = Analyzer(get_lucene_analyzer())
-        self._J = {name: autoclass(cls) for name, cls in {
-            "Builder": "org.apache.lucene.search.BooleanQuery$Builder",
-            "Occur": "org.apache.lucene.search.BooleanClause$Occur",
-            "TermQuery": "org.apache.lucene.search.TermQuery",
-            "BoostQuery": "org.apache.lucene.search.BoostQuery",
-            "Term": "org.apache.lucene.index.Term",
-        }.items()}
-        self._J["IndexSearcher"] = autoclass("org.apache.lucene.search.IndexSearcher")
-        self._J["IndexSearcher"].setMaxClauseCount(MAX_CLAUSES + _ID_CHUNK + 1)
-        self._java = self._searcher.object  # Anserini's SimpleSearcher: skip pyserini's per-hit wrapping
-        self.num_docs = self._searcher.num_docs
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES + _ID_CHUNK + 1)
+        # score() parses one query string (terms already analysed, so the keyword analyser keeps them as is):
+        # one JNI call instead of hundreds of object constructions per query.
+        self._parser = autoclass("org.apache.lucene.queryparser.classic.QueryParser")(
+            "contents", autoclass("org.apache.lucene.analysis.core.KeywordAnalyzer")())
+        self.num_docs = int(self._java.get_total_num_docs())
 
     def terms(self, query: str) -> Counter[str]:
         """Analysed query terms with their counts, capped at MAX_CLAUSES distinct terms."""
@@ -75,21 +69,11 @@ class LuceneSearcher:
             terms = Counter(dict(terms.most_common(MAX_CLAUSES)))
         return terms
 
-    def _query(self, query: str, doc_ids: Sequence[str] | None = None):
-        terms = self.terms(query)
-        if not terms:
-            return None
-        J = self._J
-        builder = J["Builder"]()
-        for term, count in terms.items():
-            tq = J["TermQuery"](J["Term"]("contents", term))
-            builder.add(J["BoostQuery"](tq, float(count)) if count > 1 else tq, J["Occur"].SHOULD)
-        if doc_ids is not None:
-            ids = J["Builder"]()
-            for d in doc_ids:
-                ids.add(J["TermQuery"](J["Term"]("id", d)), J["Occur"].SHOULD)
-            builder.add(ids.build(), J["Occur"].FILTER)
-        return builder.build()
+    def _scoring_query(self, terms: Counter[str], doc_ids: Sequence[str]):
+        """BM25 over `terms` (boosted by count, like the search path), restricted to `doc_ids` at zero weight."""
+        bag = " ".join(f'contents:{_quote(t)}' + (f"^{c}" if c > 1 else "") for t, c in terms.items())
+        ids = " ".join(f"id:{_quote(d)}" for d in doc_ids)
+        return self._parser.parse(f"+({bag}) +({ids})^0")
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         text = clean_text(query)
@@ -103,11 +87,16 @@ class LuceneSearcher:
     def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
         """BM25 score of each given document for `query` (0 for a document that matches no term)."""
         scores = dict.fromkeys(doc_ids, 0.0)
+        terms = self.terms(query)
+        if not terms:
+            return scores
         for start in range(0, len(doc_ids), _ID_CHUNK):
             chunk = doc_ids[start:start + _ID_CHUNK]
-            q = self._query(query, chunk)
-            if q is None:
-                break
-            for h in self._java.search(q, len(chunk)):
+            for h in self._java.search(self._scoring_query(terms, chunk), len(chunk)):
                 scores[h.docid] = float(h.score)
         return scores
+
+
+def _quote(text: str) -> str:
+    """A quoted query-parser literal: only backslash and double quote need escaping inside quotes."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -143,7 +143,7 @@ def export(store: Store, out: Path, fmt: str | None = None) -> int:
     else:
         raise StoreError(f"unknown export format {fmt!r}: use parquet or jsonl")
     tmp.replace(out)
-    return int(store.con.execute("SELECT count(*) FROM descriptions").fetchone()[0])
+    return int(store.con.execute("SELECT count(*) FROM descriptions").fetchall()[0][0])
 
 
 def _export_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -58,3 +58,14 @@ CREATE TABLE embeddings (
 );
 """),
 ]
+
+# -- describe (issue 3) ------------------------------------------------------------------------------
+MIGRATIONS.append((2, "describe: ingested parquet shards", """
+CREATE TABLE ingested_shards (
+    name         TEXT PRIMARY KEY,        -- shard file name (unique per worker and batch)
+    sha256       TEXT NOT NULL,           -- of the shard file: a rewritten shard is ingested again
+    rows         INTEGER NOT NULL,
+    errors       INTEGER NOT NULL,
+    ingested_at  TIMESTAMP DEFAULT current_timestamp
+);
+"""))

@@ -102,10 +102,10 @@ class Store:
     # -- schema --------------------------------------------------------------------------------
     def schema_version(self) -> int:
         row = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchall()[0]
         if not row or not row[0]:
             return 0
-        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
 
     def migrate(self) -> list[int]:
         """Apply pending migrations, each in its own transaction. Returns the versions applied."""
@@ -166,14 +166,14 @@ class Store:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete images with their descriptions and captions. Returns how many images existed."""
         with self.transaction():
-            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchone()[0]
+            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchall()[0][0]
             for table, col in (("descriptions", "image_id"), ("captions", "image_id"), ("images", "id")):
                 self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, {col})", [list(ids)])
         return int(n)
 
     # -- reads ---------------------------------------------------------------------------------
     def count_documents(self) -> int:
-        return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchone()[0])
+        return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchall()[0][0])
 
     def iter_documents(self, batch_size: int = 10_000) -> Iterator[Document]:
         """Every image's current document, ordered by id (deterministic index builds)."""
@@ -191,7 +191,7 @@ class Store:
         """What an index was built from: document count and a digest over (id, text hash)."""
         n, digest = self.con.execute(
             f"SELECT count(*), coalesce(md5(string_agg(id || ':' || text_hash, ',' ORDER BY id)), '') "
-            f"FROM ({_DOCUMENTS})").fetchone()
+            f"FROM ({_DOCUMENTS})").fetchall()[0]
         return {"documents": int(n), "digest": digest}
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
@@ -220,7 +220,7 @@ class Store:
         return {r[0] for r in rows}
 
     def stats(self) -> dict[str, Any]:
-        q = lambda sql: self.con.execute(sql).fetchone()[0]  # noqa: E731
+        q = lambda sql: self.con.execute(sql).fetchall()[0][0]  # noqa: E731
         by_model = self.con.execute(
             "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall()
         return {
@@ -268,7 +268,7 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------
     def start_job(self, kind: str, params: dict[str, Any]) -> int:
         return int(self.con.execute("INSERT INTO jobs (kind, status, params) VALUES (?, 'running', ?) RETURNING id",
-                                    [kind, json.dumps(params)]).fetchone()[0])
+                                    [kind, json.dumps(params)]).fetchall()[0][0])
 
     def update_job(self, job_id: int, counts: dict[str, Any], status: str | None = None,
                    ended: bool = False) -> None:
@@ -289,6 +289,54 @@ class Store:
                                 "ORDER BY id DESC LIMIT ?", [limit]).fetchall()
         return [{"id": r[0], "kind": r[1], "status": r[2], "params": _loads(r[3]), "counts": _loads(r[4]),
                  "started_at": _iso(r[5]), "ended_at": _iso(r[6])} for r in rows]
+
+    # -- describe (issue 3) --------------------------------------------------------------------
+    def already_described(self, model: str, prompt_version: str, image_ids: Sequence[str]) -> set[str]:
+        """Like `described_keys`, but on a cursor of its own so a reader thread may call it during writes."""
+        if not image_ids:
+            return set()
+        cur = self.con.cursor()
+        try:
+            cur.register("_ids", pa.table({"id": list(image_ids)}))
+            rows = cur.execute("SELECT d.image_id FROM descriptions d JOIN _ids ON d.image_id = _ids.id "
+                               "WHERE d.model = ? AND d.prompt_version = ?", [model, prompt_version]).fetchall()
+        finally:
+            cur.close()
+        return {r[0] for r in rows}
+
+    def interrupt_stale_jobs(self, kind: str) -> int:
+        """Mark `running` jobs of this kind as interrupted: we hold the only write lock, so none can be running."""
+        n = self.con.execute("UPDATE jobs SET status = 'interrupted' WHERE kind = ? AND status = 'running' "
+                             "RETURNING id", [kind]).fetchall()
+        return len(n)
+
+    def write_describe_batch(self, job_id: int, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
+                             errors: Sequence[tuple[str | None, str | None, str, str | None]],
+                             counts: dict[str, Any]) -> None:
+        """A batch's descriptions, its error rows and the job's running counts, in one transaction:
+        after a crash the database holds whole batches only, and the job row agrees with them."""
+        with self.transaction():
+            self.upsert_in_transaction(images, descriptions)
+            self.record_errors(job_id, errors)
+            self.update_job(job_id, counts)
+
+    def job_errors(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self.con.execute("SELECT image_id, path, reason, detail FROM job_errors WHERE job_id = ? "
+                                "ORDER BY created_at, path", [job_id]).fetchall()
+        return [{"image_id": r[0], "path": r[1], "reason": r[2], "detail": r[3]} for r in rows]
+
+    def ingested_shard_digests(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT name, sha256 FROM ingested_shards").fetchall())
+
+    def ingest_shard(self, name: str, digest: str, images: Sequence[ImageRow],
+                     descriptions: Sequence[DescriptionRow],
+                     errors: Sequence[tuple[str | None, str | None, str, str | None]], job_id: int) -> None:
+        """One shard in one transaction, remembered by name and digest so ingesting again is a no-op."""
+        with self.transaction():
+            self.upsert_in_transaction(images, descriptions)
+            self.record_errors(job_id, errors)
+            self.con.execute("INSERT OR REPLACE INTO ingested_shards (name, sha256, rows, errors) VALUES (?, ?, ?, ?)",
+                             [name, digest, len(descriptions), len(errors)])
 
 
 class _Transaction:

@@ -10,14 +10,9 @@ from retrieve.calibrate.pairs import load_pairs, split_by_group, write_jsonl
 
 pytestmark = pytest.mark.integration
 
-VAL_JOIN = Path(__file__).resolve().parents[2] / "../shared/data/joined/coco_karpathy_val_x_vlm_descriptions.jsonl"
-
-
 @pytest.fixture(scope="module")
-def slice_pairs():
-    if not VAL_JOIN.exists():
-        pytest.skip(f"shared data not found at {VAL_JOIN}")
-    pairs = load_pairs(str(VAL_JOIN), descriptions="longest")
+def slice_pairs(shared_data):  # missing data fails (tests/conftest.py), never skips
+    pairs = load_pairs(str(shared_data / "joined" / "coco_karpathy_val_x_vlm_descriptions.jsonl"), descriptions="longest")
     groups = sorted({p.group for p in pairs})[:10]
     return [p for p in pairs if p.group in groups]
 

@@ -118,3 +118,31 @@ def test_embedding_cache_roundtrip(tmp_path):
         got = s.cached_embeddings("m", ["h1", "h2", "h3"])
         assert set(got) == {"h1", "h2"} and got["h2"].tolist() == [3.0, 4.0, 5.0]
         assert s.cached_embeddings("other", ["h1"]) == {}
+
+
+def test_reopened_store_serves_cache_after_single_row_reads(tmp_path):
+    """DuckDB 2 blocks register() after an unfinished fetchone(); the store must never leave one."""
+    import numpy as np
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        s.cache_embeddings("m", ["h"], np.ones((1, 2), dtype="float32"))
+    with Store(db) as s:
+        s.count_documents()
+        s.fingerprint()
+        assert s.cached_embeddings("m", ["h"])["h"].tolist() == [1.0, 1.0]
+        s.upsert([ImageRow("a")], [DescriptionRow("a", "x")])
+        assert s.export_relation().fetchall()
+
+
+def test_encoder_id_changes_when_a_local_model_is_retrained(tmp_path):
+    import os
+
+    from retrieve.encoder import DEFAULT_ENCODER, encoder_id
+
+    assert encoder_id("default") == encoder_id("all-MiniLM-L6-v2") == DEFAULT_ENCODER
+    assert encoder_id("org/some-hub-model") == "org/some-hub-model"
+    (tmp_path / "model.safetensors").write_bytes(b"v1")
+    first = encoder_id(str(tmp_path))
+    os.utime(tmp_path / "model.safetensors", ns=(1, 10**18))
+    assert encoder_id(str(tmp_path)) != first and encoder_id(str(tmp_path)).startswith(str(tmp_path.resolve()))

@@ -1,0 +1,153 @@
+"""docs/results.md: the summary tables, the caveats and every benchmark's detailed tables, from one run."""
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from eval.report import REFERENCES, markdown, pct
+
+COMMAND = "bash scripts/regen_results.sh"
+UNDERLYING = ("vfr eval all --no-progress --out out/results --results-md docs/results.md")
+
+INTRO = """\
+# Results: zero-shot retrieval over vision-LLM descriptions
+
+Everything below is produced by one command from the files in `../shared/data`; nothing is edited by hand:
+
+```
+{command}        # = {underlying}
+```
+
+Setup: BM25 (Lucene, k1={k1}, b={b}); dense `{encoder}` (cosine, FAISS {faiss}); hybrid = the engine's
+default fusion ({fusion}). Each image's description is the **{source}** of its machine descriptions unless a
+task says otherwise. R@k is the cross-modal convention (a query succeeds when any relevant item is in its
+top k; ranx `hit_rate@k`); MRR@10 and nDCG@10 from ranx. 95% intervals for R@1: percentile bootstrap over
+queries (2,000 resamples). p-values: paired {test} test (ranx, 1,000 permutations), no multiple-comparison
+correction. Run files (TREC), `metrics.json` and plots for each benchmark land in `out/results/BENCH/`.
+
+**Read before comparing with published numbers.** Our corpora are not the published ones. The COCO
+text→image task that uses real machine descriptions searches only the **401** COCO Karpathy test images that
+have a vision-LLM description (HALC/OPERA: LLaVA-1.5, MiniGPT-4, mPLUG-Owl2, InstructBLIP, Shikra; many cut
+at 64 tokens), not the 5,000 images of COCO 5K; a smaller corpus makes R@1 easier. Flickr30k 1K and COCO 5K
+have **no descriptions** here, so `flickr30k-test` / `coco-5k-test` are a *caption proxy*: the first human
+caption stands in for the image's description and the other captions query it; that is text-to-text
+retrieval over human captions, easier in wording and harder in length than a real description. The
+published CLIP / SigLIP numbers search image pixels of the full corpora. They are shown beside ours as
+orientation only, never as a like-for-like comparison.
+
+The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion.md): the `coco-val` rows
+are tuning data, not held-out results.
+"""
+
+
+def _first_retrieval(docs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    for d in docs:
+        for t in d["tasks"]:
+            if t["kind"] == "retrieval":
+                return t
+    return None
+
+
+def summary_table(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    retrievers = docs[0]["config"]["retrievers"] if docs else []
+    refs = sorted({m for r in REFERENCES.values() for m in r})
+    lines = ["| benchmark | task | queries | docs | " + " | ".join(f"R@1 {r}" for r in retrievers) +
+             " | R@10 " + (retrievers[-1] if retrievers else "") + " | " +
+             " | ".join(f"{m.split(' (')[0]} R@1 (published)" for m in refs) + " |",
+             "|---|---|---:|---:|" + "---:|" * (len(retrievers) + 1 + len(refs))]
+    for d in docs:
+        for t in d["tasks"]:
+            if t["kind"] != "retrieval":
+                continue
+            m = t["metrics"]
+            best = max(retrievers, key=lambda r: m[r]["hit_rate@1"])
+            cells = [f"**{pct(m[r]['hit_rate@1'])}**" if r == best else pct(m[r]["hit_rate@1"]) for r in retrievers]
+            ref = REFERENCES.get(t.get("reference") or "", {})
+            ref_cells = [f"*{ref[x]:.1f}*" if x in ref else "" for x in refs]
+            lines.append(f"| {d['benchmark']} | {t['task']} | {t['queries']} | {t['documents']} | " +
+                         " | ".join(cells) + f" | {pct(m[retrievers[-1]]['hit_rate@10'])} | " +
+                         " | ".join(ref_cells) + " |")
+    return lines
+
+
+def compositional_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = [(d, t) for d in docs for t in d["tasks"] if t["kind"] == "compositional"]
+    if not rows:
+        return []
+    retrievers = list(rows[0][1]["results"])
+    lines = ["| benchmark | items used / total | images | " +
+             " | ".join(f"{r} (macro / all)" for r in retrievers) + " |",
+             "|---|---:|---:|" + "---:|" * len(retrievers)]
+    for d, t in rows:
+        res = t["results"]
+        first = res[retrievers[0]]
+        lines.append(f"| {d['benchmark']} | {first['items']} / {t['items_total']} | "
+                     f"{t['meta'].get('images_used', '')} | " +
+                     " | ".join(f"{pct(res[r]['macro_accuracy'])} / {pct(res[r]['micro_accuracy'])}"
+                                for r in retrievers) + " |")
+    return lines
+
+
+def timing_lines(docs: Sequence[Mapping[str, Any]], total_s: float) -> list[str]:
+    built = sum(1 for d in docs for t in d["tasks"] if not t.get("index", {}).get("cached", True))
+    cached = sum(1 for d in docs for t in d["tasks"] if t.get("index", {}).get("cached", False))
+    per = ", ".join(f"{d['benchmark']} {d['timings']['seconds']:.0f} s" for d in docs)
+    return [f"The run behind this page: **{total_s / 60:.1f} min** of benchmark time on {platform.machine()} "
+            f"({cached} task indexes reopened from the cache, {built} built). Per benchmark: {per}.",
+            "",
+            "First-run (empty cache) and cached-run figures measured on our 2-core machine are in "
+            "[eval.md § Speed](eval.md#speed)."]
+
+
+def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: float,
+                       assembled: bool = False, missing: Sequence[str] = ()) -> None:
+    first = _first_retrieval(docs)
+    manifest = (first or {}).get("index", {}).get("manifest", {})
+    cfg = docs[0]["config"] if docs else {}
+    text = INTRO.format(
+        command=COMMAND, underlying=UNDERLYING, k1=manifest.get("k1", "0.9"), b=manifest.get("b", "0.4"),
+        encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
+        source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t")
+    if assembled:
+        text += ("\nThis page was assembled from per-benchmark outputs (`python -m eval.results_page out/results "
+                 "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")
+    if missing:
+        text += f"\n**Not yet in this page:** {', '.join(missing)} (run `vfr eval NAME --out out/results/NAME`, " \
+                "then rebuild the page as above).\n"
+    parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
+             "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
+             "## Time", "", *timing_lines(docs, total_s), "",
+             "## Every benchmark in detail", ""]
+    parts += [markdown(d, heading="###") for d in docs]
+    parts.append(f"\n_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC._\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None = None) -> list[str]:
+    """Rebuild the page from `RESULTS_DIR/*/metrics.json` (e.g. after benchmarks were run separately).
+    Returns the benchmarks found; the time line then sums their recorded times."""
+    import json
+
+    docs = {}
+    for f in sorted(results_dir.glob("*/metrics.json")):
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        docs[doc["benchmark"]] = doc
+    names = [n for n in (order or []) if n in docs] + [n for n in docs if n not in (order or [])]
+    if not names:
+        raise FileNotFoundError(f"no */metrics.json under {results_dir}")
+    chosen = [docs[n] for n in names]
+    missing = [n for n in (order or []) if n not in docs]
+    write_results_page(chosen, path, sum(d["timings"].get("seconds", 0) for d in chosen), True, missing)
+    return names
+
+
+if __name__ == "__main__":  # python -m eval.results_page out/results docs/results.md
+    import sys
+
+    from eval.benchmarks import names as builtin_names
+
+    found = page_from_folder(Path(sys.argv[1]), Path(sys.argv[2]), builtin_names())
+    print(f"wrote {sys.argv[2]} from {len(found)} benchmarks: {', '.join(found)}")

@@ -1,0 +1,134 @@
+"""Run every retriever on every task of a benchmark and collect metrics, runs and timings.
+
+The index opener is injectable (`open_index(corpus) -> obj with .searcher(name)`) so the plumbing
+is testable without the JVM or a model; by default it is `eval.cache.open_corpus_index`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from eval import compositional as comp
+from eval import metrics as M
+from eval.tasks import CompositionalTask, RetrievalTask
+from retrieve.types import Run
+
+RETRIEVERS = ("bm25", "dense", "hybrid")
+CURVE_KS = (1, 2, 3, 5, 10, 15, 20)
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    retrievers: tuple[str, ...] = RETRIEVERS
+    encoder: str = "all-MiniLM-L6-v2"
+    description_source: str = "longest"
+    depth: int = 20                 # ranked targets kept per query (TREC files, curves)
+    faiss: str = "flat"
+    cache_dir: Path | None = None
+    progress: bool = True
+    stat_test: str = "fisher"
+    seed: int = 0
+
+
+@dataclass
+class TaskResult:
+    task: str
+    kind: str
+    summary: dict[str, Any]
+    runs: dict[str, Run] = field(default_factory=dict)   # retrieval tasks only (target-level)
+
+
+def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[Any, dict]]:
+    from eval.cache import open_corpus_index
+    from retrieve.index import IndexConfig
+
+    index_config = IndexConfig(encoder=config.encoder, faiss=config.faiss)
+
+    def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
+        return open_corpus_index(corpus, index_config, config.cache_dir, config.progress)
+    return opener
+
+
+def _bar(config: EvalConfig, desc: str, total: int | None = None) -> Callable[[Iterable], Iterable]:
+    def wrap(it: Iterable) -> Iterable:
+        if not config.progress:
+            return it
+        from tqdm import tqdm
+
+        return tqdm(it, desc=desc, total=total, leave=False, unit="chunk" if total else "query",
+                    dynamic_ncols=True)
+    return wrap
+
+
+def search(searcher: Any, queries: Mapping[str, str], k: int, config: EvalConfig, label: str) -> Run:
+    """batch_search in chunks, with a progress bar over chunks."""
+    qids = list(queries)
+    chunks = [qids[i:i + CHUNK] for i in range(0, len(qids), CHUNK)]
+    run: Run = {}
+    for chunk in _bar(config, label, len(chunks))(chunks):
+        run.update(searcher.batch_search({q: queries[q] for q in chunk}, k))
+    return run
+
+
+def truncate(run: Run, depth: int) -> Run:
+    return {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q, docs in run.items()}
+
+
+def evaluate_retrieval(task: RetrievalTask, index: Any, config: EvalConfig) -> TaskResult:
+    k = config.depth * task.docs_per_target()
+    runs: dict[str, Run] = {}
+    timings: dict[str, float] = {}
+    for name in config.retrievers:
+        t0 = time.perf_counter()
+        raw = search(index.searcher(name), task.queries, k, config, f"{task.name} {name}")
+        runs[name] = truncate(M.to_target_run(raw, task.doc_target), config.depth)
+        timings[name] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    ev = M.evaluate_all(task.qrels, runs, [x for x in CURVE_KS if x <= config.depth], config.stat_test, config.seed)
+    timings["metrics"] = round(time.perf_counter() - t0, 2)
+    targets = {t for rel in task.qrels.values() for t in rel}
+    summary = {
+        "task": task.name, "kind": "retrieval", "title": task.title, "queries": len(task.queries),
+        "documents": len(task.corpus), "targets_judged": len(targets), "meta": dict(task.meta),
+        "reference": task.reference, "metrics": ev["metrics"], "r1_ci95": ev["r1_ci95"], "curves": ev["curves"],
+        "significance": {"test": config.stat_test, "p_values": ev["p_values"]}, "seconds_by_step": timings,
+    }
+    return TaskResult(task.name, "retrieval", summary, runs)
+
+
+def evaluate_compositional(task: CompositionalTask, index: Any, config: EvalConfig) -> TaskResult:
+    per: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name in config.retrievers:
+        t0 = time.perf_counter()
+        searcher = index.searcher(name)
+        # bm25 / cosine scores do not depend on which other documents are scored: one call per description
+        outcomes = comp.score_trials(task.trials, searcher.score, per_trial=name == "hybrid",
+                                     progress=_bar(config, f"{task.name} {name}"))
+        per[name] = comp.summarize(task, outcomes, seed=config.seed)
+        timings[name] = round(time.perf_counter() - t0, 2)
+    summary = {"task": task.name, "kind": "compositional", "title": task.title, "meta": dict(task.meta),
+               "items_total": sum(task.items_total.values()), "results": per, "seconds_by_step": timings}
+    return TaskResult(task.name, "compositional", summary)
+
+
+def run_tasks(tasks: list, config: EvalConfig,
+              opener: Callable[[Mapping[str, str]], tuple[Any, dict]] | None = None) -> list[TaskResult]:
+    opener = opener or default_opener(config)
+    results = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        corpus = comp.corpus(task) if isinstance(task, CompositionalTask) else task.corpus
+        if not corpus:
+            raise ValueError(f"task {task.name}: empty corpus (no image has a description from the chosen source)")
+        index, cache_info = opener(corpus)
+        index_s = time.perf_counter() - t0
+        res = (evaluate_compositional if isinstance(task, CompositionalTask) else evaluate_retrieval)(
+            task, index, config)
+        res.summary["index"] = {**cache_info, "seconds": round(index_s, 2)}
+        res.summary["seconds"] = round(time.perf_counter() - t0, 2)
+        results.append(res)
+    return results

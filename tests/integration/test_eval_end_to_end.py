@@ -1,0 +1,59 @@
+"""End to end with real Lucene and the packaged MiniLM: build, cache, search, score, report (~1 min)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval import benchmarks, cache, datasets as ds, report, runner
+from eval import tasks as tk
+
+pytestmark = pytest.mark.integration
+ROOT = benchmarks.default_data_dir()
+
+
+@pytest.fixture(scope="module")
+def small(shared_data: Path) -> list[ds.DescribedImage]:
+    return ds.load_joined(ROOT / "joined" / "coco_karpathy_test_x_vlm_descriptions.jsonl")[:20]
+
+
+def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
+    items = [ds.CompositionalItem(f"replace_obj/{i.image_id}", "replace_obj", i.image_id, i.captions[0],
+                                  "A plate of spaghetti on a wooden table.") for i in small[:10]]
+    tasks = [tk.text_to_image("t2i", small, "longest"), tk.image_to_text("i2t", small[:10], "each"),
+             tk.compositional("compositional", items, {i.image_id: i.descriptions for i in small}, "longest")]
+    config = runner.EvalConfig(progress=False, depth=10, cache_dir=tmp_path / "cache")
+    inputs = json.dumps([t.queries if hasattr(t, "queries") else len(t.trials) for t in tasks])
+
+    results = runner.run_tasks(tasks, config)
+    t2i, i2t, comp = (r.summary for r in results)
+    for name in runner.RETRIEVERS:
+        assert 0.3 < t2i["metrics"][name]["hit_rate@1"] <= 1.0          # 20 images: far above chance (5%)
+        assert t2i["metrics"][name]["hit_rate@10"] >= t2i["metrics"][name]["hit_rate@1"]
+        lo, hi = t2i["r1_ci95"][name]
+        assert lo <= t2i["metrics"][name]["hit_rate@1"] <= hi
+        assert comp["results"][name]["categories"]["replace_obj"]["accuracy"] >= 0.8  # spaghetti is easy
+    assert i2t["queries"] > 10                                            # source "each": one query per description
+    assert not t2i["index"]["cached"]
+    assert json.dumps([t.queries if hasattr(t, "queries") else len(t.trials) for t in tasks]) == inputs
+
+    again = runner.run_tasks(tasks[:1], config)[0].summary                # same corpus: reopened, same numbers
+    assert again["index"]["cached"] and again["metrics"] == t2i["metrics"]
+
+    doc = report.write_outputs("small", results, tmp_path / "out", {}, {"retrievers": list(runner.RETRIEVERS)}, {})
+    run = report.read_trec(tmp_path / "out" / "runs" / "small.t2i.hybrid.trec")
+    assert len(run) == t2i["queries"] and doc["tasks"][0]["run_files"]["bm25"].endswith(".trec")
+
+
+def test_query_embeddings_are_cached(small, tmp_path: Path) -> None:
+    from retrieve.index import IndexConfig
+
+    corpus = {i.image_id: next(iter(i.descriptions.values())) for i in small[:5]}
+    index, info = cache.open_corpus_index(corpus, IndexConfig(), tmp_path, progress=False)
+    dense = index.dense()
+    first = dense.encode(["a dog on a beach", "two cats"])
+    again = dense.encode(["two cats", "a dog on a beach"])
+    assert (first[::-1] == again).all()
+    store = cache._shared_store(tmp_path / "embeddings.duckdb")
+    assert store.con.execute("SELECT count(*) FROM embeddings WHERE model LIKE '%#query'").fetchone()[0] == 2

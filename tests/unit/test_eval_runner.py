@@ -1,0 +1,118 @@
+"""Runner, reports, plots and the CLI, with a fake index (no JVM, no model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from eval import report, runner
+from eval import tasks as tk
+from eval.datasets import CompositionalItem, DescribedImage
+from retrieve.types import hits_from_scores
+
+IMAGES = [DescribedImage(str(i), (f"a {w} on a table", f"one {w} here"), {"m": f"photo of a {w} on a table"})
+          for i, w in enumerate(["cat", "dog", "cup", "book", "lamp", "shoe"])]
+
+
+class FakeSearcher:
+    """Scores by shared words (bm25), by shared letters (dense) or both (hybrid)."""
+
+    def __init__(self, corpus: dict[str, str], kind: str) -> None:
+        self.corpus, self.kind = corpus, kind
+
+    def _score(self, q: str, d: str) -> float:
+        words = len(set(q.split()) & set(d.split()))
+        letters = len(set(q) & set(d)) / 100
+        return {"bm25": words, "dense": letters, "hybrid": words + letters}[self.kind]
+
+    def score(self, query: str, doc_ids: list[str]) -> dict[str, float]:
+        return {d: self._score(query, self.corpus[d]) for d in doc_ids}
+
+    def search(self, query: str, k: int = 10):
+        return hits_from_scores(self.score(query, list(self.corpus)), k)
+
+    def batch_search(self, queries: dict[str, str], k: int = 10):
+        return {q: {h.id: h.score for h in self.search(t, k)} for q, t in queries.items()}
+
+
+class FakeIndex:
+    def __init__(self, corpus):
+        self.corpus = dict(corpus)
+
+    def searcher(self, kind: str) -> FakeSearcher:
+        return FakeSearcher(self.corpus, kind)
+
+
+def fake_opener(corpus):
+    return FakeIndex(corpus), {"cached": False, "manifest": {"k1": 0.9, "b": 0.4}}
+
+
+def _tasks():
+    items = [CompositionalItem("swap/0", "swap", "0", "a cat on a table", "a table on a cat"),
+             CompositionalItem("replace/0", "replace", "1", "a dog on a table", "a cat on a table")]
+    return [tk.text_to_image("t2i", IMAGES, "longest"), tk.image_to_text("i2t", IMAGES, "longest"),
+            tk.compositional("compositional", items, {i.image_id: i.descriptions for i in IMAGES}, "longest")]
+
+
+def test_run_tasks_and_outputs(tmp_path: Path) -> None:
+    config = runner.EvalConfig(progress=False, depth=10)
+    results = runner.run_tasks(_tasks(), config, opener=fake_opener)
+    t2i, i2t, comp = (r.summary for r in results)
+    assert t2i["metrics"]["bm25"]["hit_rate@1"] == 1.0          # the object word finds its image
+    assert i2t["queries"] == 6 and i2t["documents"] == 12
+    assert set(t2i["significance"]["p_values"]) == {"bm25", "dense", "hybrid"}
+    assert comp["results"]["bm25"]["categories"]["swap"]["tied_checks"] == 1
+    assert comp["results"]["bm25"]["categories"]["replace"]["accuracy"] == 1.0
+
+    doc = report.write_outputs("toy", results, tmp_path, {"summary": "toy"}, {"retrievers": ["bm25"]}, {"seconds": 1})
+    run = report.read_trec(tmp_path / "runs" / "toy.t2i.bm25.trec")
+    assert run["0#0"] == pytest.approx(results[0].runs["bm25"]["0#0"], abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["tasks"][0]["task"] == "t2i"
+    md = (tmp_path / "results.md").read_text()
+    assert "| bm25 | 100.0 |" in md and "swap" in md
+
+    from eval.plots import write_plots
+    pngs = write_plots(doc, tmp_path / "plots")
+    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+    from eval.results_page import write_results_page
+    write_results_page([doc], tmp_path / "results_page.md", 12.0)
+    page = (tmp_path / "results_page.md").read_text()
+    assert "401" in page and "| toy | t2i |" in page
+
+    from eval.results_page import page_from_folder
+    (tmp_path / "pf" / "toy").mkdir(parents=True)
+    (tmp_path / "pf" / "toy" / "metrics.json").write_text((tmp_path / "metrics.json").read_text())
+    assert page_from_folder(tmp_path / "pf", tmp_path / "again.md") == ["toy"]
+    assert "| toy | t2i |" in (tmp_path / "again.md").read_text()
+
+
+def test_trec_format(tmp_path: Path) -> None:
+    report.write_trec({"q1": {"b": 0.5, "a": 0.5, "c": 0.9}}, tmp_path / "r.trec", "tag")
+    assert (tmp_path / "r.trec").read_text().splitlines() == [
+        "q1 Q0 c 1 0.900000 tag", "q1 Q0 a 2 0.500000 tag", "q1 Q0 b 3 0.500000 tag"]
+
+
+def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vfr import cmd_eval
+
+    monkeypatch.setattr(runner, "default_opener", lambda config: fake_opener)
+    app = typer.Typer()
+    cmd_eval.register(app)
+    app.command("noop")(lambda: None)   # typer collapses a single-command app
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(json.dumps({"id": i.image_id, "document": i.descriptions["m"],
+                                           "queries": list(i.captions)}) for i in IMAGES))
+    res = CliRunner().invoke(app, ["eval", str(bench), "--out", str(tmp_path / "o"), "-r", "bm25,dense",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "metrics.json").exists() and (tmp_path / "o" / "plots").is_dir()
+    assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == [
+        "bench.retrieval.bm25.trec", "bench.retrieval.dense.trec"]
+    bad = CliRunner().invoke(app, ["eval", str(bench), "-r", "bm25,clip"])
+    assert bad.exit_code == 1 and "unknown retriever clip" in bad.output
+    missing = CliRunner().invoke(app, ["eval", "no-such-bench"])
+    assert missing.exit_code == 1 and "neither a built-in benchmark" in missing.output
