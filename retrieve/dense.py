@@ -6,6 +6,7 @@ Files are plain: `index.faiss` (FAISS's own format) and `ids.json`; no pickle.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,14 @@ import numpy as np
 from retrieve.types import Hit, Run, clean_text
 
 ENCODE_CHUNK = 2048  # texts per encode call: one progress step, one cache write
+
+
+@functools.cache
+def _faiss_threads() -> int:
+    """FAISS's thread count before we first change it (OMP_NUM_THREADS or the core count)."""
+    import faiss
+
+    return faiss.omp_get_max_threads()
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -109,6 +118,10 @@ class FaissSearcher:
         k = min(k, len(self.ids))
         if k <= 0:
             return [[] for _ in range(len(vectors))]
+        import faiss
+
+        # One query: FAISS's OpenMP threads only add wake-up cost next to torch's and the JVM's on few cores.
+        faiss.omp_set_num_threads(1 if len(vectors) == 1 else _faiss_threads())
         scores, positions = self.index.search(vectors, k)
         return [[Hit(self.ids[p], float(s), r + 1) for r, (s, p) in enumerate(zip(srow, prow)) if p >= 0]
                 for srow, prow in zip(scores, positions)]
@@ -125,7 +138,7 @@ class FaissSearcher:
         known = [d for d in doc_ids if d in self.pos]
         out = dict.fromkeys(doc_ids, 0.0)
         if known:
-            docs = np.vstack([self.index.reconstruct(self.pos[d]) for d in known])
+            docs = self.index.reconstruct_batch(np.fromiter((self.pos[d] for d in known), dtype=np.int64))
             out.update(zip(known, (docs @ qvec.ravel()).tolist()))
         return out
 

@@ -16,11 +16,14 @@ class HybridSearcher:
         self.dense = dense
         self.fusion = fusion or FusionConfig()
 
-    def candidates(self, query: str, qvec, extra: Sequence[str] = ()) -> tuple[dict, dict]:
+    def candidates(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None
+                   ) -> tuple[dict, dict]:
         """Sparse and dense scores of the union of both sides' top-`depth` (plus `extra` ids)."""
         depth = self.fusion.depth
         sparse = {h.id: h.score for h in self.sparse.search(query, depth)}
-        dense = {h.id: h.score for h in self.dense.search_vectors(qvec, depth)[0]}
+        if dense_hits is None:
+            dense_hits = self.dense.search_vectors(qvec, depth)[0]
+        dense = {h.id: h.score for h in dense_hits}
         if self.fusion.method == "convex":  # rank fusion needs no exact scores for the other side
             union = list(dict.fromkeys([*sparse, *dense, *extra]))
             missing_sparse = [d for d in union if d not in sparse]
@@ -31,8 +34,9 @@ class HybridSearcher:
                 dense.update(self.dense.score_vector(qvec, missing_dense))
         return sparse, dense
 
-    def _fused(self, query: str, qvec, extra: Sequence[str] = ()) -> dict[str, float]:
-        sparse, dense = self.candidates(query, qvec, extra)
+    def _fused(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None
+               ) -> dict[str, float]:
+        sparse, dense = self.candidates(query, qvec, extra, dense_hits)
         return fuse([{"q": sparse}, {"q": dense}], self.fusion).get("q", {})
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
@@ -40,10 +44,14 @@ class HybridSearcher:
 
     def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
         qids = list(queries)
-        vecs = self.dense.encode([queries[q] for q in qids]) if qids else []
+        if not qids:
+            return {}
+        vecs = self.dense.encode([queries[q] for q in qids])
+        dense_hits = self.dense.search_vectors(vecs, self.fusion.depth)  # one batched FAISS search
         out: Run = {}
-        for qid, vec in zip(qids, vecs):
-            out[qid] = {h.id: h.score for h in hits_from_scores(self._fused(queries[qid], vec[None, :]), k)}
+        for qid, vec, hits in zip(qids, vecs, dense_hits):
+            fused = self._fused(queries[qid], vec[None, :], dense_hits=hits)
+            out[qid] = {h.id: h.score for h in hits_from_scores(fused, k)}
         return out
 
     def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:

@@ -1,47 +1,110 @@
-"""Sparse retrieval: Lucene BM25 through Pyserini.
+"""Sparse retrieval: Lucene BM25 (Pyserini's indexer, Lucene's IndexSearcher through pyjnius).
 
-User text never reaches Lucene's query parser: Anserini's bag-of-words generator analyses it with
-the index's own analyser (Porter stemming, stopwords) into term queries, and we lift Lucene's
-1,024-clause limit, so any string — Lucene syntax, NUL bytes, emoji, 10,000 characters — is safe.
-`score()` builds the same bag of terms itself, filtered to the given documents.
+User text never reaches Lucene's query parser as written: the index's own analyser (Anserini's English
+analyser: Porter stemming, stopwords) turns it into a bag of terms, each a quoted literal boosted by its
+count (what Anserini's bag-of-words query generator builds), and Lucene's 1,024-clause limit is lifted,
+so any string — Lucene syntax, NUL bytes, emoji, 10,000 characters — is safe.
+
+Search asks Lucene's IndexSearcher for top-k (Lucene document number, score) pairs and maps numbers to
+ids with a table written at build time, so no stored document is read per hit. `score()` (the hybrid's
+exact BM25 of the dense side's candidates) uses the forward index beside it (retrieve/bm25_forward.py).
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
+from retrieve.bm25_forward import ForwardBuilder, ForwardIndex
 from retrieve.jvm import ensure_jvm
 from retrieve.types import Document, Hit, Run, clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
-_ID_CHUNK = 512  # documents per filtered scoring query
-_INDEX_ARGS = ["-storeRaw", "-storePositions", "-storeDocvectors", "-threads", "1"]
+IDS_FILE = "docids.json"  # Lucene document number → document id
+_INDEX_ARGS = ["-storePositions", "-threads", "1"]
+_SEP = "vfrdocsep"  # joins a batch of documents for one analyser call; a batch that contains it goes one by one
+
+
+class SparseIndexError(RuntimeError):
+    """The sparse index folder is unusable (message says what to do)."""
+
+
+def _analyzer():
+    from pyserini.analysis import get_lucene_analyzer
+    return get_lucene_analyzer()
+
+
+def _analyse_batch(utils, analyzer, texts: list[str]) -> list[list[str]]:
+    """The analyser's tokens of each text, with one JNI round trip for the whole batch when possible."""
+    def tokens(text: str) -> list[str]:
+        joined = utils.analyze(analyzer, text).toString()[1:-1]  # "[a, b, c]": tokens never contain spaces
+        return joined.split(", ") if joined else []
+
+    flat = tokens(f" {_SEP} ".join(texts))
+    out: list[list[str]] = [[]]
+    for tok in flat:
+        if tok == _SEP:
+            out.append([])
+        else:
+            out[-1].append(tok)
+    if len(out) != len(texts) or any(_SEP in t for t in texts):
+        return [tokens(t) for t in texts]
+    return out
 
 
 def build_sparse(docs: Iterable[Document], out_dir: Path, batch_size: int = 5000,
                  on_batch=None) -> int:
-    """Write a Lucene index of `docs` into `out_dir` (which must not exist). Returns the count."""
+    """Write a Lucene index of `docs` into `out_dir` (which must not exist), plus the document-number
+    table and the BM25 forward index. Returns the count."""
     ensure_jvm()
+    from jnius import autoclass
     from pyserini.index.lucene import LuceneIndexer
 
+    utils, analyzer = autoclass("io.anserini.analysis.AnalyzerUtils"), _analyzer()
+    forward, order = ForwardBuilder(), []
     writer = LuceneIndexer(str(out_dir), args=["-index", str(out_dir), *_INDEX_ARGS])
-    n, batch = 0, []
+
+    def flush(batch: list[dict]) -> None:
+        writer.add_batch_dict(batch)
+        for toks in _analyse_batch(utils, analyzer, [d["contents"] for d in batch]):
+            forward.add(toks)
+        order.extend(d["id"] for d in batch)
+        on_batch and on_batch(len(batch))
+
+    batch: list[dict] = []
     try:
         for doc in docs:
             batch.append({"id": doc.id, "contents": clean_text(doc.text)})
             if len(batch) >= batch_size:
-                writer.add_batch_dict(batch)
-                n += len(batch)
-                on_batch and on_batch(len(batch))
+                flush(batch)
                 batch = []
         if batch:
-            writer.add_batch_dict(batch)
-            n += len(batch)
-            on_batch and on_batch(len(batch))
+            flush(batch)
     finally:
         writer.close()
-    return n
+    forward.save(out_dir)
+    (out_dir / "forward_ids.json").write_text(json.dumps(order))
+    (out_dir / IDS_FILE).write_text(json.dumps(_lucene_ids(out_dir)))
+    return len(order)
+
+
+def _open_reader(index_dir: Path):
+    from jnius import autoclass
+    fs = autoclass("org.apache.lucene.store.FSDirectory")
+    return autoclass("org.apache.lucene.index.DirectoryReader").open(
+        fs.open(autoclass("java.nio.file.Paths").get(str(index_dir))))
+
+
+def _lucene_ids(index_dir: Path) -> list[str]:
+    reader = _open_reader(index_dir)
+    try:
+        fields = reader.storedFields()
+        return [fields.document(i).get("id") for i in range(reader.maxDoc())]
+    finally:
+        reader.close()
 
 
 class LuceneSearcher:
@@ -49,18 +112,36 @@ class LuceneSearcher:
 
     def __init__(self, index_dir: Path, k1: float, b: float) -> None:
         ensure_jvm()
-        from jnius import autoclass
-        from pyserini.analysis import Analyzer, get_lucene_analyzer
-        # Anserini's searcher directly: pyserini.search.lucene would import torch and transformers (~5 s).
-        self._java = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
-        self._java.set_bm25(float(k1), float(b))
-        self._analyzer = Analyzer(get_lucene_analyzer())
-        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES + _ID_CHUNK + 1)
-        # score() parses one query string (terms already analysed, so the keyword analyser keeps them as is):
-        # one JNI call instead of hundreds of object constructions per query.
+        from jnius import autoclass, cast
+        from pyserini.analysis import Analyzer
+
+        missing = [f for f in (IDS_FILE, "forward_ids.json", "forward.npz") if not (index_dir / f).exists()]
+        if missing:
+            raise SparseIndexError(f"{index_dir} lacks {', '.join(missing)} (built by an older vfr): "
+                                   "run `vfr index` again")
+        self._reader = _open_reader(index_dir)
+        self._java = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", self._reader))
+        self._java.setSimilarity(autoclass("org.apache.lucene.search.similarities.BM25Similarity")(
+            float(k1), float(b)))
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES + 1)
+        self._analyzer = Analyzer(_analyzer())
+        # Terms are already analysed, so the keyword analyser keeps each quoted literal as one term:
+        # one parse call instead of hundreds of JNI object constructions per query.
         self._parser = autoclass("org.apache.lucene.queryparser.classic.QueryParser")(
             "contents", autoclass("org.apache.lucene.analysis.core.KeywordAnalyzer")())
-        self.num_docs = int(self._java.get_total_num_docs())
+        self.ids: list[str] = json.loads((index_dir / IDS_FILE).read_text())
+        self.num_docs = len(self.ids)
+        small_float = autoclass("org.apache.lucene.util.SmallFloat")
+        length_table = np.array([small_float.byte4ToInt(i if i < 128 else i - 256) for i in range(256)])
+        encode = np.vectorize(lambda n: small_float.intToByte4(int(n)) & 0xFF, otypes=[np.int64])
+
+        def quantise(lengths: np.ndarray) -> np.ndarray:  # Lucene's one-byte norm, decoded
+            distinct, inverse = np.unique(lengths, return_inverse=True)
+            return length_table[encode(distinct)][inverse] if len(distinct) else lengths
+
+        self.forward = ForwardIndex(index_dir, json.loads((index_dir / "forward_ids.json").read_text()),
+                                    k1, b, quantise)
 
     def terms(self, query: str) -> Counter[str]:
         """Analysed query terms with their counts, capped at MAX_CLAUSES distinct terms."""
@@ -69,32 +150,23 @@ class LuceneSearcher:
             terms = Counter(dict(terms.most_common(MAX_CLAUSES)))
         return terms
 
-    def _scoring_query(self, terms: Counter[str], doc_ids: Sequence[str]):
-        """BM25 over `terms` (boosted by count, like the search path), restricted to `doc_ids` at zero weight."""
-        bag = " ".join(f'contents:{_quote(t)}' + (f"^{c}" if c > 1 else "") for t, c in terms.items())
-        ids = " ".join(f"id:{_quote(d)}" for d in doc_ids)
-        return self._parser.parse(f"+({bag}) +({ids})^0")
+    def _query(self, terms: Counter[str]):
+        """BM25 over `terms`, each boosted by its count (as Anserini's bag-of-words query)."""
+        return self._parser.parse(" ".join(f"{_quote(t)}" + (f"^{c}" if c > 1 else "") for t, c in terms.items()))
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        text = clean_text(query)
-        if k <= 0 or not text.strip():
+        terms = self.terms(query) if k > 0 else Counter()
+        if not terms:
             return []
-        return [Hit(h.docid, float(h.score), i + 1) for i, h in enumerate(self._java.search(text, k))]
+        top = self._java.search(self._query(terms), int(k))
+        return [Hit(self.ids[h.doc], float(h.score), i + 1) for i, h in enumerate(top.scoreDocs)]
 
     def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
         return {qid: {h.id: h.score for h in self.search(text, k)} for qid, text in queries.items()}
 
     def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
         """BM25 score of each given document for `query` (0 for a document that matches no term)."""
-        scores = dict.fromkeys(doc_ids, 0.0)
-        terms = self.terms(query)
-        if not terms:
-            return scores
-        for start in range(0, len(doc_ids), _ID_CHUNK):
-            chunk = doc_ids[start:start + _ID_CHUNK]
-            for h in self._java.search(self._scoring_query(terms, chunk), len(chunk)):
-                scores[h.docid] = float(h.score)
-        return scores
+        return self.forward.score(self.terms(query), doc_ids)
 
 
 def _quote(text: str) -> str:

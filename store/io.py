@@ -83,6 +83,11 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise ImportError_(f"{where}: not valid JSON ({e})") from None
             if not isinstance(obj, dict):
                 raise ImportError_(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            try:  # JSON may escape a lone UTF-16 surrogate ("\ud800"): valid JSON, not valid text
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ImportError_(f"{where}: contains a lone surrogate escape ({e.object[e.start]!r}), which is "
+                                   "not valid Unicode text; fix or remove that character") from None
             yield where, obj
 
 

@@ -124,3 +124,25 @@ def test_hnsw_index_agrees_with_flat(built, tmp_path):
     flat = [h.id for h in open_index(index).searcher("dense").search(q, 5)]
     hnsw = [h.id for h in open_index(tmp_path / "h.index").searcher("dense").search(q, 5)]
     assert len(set(flat) & set(hnsw)) >= 4
+
+
+def test_forward_bm25_equals_lucene_on_awkward_documents(tmp_path):
+    """Documents that defeat the one-call batch analysis (the separator word itself), empty and
+    stopword-only texts, repeats, very long texts: forward scores still equal Lucene's."""
+    from retrieve.sparse import _SEP
+
+    texts = {"sep": f"a dog {_SEP} next to a {_SEP.upper()} cat", "empty": "", "stop": "the of and a",
+             "rep": "dog " * 50 + "cat", "long": " ".join(f"word{i % 700} dog" for i in range(3000)),
+             "plain": "a brown dog asleep on a red sofa", "nul": "dog\x00cat emoji 🐕 dog"}
+    with Store(tmp_path / "a.duckdb") as store:
+        store.upsert([ImageRow(i) for i in texts], [DescriptionRow(i, t) for i, t in texts.items()])
+        build_index(store, tmp_path / "a.index", progress=False)
+    bm25 = open_index(tmp_path / "a.index").sparse()
+    assert bm25.num_docs == len(texts) - 1  # the indexer skips the empty document
+    for q in ["dog", "dog dog cat", f"{_SEP} cat", "word5 dog sofa", "cat 🐕", "red red red sofa"]:
+        hits = bm25.search(q, 10)
+        assert hits, q
+        scored = bm25.score(q, list(texts))
+        for h in hits:
+            assert scored[h.id] == pytest.approx(h.score, rel=1e-5), (q, h.id)
+        assert all(scored[d] == 0.0 for d in texts if d not in {h.id for h in hits})

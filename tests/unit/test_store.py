@@ -54,6 +54,7 @@ def test_import_is_idempotent_and_updates(tmp_path):
     ('{"id": "a", "text": "x", "bogus": 1}', "bogus"),
     ('{"id": "a", "json": {"caption": "x"}}', "setting"),
     ('{"id": 5, "text": "x"}', ":1: id:"),
+    ('{"id": "a", "text": "ok"}\n{"id": "b", "text": "a \\ud800 b"}', ":2: contains a lone surrogate"),
 ])
 def test_bad_record_names_file_and_line_and_imports_nothing(tmp_path, line, needle):
     f = tmp_path / "bad.jsonl"
