@@ -48,6 +48,7 @@ CONFIGS: dict[str, dict] = {
     "fast-hn": {"freeze_layers": 3, "max_seq_length": 64, "hard_negatives": True},
     "fast-lr5e-5": {"freeze_layers": 3, "max_seq_length": 64, "learning_rate": 5e-5},
 }
+SPARSE_WEIGHTS = (0.0, 0.05, 0.2, 0.3)  # extra hybrid rows next to the default (0.1 BM25 / 0.9 dense)
 DEFAULTS = {"epochs": 1.0, "batch_size": 32, "learning_rate": 2e-5, "max_seq_length": 128}
 TEST_JOIN = "joined/coco_karpathy_test_x_vlm_descriptions.jsonl"
 VAL_JOIN = "joined/coco_karpathy_val_x_vlm_descriptions.jsonl"
@@ -135,12 +136,18 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
     shutil.rmtree(index_dir, ignore_errors=True)
     with Store(db) as store:  # writable: the index build caches embeddings in the store
         build_index(store, index_dir, IndexConfig(encoder=encoder), progress=False)
+    from retrieve.fusion import FusionConfig
+
     index = open_index(index_dir)
-    out = {}
+    out = {"fusion_default": FusionConfig().to_dict()}
     for kind in kinds:
         run = index.searcher(kind).batch_search(queries, 10)
         name = "engine_dense" if kind == "dense" else kind  # keep dense_* for our own exact computation
         out |= {f"{name}_{k}": v for k, v in _recall(qrels, run).items()}
+    if "hybrid" in kinds:  # diagnostics on test (never used to choose anything): other BM25 weights
+        for w in SPARSE_WEIGHTS:
+            run = index.searcher("hybrid", FusionConfig(weights=(w, 1 - w))).batch_search(queries, 10)
+            out |= {f"hybrid_w{w}_{k}": v for k, v in _recall(qrels, run).items()}
     shutil.rmtree(index_dir, ignore_errors=True)
     return out
 
@@ -206,7 +213,8 @@ def table(results: Path) -> str:
     rows: dict[str, list[dict]] = {}
     for r in map(json.loads, results.read_text().splitlines()):
         rows.setdefault(r["config"], []).append(r)
-    cols = ["dense_R@1", "dense_R@5", "dense_R@10", "hybrid_R@1", "hybrid_R@5", "hybrid_R@10", "sc_all", "sc_unseen"]
+    cols = ["dense_R@1", "dense_R@5", "dense_R@10", "hybrid_R@1", "hybrid_R@5", "hybrid_R@10", "sc_all", "sc_unseen",
+            *[f"hybrid_w{w}_R@1" for w in SPARSE_WEIGHTS]]
     lines = ["| config | seeds | " + " | ".join(cols) + " | train s |", "|" + "---|" * (len(cols) + 3)]
     for name, rs in rows.items():
         cells = []

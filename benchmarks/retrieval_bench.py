@@ -59,15 +59,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(n_docs: int, n_queries: int, faiss_kinds: list[str], batch_size: int, seed: int = 0) -> dict:
+def bench(n_docs: int, n_queries: int, faiss_kinds: list[str], batch_size: int, seed: int = 0,
+          keep: Path | None = None) -> dict:
     rng = random.Random(seed)
     docs = {f"d{i:07d}": synth_doc(rng) for i in range(n_docs)}
     queries = {f"q{i}": synth_query(rng) for i in range(n_queries)}
-    root = Path(tempfile.mkdtemp(prefix=f"vfr-bench-{n_docs}-"))
+    root = keep / f"{n_docs}" if keep else Path(tempfile.mkdtemp(prefix=f"vfr-bench-{n_docs}-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         return _bench(root, docs, queries, faiss_kinds, batch_size)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_size: int) -> dict:
@@ -88,6 +91,7 @@ def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_
         manifest = build_index(store, root / "b.index", IndexConfig(faiss=faiss_kinds[0], batch_size=batch_size),
                                progress=False)
         out["build_total_s"] = time.perf_counter() - t0
+        out["embeddings_cached"] = manifest["build"]["embeddings"]["cached"]
         for kind in faiss_kinds[1:]:  # same documents, embeddings from the store's cache
             build_index(store, root / f"{kind}.index", IndexConfig(faiss=kind, batch_size=batch_size),
                         progress=False)
@@ -95,7 +99,7 @@ def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_
     out["build_docs_per_s"] = n_docs / out["build_total_s"]
     out["build_vs_raw_encode"] = out["build_docs_per_s"] / out["raw_encode_docs_per_s"]
 
-    out["latency"] = {}
+    out["latency"], top10 = {}, {}
     for kind in faiss_kinds:
         idx = open_index(root / ("b.index" if kind == faiss_kinds[0] else f"{kind}.index"))
         out["latency"][kind] = rows = {}
@@ -104,6 +108,11 @@ def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_
         for name in ("bm25", "dense", "hybrid"):
             s = idx.searcher(name)
             rows[name] = _latency(lambda q: s.search(q, 10), queries, s)
+        top10[kind] = dense.batch_search(queries, 10)
+    for kind in faiss_kinds[1:]:  # approximate search: share of the first kind's (exact) dense top 10 found
+        ref = top10[faiss_kinds[0]]
+        out.setdefault("overlap_at_10", {})[kind] = statistics.fmean(
+            len(set(top10[kind][q]) & set(ref[q])) / max(len(ref[q]), 1) for q in queries)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -131,12 +140,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--faiss", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--keep", type=Path, help="keep stores and indexes in this folder and reuse them on the next "
+                    "run (the embedding cache then makes the build figures meaningless; latency figures stay valid)")
     args = ap.parse_args()
     for n in args.docs:
-        r = bench(n, args.queries, args.faiss, args.batch_size)
+        r = bench(n, args.queries, args.faiss, args.batch_size, keep=args.keep)
         print(f"\n## {n:,} documents (FAISS {r['faiss']}, batch {r['batch_size']})")
         print(f"build: total {r['build_total_s']:.1f}s = BM25 {r['sparse_s']:.1f}s + encode {r['encode_s']:.1f}s "
               f"+ FAISS {r['faiss_s']:.2f}s (store write {r['store_write_s']:.1f}s before)")
+        if r["embeddings_cached"]:
+            print(f"NOTE: {r['embeddings_cached']:,} embeddings came from a kept store's cache: "
+                  "ignore the build figures of this run")
         print(f"build throughput {r['build_docs_per_s']:.0f} docs/s vs raw encode {r['raw_encode_docs_per_s']:.0f} "
               f"docs/s → ratio {r['build_vs_raw_encode']:.2f}")
         print("| FAISS | retriever | p50 ms | p95 ms | p99 ms | batch q/s |\n|---|---|---|---|---|---|")
@@ -144,6 +158,8 @@ def main() -> None:
             for name, m in rows.items():
                 qps = f"{m['batch_qps']:.0f}" if "batch_qps" in m else "–"
                 print(f"| {kind} | {name} | {m['p50_ms']:.2f} | {m['p95_ms']:.2f} | {m['p99_ms']:.2f} | {qps} |")
+        for kind, v in r.get("overlap_at_10", {}).items():
+            print(f"dense top-10 overlap of {kind} with {r['faiss']}: {v:.3f}")
         print(f"peak RSS {r['peak_rss_mb']:.0f} MB")
 
 

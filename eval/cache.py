@@ -37,7 +37,10 @@ def encoder_fingerprint(name: str) -> str:
 
 def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
     h = hashlib.sha256()
-    settings = {**asdict(config), "encoder": encoder_fingerprint(config.encoder), "cache_version": CACHE_VERSION}
+    from retrieve.index import INDEX_FORMAT
+
+    settings = {**asdict(config), "encoder": encoder_fingerprint(config.encoder), "cache_version": CACHE_VERSION,
+                "index_format": INDEX_FORMAT}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
         h.update(doc_id.encode("utf-8") + b"\x00" + corpus[doc_id].encode("utf-8") + b"\x01")

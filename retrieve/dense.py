@@ -121,8 +121,14 @@ class FaissSearcher:
         import faiss
 
         # One query: FAISS's OpenMP threads only add wake-up cost next to torch's and the JVM's on few cores.
-        faiss.omp_set_num_threads(1 if len(vectors) == 1 else _faiss_threads())
-        scores, positions = self.index.search(vectors, k)
+        # The setting is process-wide, so it is restored at once (index builds and batches keep every core).
+        threads = _faiss_threads()  # read before the first change
+        if len(vectors) == 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, positions = self.index.search(vectors, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [[Hit(self.ids[p], float(s), r + 1) for r, (s, p) in enumerate(zip(srow, prow)) if p >= 0]
                 for srow, prow in zip(scores, positions)]
 

@@ -16,11 +16,13 @@ class HybridSearcher:
         self.dense = dense
         self.fusion = fusion or FusionConfig()
 
-    def candidates(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None
-                   ) -> tuple[dict, dict]:
+    def candidates(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None,
+                   sparse_hits: list[Hit] | None = None) -> tuple[dict, dict]:
         """Sparse and dense scores of the union of both sides' top-`depth` (plus `extra` ids)."""
         depth = self.fusion.depth
-        sparse = {h.id: h.score for h in self.sparse.search(query, depth)}
+        if sparse_hits is None:
+            sparse_hits = self.sparse.search(query, depth)
+        sparse = {h.id: h.score for h in sparse_hits}
         if dense_hits is None:
             dense_hits = self.dense.search_vectors(qvec, depth)[0]
         dense = {h.id: h.score for h in dense_hits}
@@ -34,13 +36,17 @@ class HybridSearcher:
                 dense.update(self.dense.score_vector(qvec, missing_dense))
         return sparse, dense
 
-    def _fused(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None
-               ) -> dict[str, float]:
-        sparse, dense = self.candidates(query, qvec, extra, dense_hits)
+    def _fused(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None,
+               sparse_hits: list[Hit] | None = None) -> dict[str, float]:
+        sparse, dense = self.candidates(query, qvec, extra, dense_hits, sparse_hits)
         return fuse([{"q": sparse}, {"q": dense}], self.fusion).get("q", {})
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        return hits_from_scores(self._fused(query, self.dense.encode([query])), k)
+        # Lucene searches on its own thread while torch encodes the query (both release the GIL):
+        # the BM25 side then costs almost nothing on the critical path.
+        sparse_hits = self.sparse.search_in_background(query, self.fusion.depth)
+        qvec = self.dense.encode([query])
+        return hits_from_scores(self._fused(query, qvec, sparse_hits=sparse_hits()), k)
 
     def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
         qids = list(queries)

@@ -24,6 +24,7 @@ from retrieve.encoder import DEFAULT_ENCODER, encoder_id
 from retrieve.fusion import FusionConfig
 
 MANIFEST_VERSION = 1
+INDEX_FORMAT = 2  # 2: the sparse side carries docids.json and the BM25 forward index (retrieve/bm25_forward.py)
 
 
 class IndexError_(RuntimeError):
@@ -81,6 +82,7 @@ def build_index(store, index_dir: Path, config: IndexConfig = IndexConfig(), pro
             timings["faiss_s"] = time.perf_counter() - t0
         manifest = {
             "manifest_version": MANIFEST_VERSION,
+            "index_format": INDEX_FORMAT,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "store": {"path": str(store.path.resolve()), **fingerprint},
             "documents": len(rows),
@@ -141,8 +143,13 @@ def read_manifest(index_dir: Path) -> dict:
 
 
 def is_stale(manifest: dict, fingerprint: dict) -> bool:
-    return (manifest["store"].get("digest"), manifest["store"].get("documents")) != \
+    """The store changed since the build, or the build predates this vfr's index format."""
+    return outdated_format(manifest) or (manifest["store"].get("digest"), manifest["store"].get("documents")) != \
         (fingerprint["digest"], fingerprint["documents"])
+
+
+def outdated_format(manifest: dict) -> bool:
+    return manifest.get("index_format", 1) < INDEX_FORMAT
 
 
 class OpenIndex:

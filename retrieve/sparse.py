@@ -12,9 +12,10 @@ exact BM25 of the dense side's candidates) uses the forward index beside it (ret
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -126,10 +127,7 @@ class LuceneSearcher:
             float(k1), float(b)))
         autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES + 1)
         self._analyzer = Analyzer(_analyzer())
-        # Terms are already analysed, so the keyword analyser keeps each quoted literal as one term:
-        # one parse call instead of hundreds of JNI object constructions per query.
-        self._parser = autoclass("org.apache.lucene.queryparser.classic.QueryParser")(
-            "contents", autoclass("org.apache.lucene.analysis.core.KeywordAnalyzer")())
+        self._local = threading.local()  # QueryParser is not thread-safe: one per thread
         self.ids: list[str] = json.loads((index_dir / IDS_FILE).read_text())
         self.num_docs = len(self.ids)
         small_float = autoclass("org.apache.lucene.util.SmallFloat")
@@ -150,9 +148,18 @@ class LuceneSearcher:
             terms = Counter(dict(terms.most_common(MAX_CLAUSES)))
         return terms
 
+    def _parser(self):
+        # Terms are already analysed, so the keyword analyser keeps each quoted literal as one term:
+        # one parse call instead of hundreds of JNI object constructions per query.
+        if not hasattr(self._local, "parser"):
+            from jnius import autoclass
+            self._local.parser = autoclass("org.apache.lucene.queryparser.classic.QueryParser")(
+                "contents", autoclass("org.apache.lucene.analysis.core.KeywordAnalyzer")())
+        return self._local.parser
+
     def _query(self, terms: Counter[str]):
         """BM25 over `terms`, each boosted by its count (as Anserini's bag-of-words query)."""
-        return self._parser.parse(" ".join(f"{_quote(t)}" + (f"^{c}" if c > 1 else "") for t, c in terms.items()))
+        return self._parser().parse(" ".join(f"{_quote(t)}" + (f"^{c}" if c > 1 else "") for t, c in terms.items()))
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         terms = self.terms(query) if k > 0 else Counter()
@@ -160,6 +167,32 @@ class LuceneSearcher:
             return []
         top = self._java.search(self._query(terms), int(k))
         return [Hit(self.ids[h.doc], float(h.score), i + 1) for i, h in enumerate(top.scoreDocs)]
+
+    def search_in_background(self, query: str, k: int = 10) -> Callable[[], list[Hit]]:
+        """Start `search` on a thread of its own and return a function that waits for its hits.
+
+        The JVM runs it while the caller does other work (the hybrid encodes the query meanwhile);
+        the thread detaches from the JVM when done, as pyjnius requires."""
+        box: dict = {}
+
+        def run() -> None:
+            from jnius import detach
+            try:
+                box["hits"] = self.search(query, k)
+            except BaseException as e:  # re-raised in the caller's thread
+                box["error"] = e
+            finally:
+                detach()
+
+        thread = threading.Thread(target=run, name="vfr-bm25", daemon=True)
+        thread.start()
+
+        def wait() -> list[Hit]:
+            thread.join()
+            if "error" in box:
+                raise box["error"]
+            return box["hits"]
+        return wait
 
     def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
         return {qid: {h.id: h.score for h in self.search(text, k)} for qid, text in queries.items()}

@@ -45,7 +45,7 @@ def read_queries(path: Path) -> dict[str, str]:
 
 class SearchService:
     def __init__(self, db: Path, index_dir: Path, rebuild: bool = False) -> None:
-        from retrieve.index import IndexError_, OpenIndex, build_index, is_stale, read_manifest
+        from retrieve.index import IndexError_, OpenIndex, build_index, is_stale, outdated_format, read_manifest
         from store.store import Store, StoreError
 
         self.db, self.index_dir = db, index_dir
@@ -60,6 +60,9 @@ class SearchService:
                     raise
                 manifest, stale = None, True
             if stale:
+                if not rebuild and outdated_format(manifest):
+                    raise ServiceError(f"the index at {index_dir} was built by an older vfr (index format "
+                                       f"{manifest.get('index_format', 1)}). Run `vfr index` (or search with --rebuild)")
                 if not rebuild:
                     raise ServiceError(
                         f"the index at {index_dir} is stale: the store has {fingerprint['documents']} documents "

@@ -98,6 +98,22 @@ def test_stale_index_refused_then_rebuilt(db, tmp_path):
     assert json.loads(r.stdout)["hits"][0]["id"] == "giraffe"
 
 
+def test_index_from_an_older_vfr_refused_then_rebuilt(db, tmp_path):
+    import shutil
+
+    db2 = tmp_path / "s.duckdb"
+    shutil.copy(db, db2)
+    assert vfr("index", "--db", str(db2), "--quiet").returncode == 0
+    manifest = next(tmp_path.glob("*.index")) / "current" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["index_format"]  # as written before the BM25 forward index existed
+    manifest.write_text(json.dumps(m))
+    r = vfr("search", "dog", "--db", str(db2))
+    assert r.returncode != 0 and "older vfr" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = vfr("search", "dog", "--db", str(db2), "--rebuild", "-f", "jsonl", "-k", "1")
+    assert r.returncode == 0, r.stderr
+
+
 def test_export_and_stats(db, tmp_path):
     r = vfr("stats", "--db", str(db), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["documents"] == 180

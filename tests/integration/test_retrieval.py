@@ -146,3 +146,30 @@ def test_forward_bm25_equals_lucene_on_awkward_documents(tmp_path):
         for h in hits:
             assert scored[h.id] == pytest.approx(h.score, rel=1e-5), (q, h.id)
         assert all(scored[d] == 0.0 for d in texts if d not in {h.id for h in hits})
+
+
+def test_searches_from_many_threads_agree_with_sequential(built):
+    """The hybrid runs Lucene on a thread of its own; several callers at once (a server) must still get
+    exactly the sequential results, and an error on the Lucene thread reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, index, _ = built
+    idx = open_index(index)
+    queries = ["a dog chasing a cat", "neon sign diner", "children playing football", "a bowl of ramen",
+               "snowy mountain road", "red double-decker bus"] * 3
+    for name in ("bm25", "hybrid"):
+        s = idx.searcher(name)
+        expected = [[(h.id, round(h.score, 5)) for h in s.search(q, 5)] for q in queries]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda q: [(h.id, round(h.score, 5)) for h in s.search(q, 5)], queries))
+        assert got == expected, name
+    bm25 = idx.sparse()
+    wait = bm25.search_in_background("dog", -1)
+    assert wait() == []
+    original = bm25.search
+    try:
+        bm25.search = lambda q, k: (_ for _ in ()).throw(RuntimeError("boom"))
+        with pytest.raises(RuntimeError, match="boom"):
+            bm25.search_in_background("dog", 5)()
+    finally:
+        bm25.search = original
