@@ -60,22 +60,25 @@ def peak_rss_mb() -> float:
 
 
 def bench(n_docs: int, n_queries: int, faiss_kinds: list[str], batch_size: int, seed: int = 0,
-          keep: Path | None = None) -> dict:
+          keep: Path | None = None, latency_only: bool = False) -> dict:
     rng = random.Random(seed)
     docs = {f"d{i:07d}": synth_doc(rng) for i in range(n_docs)}
     queries = {f"q{i}": synth_query(rng) for i in range(n_queries)}
     root = keep / f"{n_docs}" if keep else Path(tempfile.mkdtemp(prefix=f"vfr-bench-{n_docs}-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return _bench(root, docs, queries, faiss_kinds, batch_size)
+        return _bench(root, docs, queries, faiss_kinds, batch_size, latency_only)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_size: int) -> dict:
+def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_size: int,
+           latency_only: bool = False) -> dict:
     n_docs = len(docs)
     out: dict = {"docs": n_docs, "faiss": faiss_kinds[0], "batch_size": batch_size}
+    if latency_only:
+        return _latencies(root, queries, faiss_kinds, out)
     # raw sentence-transformers throughput on the same texts, model and batch size, measured first so the
     # build does not inherit its warm kernels (the loaded model is shared: load time is in neither figure)
     model = load_encoder("all-MiniLM-L6-v2")
@@ -98,7 +101,10 @@ def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_
     out.update(manifest["build"]["timings"])
     out["build_docs_per_s"] = n_docs / out["build_total_s"]
     out["build_vs_raw_encode"] = out["build_docs_per_s"] / out["raw_encode_docs_per_s"]
+    return _latencies(root, queries, faiss_kinds, out)
 
+
+def _latencies(root: Path, queries: dict, faiss_kinds: list[str], out: dict) -> dict:
     out["latency"], top10 = {}, {}
     for kind in faiss_kinds:
         idx = open_index(root / ("b.index" if kind == faiss_kinds[0] else f"{kind}.index"))
@@ -134,25 +140,34 @@ def _latency(one, queries: dict[str, str], searcher) -> dict:
     return row
 
 
+def _print_build(r: dict) -> None:
+    print(f"build: total {r['build_total_s']:.1f}s = BM25 {r['sparse_s']:.1f}s + encode {r['encode_s']:.1f}s "
+          f"+ FAISS {r['faiss_s']:.2f}s (store write {r['store_write_s']:.1f}s before)")
+    if r["embeddings_cached"]:
+        print(f"NOTE: {r['embeddings_cached']:,} embeddings came from a kept store's cache: "
+              "ignore the build figures of this run")
+    print(f"build throughput {r['build_docs_per_s']:.0f} docs/s vs raw encode {r['raw_encode_docs_per_s']:.0f} "
+          f"docs/s → ratio {r['build_vs_raw_encode']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--faiss", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--latency-only", action="store_true", help="with --keep: only query figures, on the "
+                    "indexes a previous --keep run left")
     ap.add_argument("--keep", type=Path, help="keep stores and indexes in this folder and reuse them on the next "
                     "run (the embedding cache then makes the build figures meaningless; latency figures stay valid)")
     args = ap.parse_args()
     for n in args.docs:
-        r = bench(n, args.queries, args.faiss, args.batch_size, keep=args.keep)
+        if args.latency_only and not (args.keep and (args.keep / str(n) / "b.index").exists()):
+            ap.error(f"--latency-only needs --keep DIR with a previous run's {n}-document indexes")
+        r = bench(n, args.queries, args.faiss, args.batch_size, keep=args.keep, latency_only=args.latency_only)
         print(f"\n## {n:,} documents (FAISS {r['faiss']}, batch {r['batch_size']})")
-        print(f"build: total {r['build_total_s']:.1f}s = BM25 {r['sparse_s']:.1f}s + encode {r['encode_s']:.1f}s "
-              f"+ FAISS {r['faiss_s']:.2f}s (store write {r['store_write_s']:.1f}s before)")
-        if r["embeddings_cached"]:
-            print(f"NOTE: {r['embeddings_cached']:,} embeddings came from a kept store's cache: "
-                  "ignore the build figures of this run")
-        print(f"build throughput {r['build_docs_per_s']:.0f} docs/s vs raw encode {r['raw_encode_docs_per_s']:.0f} "
-              f"docs/s → ratio {r['build_vs_raw_encode']:.2f}")
+        if "build_total_s" in r:
+            _print_build(r)
         print("| FAISS | retriever | p50 ms | p95 ms | p99 ms | batch q/s |\n|---|---|---|---|---|---|")
         for kind, rows in r["latency"].items():
             for name, m in rows.items():

@@ -52,11 +52,14 @@ class HybridSearcher:
         qids = list(queries)
         if not qids:
             return {}
-        vecs = self.dense.encode([queries[q] for q in qids])
+        texts = [queries[q] for q in qids]
+        # Lucene works through the batch on its own thread while this one encodes, then fuses
+        sparse_hits = self.sparse.search_many_in_background(texts, self.fusion.depth)
+        vecs = self.dense.encode(texts)
         dense_hits = self.dense.search_vectors(vecs, self.fusion.depth)  # one batched FAISS search
         out: Run = {}
-        for qid, vec, hits in zip(qids, vecs, dense_hits):
-            fused = self._fused(queries[qid], vec[None, :], dense_hits=hits)
+        for qid, vec, dh, sh in zip(qids, vecs, dense_hits, sparse_hits):
+            fused = self._fused(queries[qid], vec[None, :], dense_hits=dh, sparse_hits=sh)
             out[qid] = {h.id: h.score for h in hits_from_scores(fused, k)}
         return out
 

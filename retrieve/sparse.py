@@ -11,11 +11,14 @@ exact BM25 of the dense side's candidates) uses the forward index beside it (ret
 """
 from __future__ import annotations
 
+import atexit
 import json
+import queue
 import threading
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,6 +131,8 @@ class LuceneSearcher:
         autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES + 1)
         self._analyzer = Analyzer(_analyzer())
         self._local = threading.local()  # QueryParser is not thread-safe: one per thread
+        self._worker: _JvmWorker | None = None
+        self._collector = autoclass("org.apache.lucene.search.TopScoreDocCollector")
         self.ids: list[str] = json.loads((index_dir / IDS_FILE).read_text())
         self.num_docs = len(self.ids)
         small_float = autoclass("org.apache.lucene.util.SmallFloat")
@@ -165,34 +170,65 @@ class LuceneSearcher:
         terms = self.terms(query) if k > 0 else Counter()
         if not terms:
             return []
-        top = self._java.search(self._query(terms), int(k))
-        return [Hit(self.ids[h.doc], float(h.score), i + 1) for i, h in enumerate(top.scoreDocs)]
+        from jnius import cast
+        # Count hits only up to k (not Lucene's default 1,000), so block-max WAND skips non-competitive
+        # documents from the start: same top k, ~1.5x faster for common-word queries at 100k documents.
+        collector = self._collector.create(int(k), int(k))
+        self._java.search(self._query(terms), cast("org.apache.lucene.search.Collector", collector))
+        return [Hit(self.ids[h.doc], float(h.score), i + 1) for i, h in enumerate(collector.topDocs().scoreDocs)]
 
     def search_in_background(self, query: str, k: int = 10) -> Callable[[], list[Hit]]:
-        """Start `search` on a thread of its own and return a function that waits for its hits.
+        """Start `search` on this searcher's Lucene thread; returns a function that waits for the hits.
 
-        The JVM runs it while the caller does other work (the hybrid encodes the query meanwhile);
-        the thread detaches from the JVM when done, as pyjnius requires."""
-        box: dict = {}
+        The JVM runs it while the caller does other work (the hybrid encodes the query meanwhile). One
+        long-lived thread: attaching a fresh thread to the JVM per query would cost more than it saves."""
+        if self._worker is None:
+            with _WORKER_LOCK:
+                if self._worker is None:
+                    self._worker = _JvmWorker()
+        return self._worker.submit(self.search, query, k).result
+
+    def search_many_in_background(self, texts: Sequence[str], k: int = 10, ahead: int = 256
+                                  ) -> Iterator[list[Hit]]:
+        """Hits of each text, in order, searched on a thread of its own up to `ahead` texts in advance,
+        so the caller's per-query Python work overlaps Lucene's (a batch's pipeline)."""
+        results: queue.Queue = queue.Queue(maxsize=ahead)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def run() -> None:
             from jnius import detach
             try:
-                box["hits"] = self.search(query, k)
+                for text in texts:
+                    if not put(("hits", self.search(text, k))):
+                        return
             except BaseException as e:  # re-raised in the caller's thread
-                box["error"] = e
+                put(("error", e))
             finally:
                 detach()
 
-        thread = threading.Thread(target=run, name="vfr-bm25", daemon=True)
-        thread.start()
+        def consume() -> Iterator[list[Hit]]:
+            try:
+                for _ in texts:
+                    kind, value = results.get()
+                    if kind == "error":
+                        raise value
+                    yield value
+            finally:
+                stop.set()
+                thread.join()
 
-        def wait() -> list[Hit]:
-            thread.join()
-            if "error" in box:
-                raise box["error"]
-            return box["hits"]
-        return wait
+        thread = threading.Thread(target=run, name="vfr-bm25-batch", daemon=True)
+        thread.start()  # now, not at the first next(): the caller works meanwhile
+        return consume()
 
     def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
         return {qid: {h.id: h.score for h in self.search(text, k)} for qid, text in queries.items()}
@@ -200,6 +236,43 @@ class LuceneSearcher:
     def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
         """BM25 score of each given document for `query` (0 for a document that matches no term)."""
         return self.forward.score(self.terms(query), doc_ids)
+
+
+_WORKER_LOCK = threading.Lock()
+
+
+class _JvmWorker:
+    """A daemon thread that runs submitted calls in order; it detaches from the JVM when closed (at exit
+    at the latest), as pyjnius requires of threads that called Java."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="vfr-lucene", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def _loop(self) -> None:
+        from jnius import detach
+        try:
+            while (task := self._tasks.get()) is not None:
+                fn, args, future = task
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as e:  # re-raised by future.result() in the caller's thread
+                        future.set_exception(e)
+        finally:
+            detach()
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        self._tasks.put((fn, args, future))
+        return future
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._tasks.put(None)
+            self._thread.join(timeout=10)
 
 
 def _quote(text: str) -> str:

@@ -173,3 +173,22 @@ def test_searches_from_many_threads_agree_with_sequential(built):
             bm25.search_in_background("dog", 5)()
     finally:
         bm25.search = original
+
+
+def test_batch_pipeline_matches_sequential_and_stops_cleanly(built):
+    _, index, _ = built
+    bm25 = open_index(index).sparse()
+    texts = ["dog", "", "AND (", "neon diner", "x" * 10_000] * 40
+    expected = [[(h.id, h.score) for h in bm25.search(t, 7)] for t in texts]
+    got = [[(h.id, h.score) for h in hits] for hits in bm25.search_many_in_background(texts, 7, ahead=4)]
+    assert got == expected
+    it = bm25.search_many_in_background(texts, 7, ahead=2)
+    next(it)
+    it.close()  # an abandoned batch: the worker must stop, not block on a full queue
+    original = bm25.search
+    try:
+        bm25.search = lambda q, k: (_ for _ in ()).throw(RuntimeError("boom"))
+        with pytest.raises(RuntimeError, match="boom"):
+            list(bm25.search_many_in_background(texts, 7))
+    finally:
+        bm25.search = original
