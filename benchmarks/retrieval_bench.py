@@ -6,7 +6,8 @@ Reports, per corpus size: build time per stage (BM25, encode, FAISS), build enco
 sentence-transformers throughput on the same texts/model/batch size, single-query latency p50/p95/p99
 (one query at a time, query encoding included) for bm25/dense/hybrid, batch throughput, peak RSS.
 With several --faiss kinds, the first is built from an empty embedding cache (the build figures); the
-others are rebuilt from the cache for their query figures. `encode` = query encoding alone.
+others are rebuilt from the cache for their query figures. `encode` = query encoding alone. Each timed
+series follows 200 untimed warm-up queries (different ones), as a running service would be warm.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ PLACES = "beach street kitchen park living room office field forest harbour mark
 VERBS = "sitting on|standing next to|lying under|walking past|riding|holding|looking at|parked beside|" \
         "leaning against|jumping over".split("|")
 TIMES = "in the morning|at night|at dusk|on a sunny day|in the rain|in the snow|under cloudy skies".split("|")
+
+
+WARMUP = 200  # untimed queries before each timed series
 
 
 def synth_doc(rng: random.Random) -> str:
@@ -64,21 +68,22 @@ def bench(n_docs: int, n_queries: int, faiss_kinds: list[str], batch_size: int, 
     rng = random.Random(seed)
     docs = {f"d{i:07d}": synth_doc(rng) for i in range(n_docs)}
     queries = {f"q{i}": synth_query(rng) for i in range(n_queries)}
+    warmup = [synth_query(rng) for _ in range(WARMUP)]
     root = keep / f"{n_docs}" if keep else Path(tempfile.mkdtemp(prefix=f"vfr-bench-{n_docs}-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return _bench(root, docs, queries, faiss_kinds, batch_size, latency_only)
+        return _bench(root, docs, queries, warmup, faiss_kinds, batch_size, latency_only)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_size: int,
+def _bench(root: Path, docs: dict, queries: dict, warmup: list[str], faiss_kinds: list[str], batch_size: int,
            latency_only: bool = False) -> dict:
     n_docs = len(docs)
     out: dict = {"docs": n_docs, "faiss": faiss_kinds[0], "batch_size": batch_size}
     if latency_only:
-        return _latencies(root, queries, faiss_kinds, out)
+        return _latencies(root, queries, warmup, faiss_kinds, out)
     # raw sentence-transformers throughput on the same texts, model and batch size, measured first so the
     # build does not inherit its warm kernels (the loaded model is shared: load time is in neither figure)
     model = load_encoder("all-MiniLM-L6-v2")
@@ -101,19 +106,19 @@ def _bench(root: Path, docs: dict, queries: dict, faiss_kinds: list[str], batch_
     out.update(manifest["build"]["timings"])
     out["build_docs_per_s"] = n_docs / out["build_total_s"]
     out["build_vs_raw_encode"] = out["build_docs_per_s"] / out["raw_encode_docs_per_s"]
-    return _latencies(root, queries, faiss_kinds, out)
+    return _latencies(root, queries, warmup, faiss_kinds, out)
 
 
-def _latencies(root: Path, queries: dict, faiss_kinds: list[str], out: dict) -> dict:
+def _latencies(root: Path, queries: dict, warmup: list[str], faiss_kinds: list[str], out: dict) -> dict:
     out["latency"], top10 = {}, {}
     for kind in faiss_kinds:
         idx = open_index(root / ("b.index" if kind == faiss_kinds[0] else f"{kind}.index"))
         out["latency"][kind] = rows = {}
         dense = idx.dense()
-        rows["encode"] = _latency(lambda q: dense.encode([q]), queries, None)
+        rows["encode"] = _latency(lambda q: dense.encode([q]), queries, warmup, None)
         for name in ("bm25", "dense", "hybrid"):
             s = idx.searcher(name)
-            rows[name] = _latency(lambda q: s.search(q, 10), queries, s)
+            rows[name] = _latency(lambda q: s.search(q, 10), queries, warmup, s)
         top10[kind] = dense.batch_search(queries, 10)
     for kind in faiss_kinds[1:]:  # approximate search: share of the first kind's (exact) dense top 10 found
         ref = top10[faiss_kinds[0]]
@@ -123,9 +128,9 @@ def _latencies(root: Path, queries: dict, faiss_kinds: list[str], out: dict) -> 
     return out
 
 
-def _latency(one, queries: dict[str, str], searcher) -> dict:
+def _latency(one, queries: dict[str, str], warmup: list[str], searcher) -> dict:
     texts = list(queries.values())
-    for q in texts[:20]:  # warm up (JVM JIT, torch)
+    for q in warmup:  # other queries than those timed: JVM JIT, torch and caches warm, as in a running service
         one(q)
     lat = []
     for q in texts:
