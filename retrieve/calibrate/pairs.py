@@ -34,7 +34,9 @@ class Pair:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("VFR_DATA", "../shared/data"))
+    """`VFR_DATA`, else the shared data folder beside the repository (whatever the working directory)."""
+    env = os.environ.get("VFR_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def resolve_source(source: str) -> Path:
