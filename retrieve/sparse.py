@@ -22,12 +22,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from retrieve.bm25_forward import ForwardBuilder, ForwardIndex
+from retrieve.bm25_forward import FILE as FORWARD_FILE, ForwardBuilder, ForwardIndex
 from retrieve.jvm import ensure_jvm
 from retrieve.types import Document, Hit, Run, clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
 IDS_FILE = "docids.json"  # Lucene document number → document id
+FORWARD_IDS_FILE = "forward_ids.json"  # forward-index row → document id (build order)
 _INDEX_ARGS = ["-storePositions", "-threads", "1"]
 _SEP = "vfrdocsep"  # joins a batch of documents for one analyser call; a batch that contains it goes one by one
 
@@ -90,7 +91,7 @@ def build_sparse(docs: Iterable[Document], out_dir: Path, batch_size: int = 5000
     finally:
         writer.close()
     forward.save(out_dir)
-    (out_dir / "forward_ids.json").write_text(json.dumps(order))
+    (out_dir / FORWARD_IDS_FILE).write_text(json.dumps(order))
     (out_dir / IDS_FILE).write_text(json.dumps(_lucene_ids(out_dir)))
     return len(order)
 
@@ -119,7 +120,7 @@ class LuceneSearcher:
         from jnius import autoclass, cast
         from pyserini.analysis import Analyzer
 
-        missing = [f for f in (IDS_FILE, "forward_ids.json", "forward.npz") if not (index_dir / f).exists()]
+        missing = [f for f in (IDS_FILE, FORWARD_IDS_FILE, FORWARD_FILE) if not (index_dir / f).exists()]
         if missing:
             raise SparseIndexError(f"{index_dir} lacks {', '.join(missing)} (built by an older vfr): "
                                    "run `vfr index` again")
@@ -143,7 +144,7 @@ class LuceneSearcher:
             distinct, inverse = np.unique(lengths, return_inverse=True)
             return length_table[encode(distinct)][inverse] if len(distinct) else lengths
 
-        self.forward = ForwardIndex(index_dir, json.loads((index_dir / "forward_ids.json").read_text()),
+        self.forward = ForwardIndex(index_dir, json.loads((index_dir / FORWARD_IDS_FILE).read_text()),
                                     k1, b, quantise)
 
     def terms(self, query: str) -> Counter[str]:
