@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieve.calibrate.pairs import data_dir, load_pairs, split_by_group  # noqa: E402
+from vfr.retrieve.calibrate.pairs import data_dir, load_pairs, split_by_group  # noqa: E402
 
 CONFIGS: dict[str, dict] = {
     # name: CalibrateConfig overrides (+ "pairs": longest|all, "hard_negatives": bool)
@@ -123,10 +123,10 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
                   kinds: tuple[str, ...] = ("bm25", "hybrid")) -> dict[str, float]:
     """BM25 and hybrid through the engine's own index (skipped when retrieve.index is not there yet)."""
     try:
-        from retrieve.index import IndexConfig, build_index, open_index
+        from vfr.retrieve.index import IndexConfig, build_index, open_index
     except ImportError:
         return {}
-    from store.store import DescriptionRow, ImageRow, Store
+    from vfr.store.store import DescriptionRow, ImageRow, Store
 
     db = workdir / "test.duckdb"
     if not db.exists():
@@ -136,7 +136,7 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
     shutil.rmtree(index_dir, ignore_errors=True)
     with Store(db) as store:  # writable: the index build caches embeddings in the store
         build_index(store, index_dir, IndexConfig(encoder=encoder), progress=False)
-    from retrieve.fusion import FusionConfig
+    from vfr.retrieve.fusion import FusionConfig
 
     index = open_index(index_dir)
     out = {"fusion_default": FusionConfig().to_dict()}
@@ -153,7 +153,7 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
 
 
 def evaluate_model(encoder: str, workdir: Path, hybrid: bool) -> dict[str, float]:
-    from retrieve.encoder import load_encoder
+    from vfr.retrieve.encoder import load_encoder
 
     model = load_encoder(encoder)
     queries, docs, qrels = test_collection()
@@ -187,8 +187,8 @@ def add_hybrid(results: Path, models_dir: Path) -> None:
 
 
 def train_one(name: str, seed: int, models_dir: Path) -> tuple[str, dict]:
-    from retrieve.calibrate.mining import mine_hard_negatives
-    from retrieve.calibrate.train import CalibrateConfig, calibrate
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+    from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
     spec = {**DEFAULTS, **CONFIGS[name]}
     pairs = load_pairs("coco-val", descriptions=spec.pop("pairs", "longest"))

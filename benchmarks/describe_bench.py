@@ -61,13 +61,13 @@ def main() -> int:
     for k, v in {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}.items():
         os.environ.setdefault(k, v)
 
-    from describe import job, tiny_vlm
-    from describe.describer import ValidatingDescriber
-    from describe.engine_vllm import VllmEngine, VllmOptions
-    from describe.job import JobConfig, StoreSink
-    from describe.prompt import messages, prompt_version
-    from describe.reader import ReaderLimits, read
-    from store.store import Store
+    from vfr.describe import job, tiny_vlm
+    from vfr.describe.describer import ValidatingDescriber
+    from vfr.describe.engine_vllm import VllmEngine, VllmOptions
+    from vfr.describe.job import JobConfig, StoreSink
+    from vfr.describe.prompt import messages, prompt_version
+    from vfr.describe.reader import ReaderLimits, read
+    from vfr.store.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="vfr-bench-"))
     model = args.model or str(tiny_vlm.build(work / "tiny-vlm", seed=0))

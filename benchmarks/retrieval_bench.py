@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieve.encoder import load_encoder
-from retrieve.index import IndexConfig, build_index, open_index
-from store.store import DescriptionRow, ImageRow, Store
+from vfr.retrieve.encoder import load_encoder
+from vfr.retrieve.index import IndexConfig, build_index, open_index
+from vfr.store.store import DescriptionRow, ImageRow, Store
 
 SUBJECTS = "dog cat woman man child bus car bicycle horse bird boat train pizza cake laptop umbrella kite surfer " \
            "skateboarder elephant giraffe zebra sheep cow bench clock vase sofa bed table chair lamp".split()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ranx import Qrels, Run, evaluate
 
-from retrieve.fusion import FusionConfig, fuse
-from retrieve.index import IndexConfig, build_index, open_index
-from store.store import DescriptionRow, ImageRow, Store
+from vfr.retrieve.fusion import FusionConfig, fuse
+from vfr.retrieve.index import IndexConfig, build_index, open_index
+from vfr.store.store import DescriptionRow, ImageRow, Store
 
 METRICS = ["recall@1", "recall@5", "recall@10"]
 

@@ -13,9 +13,9 @@ from typing import Protocol, Sequence
 
 from pydantic import ValidationError
 
-from describe.prompt import redact
-from describe.reader import ImageRef
-from describe.schema import SceneDescription
+from vfr.describe.prompt import redact
+from vfr.describe.reader import ImageRef
+from vfr.describe.schema import SceneDescription
 
 # Error reasons produced here (reader reasons live in describe.reader).
 INVALID_OUTPUT, ENGINE_ERROR = "invalid_output", "engine_error"

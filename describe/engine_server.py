@@ -16,10 +16,10 @@ from typing import Any, Sequence
 
 import httpx
 
-from describe import prompt
-from describe.describer import Generation
-from describe.reader import ImageRef
-from describe.schema import SceneDescription
+from vfr.describe import prompt
+from vfr.describe.describer import Generation
+from vfr.describe.reader import ImageRef
+from vfr.describe.schema import SceneDescription
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

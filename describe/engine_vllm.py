@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from describe import prompt
-from describe.describer import Generation
-from describe.reader import DEFAULT_MAX_PIXELS, ImageRef
-from describe.schema import SceneDescription
+from vfr.describe import prompt
+from vfr.describe.describer import Generation
+from vfr.describe.reader import DEFAULT_MAX_PIXELS, ImageRef
+from vfr.describe.schema import SceneDescription
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 

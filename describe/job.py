@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from describe.describer import DescribeError, Describer
-from describe.reader import ImageRef, ReaderLimits, ReadError, decode, discover, read_bytes
-from describe.schema import RENDERER_VERSION, SceneDescription
-from store.store import DescriptionRow, ImageRow
+from vfr.describe.describer import DescribeError, Describer
+from vfr.describe.reader import ImageRef, ReaderLimits, ReadError, decode, discover, read_bytes
+from vfr.describe.schema import RENDERER_VERSION, SceneDescription
+from vfr.store.store import DescriptionRow, ImageRow
 
 ErrorRow = tuple[str | None, str | None, str, str | None]   # image id, path, reason, detail
 

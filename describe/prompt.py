@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from describe.schema import SceneDescription
+from vfr.describe.schema import SceneDescription
 
 PROMPT_VERSION = "p1"
 

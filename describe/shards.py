@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.store import DescriptionRow, ImageRow
+from vfr.store.store import DescriptionRow, ImageRow
 
 SCHEMA = pa.schema([
     ("kind", pa.string()),           # "description" | "error"

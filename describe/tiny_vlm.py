@@ -60,7 +60,7 @@ MIN_PIXELS = 28 * 28
 
 def _corpus(seed: int, lines: int = 400) -> list[str]:
     """Deterministic training lines: scene words and JSON fragments, so BPE learns useful merges."""
-    from describe.prompt import SYSTEM, USER
+    from vfr.describe.prompt import SYSTEM, USER
 
     rng = random.Random(seed)
     out = [SYSTEM, *USER.splitlines()] * 20  # so the prompt tokenizes to few tokens (fast prefill)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from eval import datasets as ds
-from eval import tasks as tk
+from vfr.eval import datasets as ds
+from vfr.eval import tasks as tk
 
 Task = tk.RetrievalTask | tk.CompositionalTask
 

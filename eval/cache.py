@@ -30,14 +30,14 @@ def cache_root(explicit: Path | None = None) -> Path:
 
 def encoder_fingerprint(name: str) -> str:
     """The encoder's cache id (a local folder's includes its newest file time)."""
-    from retrieve.encoder import encoder_id
+    from vfr.retrieve.encoder import encoder_id
 
     return encoder_id(name)
 
 
 def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
     h = hashlib.sha256()
-    from retrieve.index import INDEX_FORMAT
+    from vfr.retrieve.index import INDEX_FORMAT
 
     settings = {**asdict(config), "encoder": encoder_fingerprint(config.encoder), "cache_version": CACHE_VERSION,
                 "index_format": INDEX_FORMAT}
@@ -50,7 +50,7 @@ def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
 def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None = None,
                       progress: bool = True) -> tuple[Any, dict]:
     """An opened index over `corpus` (built on first use). Returns (index, info about the cache)."""
-    from retrieve.index import open_index
+    from vfr.retrieve.index import open_index
 
     root = cache_root(root)
     key = corpus_key(corpus, config)
@@ -66,7 +66,7 @@ def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None 
 
 def manifest_summary(m: Mapping[str, Any]) -> dict:
     """The index settings a results table must state."""
-    from retrieve.fusion import FusionConfig
+    from vfr.retrieve.fusion import FusionConfig
 
     sparse, dense = m.get("sparse", {}), m.get("dense", {})
     # The hybrid searches with the engine's current default (runner passes no FusionConfig); a cached
@@ -78,9 +78,9 @@ def manifest_summary(m: Mapping[str, Any]) -> dict:
 
 
 def _build(corpus: Mapping[str, str], config: Any, root: Path, folder: Path, progress: bool) -> dict:
-    from retrieve.encoder import encoder_id
-    from retrieve.index import build_index
-    from store.store import DescriptionRow, ImageRow, Store, text_hash
+    from vfr.retrieve.encoder import encoder_id
+    from vfr.retrieve.index import build_index
+    from vfr.store.store import DescriptionRow, ImageRow, Store, text_hash
 
     if folder.exists():  # a build that died half-way: start over
         shutil.rmtree(folder)
@@ -119,7 +119,7 @@ _open_stores: dict[Path, Any] = {}
 
 def _shared_store(path: Path) -> Any:
     """One connection per process to the shared embedding cache (DuckDB: one writer process)."""
-    from store.store import Store
+    from vfr.store.store import Store
 
     if path not in _open_stores:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def cache_query_embeddings(index: Any, path: Path, encoder_key: str) -> bool:
     def cached_encode(texts: Any, *args: Any, **kwargs: Any) -> Any:
         import numpy as np
 
-        from store.store import text_hash
+        from vfr.store.store import text_hash
 
         store = _shared_store(path)
         texts = list(texts)

@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from eval.metrics import accuracy_ci
-from eval.tasks import CompositionalTask, Trial
+from vfr.eval.metrics import accuracy_ci
+from vfr.eval.tasks import CompositionalTask, Trial
 
 Scorer = Callable[[str, list[str]], Mapping[str, float]]
 TIE_REL_TOL = 1e-5

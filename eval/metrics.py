@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from retrieve.types import Run
+from vfr.retrieve.types import Run
 
 Qrels = Mapping[str, Mapping[str, int]]
 

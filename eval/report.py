@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from eval.metrics import LABELS, METRICS
-from retrieve.types import Run
+from vfr.eval.metrics import LABELS, METRICS
+from vfr.retrieve.types import Run
 
 # Published zero-shot text→image R@1 (%) on the full benchmark corpora (images, not descriptions).
 REFERENCES: dict[str, dict[str, float]] = {

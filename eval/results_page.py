@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from eval.report import REFERENCES, markdown, pct
+from vfr.eval.report import REFERENCES, markdown, pct
 
 COMMAND = "bash scripts/regen_results.sh"
 UNDERLYING = ("vfr eval all --no-progress --out out/results --results-md docs/results.md")
@@ -111,7 +111,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
         encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
         source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t")
     if assembled:
-        text += ("\nThis page was assembled from per-benchmark outputs (`python -m eval.results_page out/results "
+        text += ("\nThis page was assembled from per-benchmark outputs (`python -m vfr.eval.results_page out/results "
                  "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")
     if missing:
         text += f"\n**Not yet in this page:** {', '.join(missing)} (run `vfr eval NAME --out out/results/NAME`, " \
@@ -144,10 +144,10 @@ def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None 
     return names
 
 
-if __name__ == "__main__":  # python -m eval.results_page out/results docs/results.md
+if __name__ == "__main__":  # python -m vfr.eval.results_page out/results docs/results.md
     import sys
 
-    from eval.benchmarks import names as builtin_names
+    from vfr.eval.benchmarks import names as builtin_names
 
     found = page_from_folder(Path(sys.argv[1]), Path(sys.argv[2]), builtin_names())
     print(f"wrote {sys.argv[2]} from {len(found)} benchmarks: {', '.join(found)}")

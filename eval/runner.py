@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from eval import compositional as comp
-from eval import metrics as M
-from eval.tasks import CompositionalTask, RetrievalTask
-from retrieve.types import Run
+from vfr.eval import compositional as comp
+from vfr.eval import metrics as M
+from vfr.eval.tasks import CompositionalTask, RetrievalTask
+from vfr.retrieve.types import Run
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
 CURVE_KS = (1, 2, 3, 5, 10, 15, 20)
@@ -42,8 +42,8 @@ class TaskResult:
 
 
 def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[Any, dict]]:
-    from eval.cache import open_corpus_index
-    from retrieve.index import IndexConfig
+    from vfr.eval.cache import open_corpus_index
+    from vfr.retrieve.index import IndexConfig
 
     index_config = IndexConfig(encoder=config.encoder, faiss=config.faiss)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from eval.datasets import CaptionedImage, CompositionalItem, DescribedImage
+from vfr.eval.datasets import CaptionedImage, CompositionalItem, DescribedImage
 
 SOURCES = ("longest", "concat", "each")
 

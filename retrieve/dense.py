@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from retrieve.types import Hit, Run, clean_text
+from vfr.retrieve.types import Hit, Run, clean_text
 
 ENCODE_CHUNK = 2048  # texts per encode call: one progress step, one cache write
 
@@ -38,7 +38,7 @@ def embed_documents(store, encoder_name: str, encoder_key: str, rows: Sequence[t
 
     Returns the normalised matrix and counts {"cached": n, "encoded": m}.
     """
-    from retrieve.encoder import load_encoder
+    from vfr.retrieve.encoder import load_encoder
 
     hashes = [h for _, _, h in rows]
     cached = store.cached_embeddings(encoder_key, hashes)
@@ -104,7 +104,7 @@ class FaissSearcher:
     @property
     def model(self):
         if self._model is None:
-            from retrieve.encoder import load_encoder
+            from vfr.retrieve.encoder import load_encoder
 
             self._model = load_encoder(self.encoder_name)
         return self._model

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Sequence
 
-from retrieve.types import Run
+from vfr.retrieve.types import Run
 
 Norm = Literal["minmax", "zscore"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from retrieve.dense import FaissSearcher
-from retrieve.fusion import FusionConfig, fuse
-from retrieve.sparse import LuceneSearcher
-from retrieve.types import Hit, Run, hits_from_scores
+from vfr.retrieve.dense import FaissSearcher
+from vfr.retrieve.fusion import FusionConfig, fuse
+from vfr.retrieve.sparse import LuceneSearcher
+from vfr.retrieve.types import Hit, Run, hits_from_scores
 
 
 class HybridSearcher:

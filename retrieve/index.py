@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Literal
 
-from retrieve.encoder import DEFAULT_ENCODER, encoder_id
-from retrieve.fusion import FusionConfig
+from vfr.retrieve.encoder import DEFAULT_ENCODER, encoder_id
+from vfr.retrieve.fusion import FusionConfig
 
 MANIFEST_VERSION = 1
 INDEX_FORMAT = 2  # 2: the sparse side carries docids.json and the BM25 forward index (retrieve/bm25_forward.py)
@@ -43,9 +43,9 @@ class IndexConfig:
 
 def build_index(store, index_dir: Path, config: IndexConfig = IndexConfig(), progress: bool = True) -> dict:
     """Build sparse and dense indexes of every document in `store`; returns the manifest."""
-    from retrieve.dense import build_faiss, embed_documents, write_dense
-    from retrieve.sparse import build_sparse
-    from retrieve.types import Document
+    from vfr.retrieve.dense import build_faiss, embed_documents, write_dense
+    from vfr.retrieve.sparse import build_sparse
+    from vfr.retrieve.types import Document
     from vfr.progress import Progress
 
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ class OpenIndex:
 
     def sparse(self):
         if self._sparse is None:
-            from retrieve.sparse import LuceneSearcher
+            from vfr.retrieve.sparse import LuceneSearcher
 
             s = self.manifest["sparse"]
             self._sparse = LuceneSearcher(self.path / "sparse", s["k1"], s["b"])
@@ -172,7 +172,7 @@ class OpenIndex:
 
     def dense(self):
         if self._dense is None:
-            from retrieve.dense import FaissSearcher
+            from vfr.retrieve.dense import FaissSearcher
 
             self._dense = FaissSearcher(self.path / "dense", self.manifest["dense"]["encoder"])
         return self._dense
@@ -183,7 +183,7 @@ class OpenIndex:
         if retriever == "dense":
             return self.dense()
         if retriever == "hybrid":
-            from retrieve.hybrid import HybridSearcher
+            from vfr.retrieve.hybrid import HybridSearcher
 
             return HybridSearcher(self.sparse(), self.dense(), fusion)
         raise IndexError_(f"unknown retriever {retriever!r}: use bm25, dense or hybrid")

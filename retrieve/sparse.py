@@ -22,9 +22,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from retrieve.bm25_forward import FILE as FORWARD_FILE, ForwardBuilder, ForwardIndex
-from retrieve.jvm import ensure_jvm
-from retrieve.types import Document, Hit, Run, clean_text
+from vfr.retrieve.bm25_forward import FILE as FORWARD_FILE, ForwardBuilder, ForwardIndex
+from vfr.retrieve.jvm import ensure_jvm
+from vfr.retrieve.types import Document, Hit, Run, clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
 IDS_FILE = "docids.json"  # Lucene document number → document id

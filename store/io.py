@@ -7,8 +7,8 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from describe.schema import RENDERER_VERSION, SceneDescription
-from store.store import DescriptionRow, ImageRow, Store, StoreError
+from vfr.describe.schema import RENDERER_VERSION, SceneDescription
+from vfr.store.store import DescriptionRow, ImageRow, Store, StoreError
 
 
 class ImportError_(StoreError):

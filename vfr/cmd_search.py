@@ -63,8 +63,8 @@ def index_cmd(
     Builds into a fresh folder and swaps it in atomically: a crash leaves the previous index usable.
     Embeddings are cached in the database, so rebuilding after a small change encodes only new text.
     """
-    from retrieve.index import IndexConfig, IndexError_, build_index
-    from store.store import Store, StoreError
+    from vfr.retrieve.index import IndexConfig, IndexError_, build_index
+    from vfr.store.store import Store, StoreError
 
     index_dir = index or default_index(db)
     if faiss not in ("flat", "hnsw"):

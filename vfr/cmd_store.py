@@ -27,8 +27,8 @@ def import_cmd(
     Each file is validated whole first and imported in one transaction: a bad line imports nothing
     and the error names the file and line. Importing the same ids again updates them.
     """
-    from store.io import import_file
-    from store.store import Store, StoreError
+    from vfr.store.io import import_file
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(db) as store:
@@ -45,8 +45,8 @@ def export_cmd(
     fmt: Annotated[str | None, typer.Option("--format", help="parquet | jsonl (default: from the suffix).")] = None,
 ) -> None:
     """Export every description (with captions and metadata) to Parquet or JSONL; re-importable."""
-    from store.io import export
-    from store.store import Store, StoreError
+    from vfr.store.io import export
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(db, read_only=True) as store:
@@ -59,7 +59,7 @@ def export_cmd(
 def stats_cmd(db: DbOption,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Counts of images, documents, descriptions by model, captions, cached embeddings and jobs."""
-    from store.store import Store, StoreError
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(db, read_only=True) as store:

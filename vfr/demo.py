@@ -21,9 +21,9 @@ def sample_path() -> Path:
 
 
 def run_demo(workdir: Path, k: int = 3) -> None:
-    from retrieve.index import build_index, open_index
-    from store.io import import_file
-    from store.store import Store
+    from vfr.retrieve.index import build_index, open_index
+    from vfr.store.io import import_file
+    from vfr.store.store import Store
     from vfr.render import results_table
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from retrieve.types import Hit
+from vfr.retrieve.types import Hit
 
 
 def snippet(text: str, width: int = 160) -> str:

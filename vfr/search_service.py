@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from retrieve.fusion import FusionConfig
-from retrieve.types import Hit
+from vfr.retrieve.fusion import FusionConfig
+from vfr.retrieve.types import Hit
 
 
 class ServiceError(RuntimeError):
@@ -45,8 +45,8 @@ def read_queries(path: Path) -> dict[str, str]:
 
 class SearchService:
     def __init__(self, db: Path, index_dir: Path, rebuild: bool = False) -> None:
-        from retrieve.index import IndexError_, OpenIndex, build_index, is_stale, outdated_format, read_manifest
-        from store.store import Store, StoreError
+        from vfr.retrieve.index import IndexError_, OpenIndex, build_index, is_stale, outdated_format, read_manifest
+        from vfr.store.store import Store, StoreError
 
         self.db, self.index_dir = db, index_dir
         try:
@@ -68,7 +68,7 @@ class SearchService:
                         f"the index at {index_dir} is stale: the store has {fingerprint['documents']} documents "
                         f"that changed since it was built ({manifest['documents']} then). "
                         "Run `vfr index` (or search with --rebuild)")
-                from retrieve.index import IndexConfig
+                from vfr.retrieve.index import IndexConfig
 
                 cfg = IndexConfig(**{k: v for k, v in manifest["build"]["config"].items()}) if manifest else IndexConfig()
                 with Store(db) as store:
@@ -89,7 +89,7 @@ class SearchService:
 
     def search(self, queries: dict[str, str], k: int, retriever: str, fusion: FusionConfig | None = None
                ) -> dict[str, list[Hit]]:
-        from retrieve.index import IndexError_
+        from vfr.retrieve.index import IndexError_
 
         try:
             searcher = self.index.searcher(retriever, fusion)
@@ -104,7 +104,7 @@ class SearchService:
                 for qid in queries}
 
     def documents(self, ids: Iterable[str]):
-        from store.store import Store
+        from vfr.store.store import Store
 
         with Store(self.db, read_only=True) as store:
             return store.get(list(ids))

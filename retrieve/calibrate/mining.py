@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import replace
 from typing import Sequence
 
-from retrieve.calibrate.pairs import Pair
+from vfr.retrieve.calibrate.pairs import Pair
 
 
 def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, seed: int = 0,
@@ -50,7 +50,7 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
 
 def _bm25(texts: list[str], queries: list[str], k: int, threads: int) -> dict[str, list[int]]:
     """query → document indices ranked by BM25 (default k1=0.9, b=0.4) over `texts`."""
-    from retrieve.jvm import ensure_jvm
+    from vfr.retrieve.jvm import ensure_jvm
 
     ensure_jvm()
     from pyserini.index.lucene import LuceneIndexer

@@ -129,7 +129,7 @@ def coco_join_pairs(path: Path, descriptions: DescriptionChoice = "all",
 
 def store_pairs(path: Path) -> list[Pair]:
     """Captions attached to described images, each paired with the image's current document."""
-    from store.store import Store, StoreError
+    from vfr.store.store import Store, StoreError
 
     try:
         with Store(path, read_only=True) as store:

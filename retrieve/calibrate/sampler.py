@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from retrieve.calibrate.pairs import group_free_batches
+from vfr.retrieve.calibrate.pairs import group_free_batches
 
 
 class GroupBatchSampler(DefaultBatchSampler):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from retrieve.calibrate.pairs import Pair, group_free_batches
+from vfr.retrieve.calibrate.pairs import Pair, group_free_batches
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -89,8 +89,8 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import EarlyStoppingCallback, set_seed
 
-    from retrieve.calibrate.sampler import group_batch_sampler
-    from retrieve.encoder import resolve_encoder
+    from vfr.retrieve.calibrate.sampler import group_batch_sampler
+    from vfr.retrieve.encoder import resolve_encoder
 
     set_seed(config.seed)
     if config.threads:

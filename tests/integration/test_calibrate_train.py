@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieve.calibrate.pairs import load_pairs, split_by_group, write_jsonl
+from vfr.retrieve.calibrate.pairs import load_pairs, split_by_group, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +18,8 @@ def slice_pairs(shared_data):  # missing data fails (tests/conftest.py), never s
 
 
 def test_training_lowers_loss_and_saves_a_loadable_model(slice_pairs, tmp_path):
-    from retrieve.calibrate.train import CalibrateConfig, calibrate
-    from retrieve.encoder import load_encoder
+    from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
+    from vfr.retrieve.encoder import load_encoder
 
     train, held = split_by_group(slice_pairs, 0.2, seed=0)
     out = tmp_path / "model"
@@ -41,7 +41,7 @@ def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
     from safetensors.numpy import load_file
     from typer.testing import CliRunner
 
-    from retrieve.encoder import resolve_encoder
+    from vfr.retrieve.encoder import resolve_encoder
     from vfr import cmd_calibrate
 
     app = typer.Typer()

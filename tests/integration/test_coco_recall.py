@@ -4,9 +4,9 @@ each image), real Lucene and MiniLM, metrics by ranx. Floors sit ~1.5 points und
 import pytest
 from ranx import Qrels, Run, evaluate
 
-from eval.datasets import load_joined
-from retrieve.index import build_index, open_index
-from store.store import DescriptionRow, ImageRow, Store
+from vfr.eval.datasets import load_joined
+from vfr.retrieve.index import build_index, open_index
+from vfr.store.store import DescriptionRow, ImageRow, Store
 
 pytestmark = pytest.mark.integration
 

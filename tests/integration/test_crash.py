@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieve.index import build_index, open_index, read_manifest
-from store.io import import_file
-from store.store import Store
+from vfr.retrieve.index import build_index, open_index, read_manifest
+from vfr.store.io import import_file
+from vfr.store.store import Store
 from vfr.demo import sample_path
 
 pytestmark = pytest.mark.integration

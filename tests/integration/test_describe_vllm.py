@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from describe import job, tiny_vlm
-from describe.describer import ValidatingDescriber
-from describe.job import JobConfig, StoreSink
-from describe.prompt import prompt_version
-from describe.reader import ImageRef, ReaderLimits, read
-from describe.schema import SceneDescription
-from store.store import Store
+from vfr.describe import job, tiny_vlm
+from vfr.describe.describer import ValidatingDescriber
+from vfr.describe.job import JobConfig, StoreSink
+from vfr.describe.prompt import prompt_version
+from vfr.describe.reader import ImageRef, ReaderLimits, read
+from vfr.describe.schema import SceneDescription
+from vfr.store.store import Store
 from tests.describe_helpers import make_bad_files, make_images
 from tests.describe_vllm import subprocess_env, tiny_model, vllm_engine  # noqa: F401 - fixtures
 

@@ -10,14 +10,14 @@ import time
 import httpx
 import pytest
 
-from describe import job
-from describe.describer import ValidatingDescriber
-from describe.engine_server import ServerEngine, ServerOptions
-from describe.job import JobConfig, StoreSink
-from describe.prompt import prompt_version
-from describe.reader import ReaderLimits
-from describe.schema import SceneDescription
-from store.store import Store
+from vfr.describe import job
+from vfr.describe.describer import ValidatingDescriber
+from vfr.describe.engine_server import ServerEngine, ServerOptions
+from vfr.describe.job import JobConfig, StoreSink
+from vfr.describe.prompt import prompt_version
+from vfr.describe.reader import ReaderLimits
+from vfr.describe.schema import SceneDescription
+from vfr.store.store import Store
 from tests.describe_helpers import make_bad_files, make_images
 from tests.describe_vllm import subprocess_env, tiny_model  # noqa: F401 - fixture
 
@@ -90,6 +90,6 @@ def test_server_unreachable_is_an_engine_error(tmp_path):
                                      backoff_s=0.01, timeout_s=2))
     from PIL import Image
 
-    from describe.reader import ImageRef
+    from vfr.describe.reader import ImageRef
     out = ValidatingDescriber(eng).describe([ImageRef("a", "a", 1, 8, 8, Image.new("RGB", (8, 8)))])
     assert out[0].reason == "engine_error" and "ConnectError" in out[0].detail

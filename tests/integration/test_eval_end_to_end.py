@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eval import benchmarks, cache, datasets as ds, report, runner
-from eval import tasks as tk
+from vfr.eval import benchmarks, cache, datasets as ds, report, runner
+from vfr.eval import tasks as tk
 
 pytestmark = pytest.mark.integration
 ROOT = benchmarks.default_data_dir()
@@ -47,7 +47,7 @@ def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
 
 
 def test_query_embeddings_are_cached(small, tmp_path: Path) -> None:
-    from retrieve.index import IndexConfig
+    from vfr.retrieve.index import IndexConfig
 
     corpus = {i.image_id: next(iter(i.descriptions.values())) for i in small[:5]}
     index, info = cache.open_corpus_index(corpus, IndexConfig(), tmp_path, progress=False)

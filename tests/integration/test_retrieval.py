@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from retrieve.fusion import FusionConfig
-from retrieve.index import IndexConfig, IndexError_, build_index, is_stale, open_index, read_manifest
-from store.io import import_file
-from store.store import DescriptionRow, ImageRow, Store
+from vfr.retrieve.fusion import FusionConfig
+from vfr.retrieve.index import IndexConfig, IndexError_, build_index, is_stale, open_index, read_manifest
+from vfr.store.io import import_file
+from vfr.store.store import DescriptionRow, ImageRow, Store
 from vfr.demo import sample_path
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ def test_hnsw_index_agrees_with_flat(built, tmp_path):
 def test_forward_bm25_equals_lucene_on_awkward_documents(tmp_path):
     """Documents that defeat the one-call batch analysis (the separator word itself), empty and
     stopword-only texts, repeats, very long texts: forward scores still equal Lucene's."""
-    from retrieve.sparse import _SEP
+    from vfr.retrieve.sparse import _SEP
 
     texts = {"sep": f"a dog {_SEP} next to a {_SEP.upper()} cat", "empty": "", "stop": "the of and a",
              "rep": "dog " * 50 + "cat", "long": " ".join(f"word{i % 700} dog" for i in range(3000)),

@@ -6,8 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from retrieve.bm25_forward import ForwardBuilder, ForwardIndex
-from retrieve.index import INDEX_FORMAT, is_stale
+from vfr.retrieve.bm25_forward import ForwardBuilder, ForwardIndex
+from vfr.retrieve.index import INDEX_FORMAT, is_stale
 
 
 def lucene_bm25(tf: int, dl: int, df: int, n: int, avgdl: float, k1=0.9, b=0.4, boost=1.0) -> float:

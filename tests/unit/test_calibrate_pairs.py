@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieve.calibrate.pairs import (Pair, PairError, group_free_batches, load_pairs, split_by_group,
+from vfr.retrieve.calibrate.pairs import (Pair, PairError, group_free_batches, load_pairs, split_by_group,
                                       write_jsonl)
 
 
@@ -79,7 +79,7 @@ def test_missing_file_and_unknown_format(tmp_path):
 
 
 def test_store_source(tmp_path):
-    from store.store import DescriptionRow, ImageRow, Store
+    from vfr.store.store import DescriptionRow, ImageRow, Store
 
     db = tmp_path / "s.duckdb"
     with Store(db) as s:

@@ -7,10 +7,10 @@ import sys
 import typer
 from typer.testing import CliRunner
 
-from describe import job
-from describe.describer import ValidatingDescriber
-from describe.job import JobConfig
-from describe.shards import ShardSink
+from vfr.describe import job
+from vfr.describe.describer import ValidatingDescriber
+from vfr.describe.job import JobConfig
+from vfr.describe.shards import ShardSink
 from tests.describe_helpers import FakeEngine, make_images
 from vfr import cmd_describe
 

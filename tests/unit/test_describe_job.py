@@ -6,14 +6,14 @@ import shutil
 
 import pytest
 
-from describe import job
-from describe.describer import ValidatingDescriber
-from describe.job import JobConfig, StoreSink
-from describe.prompt import prompt_version
-from describe.reader import ReaderLimits
-from describe.schema import SceneDescription
-from describe.shards import ShardSink, ingest
-from store.store import Store
+from vfr.describe import job
+from vfr.describe.describer import ValidatingDescriber
+from vfr.describe.job import JobConfig, StoreSink
+from vfr.describe.prompt import prompt_version
+from vfr.describe.reader import ReaderLimits
+from vfr.describe.schema import SceneDescription
+from vfr.describe.shards import ShardSink, ingest
+from vfr.store.store import Store
 from tests.describe_helpers import FakeEngine, make_bad_files, make_images
 
 

@@ -5,8 +5,8 @@ import hashlib
 
 from PIL import Image
 
-from describe import reader
-from describe.reader import ImageRef, ReaderLimits, ReadError, discover, read
+from vfr.describe import reader
+from vfr.describe.reader import ImageRef, ReaderLimits, ReadError, discover, read
 from tests.describe_helpers import FORMATS, make_bad_files, make_images
 
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from describe import prompt
-from describe.prompt import redact, redact_text
-from describe.schema import RENDERER_VERSION, SceneDescription
+from vfr.describe import prompt
+from vfr.describe.prompt import redact, redact_text
+from vfr.describe.schema import RENDERER_VERSION, SceneDescription
 
 
 def _walk(node, defs, path="$"):

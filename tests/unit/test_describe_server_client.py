@@ -6,10 +6,10 @@ import json
 import httpx
 from PIL import Image
 
-from describe.describer import ValidatingDescriber
-from describe.engine_server import ServerEngine, ServerOptions
-from describe.reader import ImageRef
-from describe.schema import SceneDescription
+from vfr.describe.describer import ValidatingDescriber
+from vfr.describe.engine_server import ServerEngine, ServerOptions
+from vfr.describe.reader import ImageRef
+from vfr.describe.schema import SceneDescription
 from tests.describe_helpers import valid_json
 
 
@@ -104,7 +104,7 @@ def test_first_listed_model_is_default():
         assert request.url.path == "/v1/models"
         return httpx.Response(200, json={"data": [{"id": "served-tiny"}]})
 
-    import describe.engine_server as es
+    import vfr.describe.engine_server as es
     orig = es.httpx.get
     es.httpx.get = lambda url, **kw: httpx.Client(transport=httpx.MockTransport(handler)).get(url)
     try:

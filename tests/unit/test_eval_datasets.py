@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from eval import benchmarks, datasets as ds
+from vfr.eval import benchmarks, datasets as ds
 
 ROOT = benchmarks.default_data_dir()
 pytestmark = pytest.mark.usefixtures("shared_data")  # missing data fails (tests/conftest.py), never skips

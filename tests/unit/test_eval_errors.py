@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import datasets as ds
+from vfr.eval import datasets as ds
 
 
 def _write(path: Path, lines: list[str]) -> Path:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval import metrics as M
+from vfr.eval import metrics as M
 
 QRELS = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1, "d": 1}, "q4": {"e": 1}}
 RUN = {

@@ -8,10 +8,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from eval import report, runner
-from eval import tasks as tk
-from eval.datasets import CompositionalItem, DescribedImage
-from retrieve.types import hits_from_scores
+from vfr.eval import report, runner
+from vfr.eval import tasks as tk
+from vfr.eval.datasets import CompositionalItem, DescribedImage
+from vfr.retrieve.types import hits_from_scores
 
 IMAGES = [DescribedImage(str(i), (f"a {w} on a table", f"one {w} here"), {"m": f"photo of a {w} on a table"})
           for i, w in enumerate(["cat", "dog", "cup", "book", "lamp", "shoe"])]
@@ -74,16 +74,16 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert "| bm25 | 100.0 |" in md and "swap" in md
 
-    from eval.plots import write_plots
+    from vfr.eval.plots import write_plots
     pngs = write_plots(doc, tmp_path / "plots")
     assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
-    from eval.results_page import write_results_page
+    from vfr.eval.results_page import write_results_page
     write_results_page([doc], tmp_path / "results_page.md", 12.0)
     page = (tmp_path / "results_page.md").read_text()
     assert "401" in page and "| toy | t2i |" in page
 
-    from eval.results_page import page_from_folder
+    from vfr.eval.results_page import page_from_folder
     (tmp_path / "pf" / "toy").mkdir(parents=True)
     (tmp_path / "pf" / "toy" / "metrics.json").write_text((tmp_path / "metrics.json").read_text())
     assert page_from_folder(tmp_path / "pf", tmp_path / "again.md") == ["toy"]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from eval import compositional as comp
-from eval import tasks as tk
-from eval.datasets import CompositionalItem, DescribedImage
+from vfr.eval import compositional as comp
+from vfr.eval import tasks as tk
+from vfr.eval.datasets import CompositionalItem, DescribedImage
 
 IMAGES = [
     DescribedImage("1", ("a dog on grass", "a brown dog"), {"halc/llava-1.5(64tok)": "dog", "opera/shikra": "a dog on a lawn"}),

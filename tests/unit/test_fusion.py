@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from retrieve.fusion import FusionConfig, convex, fuse, normalise, rrf
+from vfr.retrieve.fusion import FusionConfig, convex, fuse, normalise, rrf
 
 
 def test_rrf_matches_hand_computation():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from describe.schema import SceneDescription
+from vfr.describe.schema import SceneDescription
 
 SAMPLE = Path(__file__).resolve().parents[2] / "vfr" / "data" / "sample_descriptions.jsonl"
 

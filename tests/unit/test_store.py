@@ -3,9 +3,9 @@ import json
 import duckdb
 import pytest
 
-from store.io import ImportError_, export, import_file, parse_file
-from store.migrations import MIGRATIONS
-from store.store import SCHEMA_VERSION, DescriptionRow, ImageRow, Store, StoreError
+from vfr.store.io import ImportError_, export, import_file, parse_file
+from vfr.store.migrations import MIGRATIONS
+from vfr.store.store import SCHEMA_VERSION, DescriptionRow, ImageRow, Store, StoreError
 
 
 def _write(path, lines):
@@ -139,7 +139,7 @@ def test_reopened_store_serves_cache_after_single_row_reads(tmp_path):
 def test_encoder_id_changes_when_a_local_model_is_retrained(tmp_path):
     import os
 
-    from retrieve.encoder import DEFAULT_ENCODER, encoder_id
+    from vfr.retrieve.encoder import DEFAULT_ENCODER, encoder_id
 
     assert encoder_id("default") == encoder_id("all-MiniLM-L6-v2") == DEFAULT_ENCODER
     assert encoder_id("org/some-hub-model") == "org/some-hub-model"
