@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -72,18 +74,11 @@ class StoredDocument:
 class Store:
     """Connect, migrate, read and write. Use as a context manager; write methods are transactional."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path}: run `vfr import FILE --db {self.path}` first")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise StoreError(
-                    f"{self.path} is in use by another vfr process (DuckDB allows one writer); "
-                    "wait for it to finish or use another --db") from None
-            raise StoreError(f"cannot open {self.path}: {e}") from None
+        self.con = _connect(self.path, read_only, lock_timeout_s() if lock_timeout is None else lock_timeout)
         self.read_only = read_only
         if not read_only:
             self.migrate()
@@ -337,6 +332,33 @@ class Store:
             self.record_errors(job_id, errors)
             self.con.execute("INSERT OR REPLACE INTO ingested_shards (name, sha256, rows, errors) VALUES (?, ?, ?, ?)",
                              [name, digest, len(descriptions), len(errors)])
+
+
+def lock_timeout_s() -> float:
+    """How long to wait for another process's DuckDB lock (env VFR_LOCK_TIMEOUT, seconds; default 10)."""
+    try:
+        return max(0.0, float(os.environ.get("VFR_LOCK_TIMEOUT", "10")))
+    except ValueError:
+        raise StoreError("VFR_LOCK_TIMEOUT must be a number of seconds") from None
+
+
+def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open the database, waiting up to `timeout` seconds while another process holds its lock
+    (DuckDB allows one writing process, and no reader beside it)."""
+    deadline, delay = time.monotonic() + timeout, 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise StoreError(f"cannot open {path}: {e}") from None
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"{path} is in use by another process (DuckDB allows one writer and no reader beside it); "
+                    f"waited {timeout:g}s. Wait for it to finish, raise VFR_LOCK_TIMEOUT (seconds), "
+                    "or use another --db") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 class _Transaction:

@@ -147,3 +147,39 @@ def test_encoder_id_changes_when_a_local_model_is_retrained(tmp_path):
     first = encoder_id(str(tmp_path))
     os.utime(tmp_path / "model.safetensors", ns=(1, 10**18))
     assert encoder_id(str(tmp_path)) != first and encoder_id(str(tmp_path)).startswith(str(tmp_path.resolve()))
+
+
+def _hold_lock(db, seconds: float):
+    """Another process that opens `db` for writing, says so on stdout, and keeps it for `seconds`."""
+    import subprocess
+    import sys
+
+    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+            "time.sleep(float(sys.argv[2])); c.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_waits_for_the_lock_then_proceeds(tmp_path):
+    db = tmp_path / "w.duckdb"
+    Store(db).close()
+    holder = _hold_lock(db, 1.5)
+    try:
+        with Store(db, lock_timeout=120) as store:  # waits until the holder lets go
+            assert store.count_documents() == 0
+        assert holder.poll() is not None, "opened while another process held the write lock"
+    finally:
+        holder.wait(timeout=120)
+
+
+def test_writer_gives_up_after_the_timeout_with_a_clear_message(tmp_path):
+    db = tmp_path / "w.duckdb"
+    Store(db).close()
+    holder = _hold_lock(db, 30)
+    try:
+        with pytest.raises(StoreError, match="in use by another process.*VFR_LOCK_TIMEOUT"):
+            Store(db, lock_timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait()
