@@ -121,3 +121,16 @@ def _render_setting(s: Setting) -> str:
     if s.weather:
         bits.append(f"weather {s.weather}")
     return _sentence("Setting: " + ", ".join(bits))
+
+
+class _Renderer:
+    """Structured JSON → indexed text, with its version: what the store's importer is given (the store
+    does not import describe/)."""
+
+    version = RENDERER_VERSION
+
+    def __call__(self, structured: dict) -> str:
+        return SceneDescription.model_validate(structured).to_text()
+
+
+RENDERER = _Renderer()

@@ -1,21 +1,21 @@
-"""Dense retrieval: sentence-transformers embeddings in FAISS (exact inner product, or HNSW).
+"""Dense side: FAISS inner-product indexes of L2-normalised vectors (cosine), one per index segment.
 
-Vectors are L2-normalised so inner product is cosine. Document embeddings are cached in the store,
-keyed by (text hash, encoder), so rebuilding an index over unchanged text never re-encodes.
-Files are plain: `index.faiss` (FAISS's own format) and `ids.json`; no pickle.
+Each segment's FAISS index is an IndexIDMap2 whose ids are the segment's rows, so removed rows keep their
+numbers: a flat index drops tombstoned vectors with `remove_ids` when a reader loads it; HNSW, which cannot
+remove, skips them with an IDSelector at search time until compaction rewrites the segment. A search over a
+scope uses a selector of the scope's live rows, so it equals a search over an index of those rows alone.
+Files are FAISS's own format (`dense.faiss`); no pickle.
 """
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from vfr.retrieve.types import Hit, Run, clean_text
-
-ENCODE_CHUNK = 2048  # texts per encode call: one progress step, one cache write
+FILE = "dense.faiss"
+HNSW_MIN_ROWS = 20_000  # smaller segments stay exact (flat) even in an HNSW index: they are cheap to scan
 
 
 @functools.cache
@@ -27,127 +27,113 @@ def _faiss_threads() -> int:
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def embed_documents(store, encoder_name: str, encoder_key: str, rows: Sequence[tuple[str, str, str]],
-                    batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None
-                    ) -> tuple[np.ndarray, dict[str, int]]:
-    """Embeddings for (id, text, text_hash) rows in order, encoding only texts not cached.
-
-    Returns the normalised matrix and counts {"cached": n, "encoded": m}.
-    """
-    from vfr.retrieve.encoder import load_encoder
-
-    hashes = [h for _, _, h in rows]
-    cached = store.cached_embeddings(encoder_key, hashes)
-    todo: dict[str, str] = {}
-    for _, text, h in rows:
-        if h not in cached and h not in todo:
-            todo[h] = text
-    on_progress and on_progress(len(rows) - len(todo), len(rows))
-    if todo:
-        model = load_encoder(encoder_name)
-        items = list(todo.items())
-        for start in range(0, len(items), ENCODE_CHUNK):
-            chunk = items[start:start + ENCODE_CHUNK]
-            vecs = model.encode([clean_text(t) for _, t in chunk], batch_size=batch_size, convert_to_numpy=True,
-                                show_progress_bar=False, normalize_embeddings=False)
-            store.cache_embeddings(encoder_key, [h for h, _ in chunk], vecs)
-            cached.update(zip((h for h, _ in chunk), vecs))
-            on_progress and on_progress(len(chunk), len(rows))
-    dim = len(next(iter(cached.values()))) if cached else 0
-    matrix = np.empty((len(rows), dim), dtype=np.float32)
-    for i, h in enumerate(hashes):
-        matrix[i] = cached[h]
-    return normalise(matrix), {"cached": len(rows) - len(todo), "encoded": len(todo)}
-
-
-def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200):
+def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, ef_construction: int = 200) -> str:
+    """Write the segment's vectors (rows 0..n-1); returns the kind really used (flat or hnsw)."""
     import faiss
 
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
+    if kind == "hnsw" and len(vectors) >= HNSW_MIN_ROWS:
+        inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = ef_construction
+    elif kind in ("flat", "hnsw"):
+        inner, kind = faiss.IndexFlatIP(dim), "flat"
     else:
         raise ValueError(f"unknown FAISS index kind {kind!r}: use flat or hnsw")
-    index.add(vectors)
-    return index
+    index = faiss.IndexIDMap2(inner)
+    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+    faiss.write_index(index, str(folder / FILE))
+    return kind
 
 
-def write_dense(out_dir: Path, index, ids: Sequence[str]) -> None:
-    import faiss
+class DenseSegment:
+    """One segment's vectors, loaded; `dead` rows never come back from a search."""
 
-    out_dir.mkdir(parents=True)
-    faiss.write_index(index, str(out_dir / "index.faiss"))
-    (out_dir / "ids.json").write_text(json.dumps(list(ids)))
-
-
-class FaissSearcher:
-    """Cosine search over a FAISS index; queries are encoded with the index's own encoder."""
-
-    def __init__(self, index_dir: Path, encoder_name: str, ef_search: int = 128) -> None:
+    def __init__(self, folder: Path, kind: str, ef_search: int = 128) -> None:
         import faiss
 
-        self.index = faiss.read_index(str(index_dir / "index.faiss"))
-        if hasattr(self.index, "hnsw"):
-            self.index.hnsw.efSearch = ef_search
-        self.ids: list[str] = json.loads((index_dir / "ids.json").read_text())
-        self.pos = {d: i for i, d in enumerate(self.ids)}
-        self.encoder_name = encoder_name
-        self._model = None
+        path = folder / FILE
+        if not path.is_file() or path.stat().st_size == 0:
+            raise FileNotFoundError(f"{path} is missing or empty")
+        self.index = faiss.read_index(str(path))
+        self.kind = kind
+        self.ef_search = ef_search
+        self.rows = int(self.index.ntotal)
+        self.dead = np.zeros(0, dtype=np.int64)
 
-    @property
-    def model(self):
-        if self._model is None:
-            from vfr.retrieve.encoder import load_encoder
+    def with_tombstones(self, dead: np.ndarray) -> "DenseSegment":
+        """This segment with `dead` rows removed (flat: dropped from a copy; HNSW: filtered)."""
+        import faiss
 
-            self._model = load_encoder(self.encoder_name)
-        return self._model
+        clone = object.__new__(DenseSegment)
+        clone.kind, clone.ef_search, clone.rows = self.kind, self.ef_search, self.rows
+        clone.dead = np.asarray(dead, dtype=np.int64)
+        if self.kind == "flat" and len(clone.dead):
+            clone.index = faiss.clone_index(self.index)
+            clone.index.remove_ids(faiss.IDSelectorBatch(clone.dead))
+        else:
+            clone.index = self.index
+        return clone
 
-    def encode(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        vecs = self.model.encode([clean_text(q) for q in queries], batch_size=batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False, normalize_embeddings=False)
-        return normalise(np.atleast_2d(vecs))
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros((0, self.index.d), dtype=np.float32)
+        return np.vstack([self.index.reconstruct(int(r)) for r in rows])
 
-    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        k = min(k, len(self.ids))
+    def search(self, queries: np.ndarray, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query; rows -1 pad. `allowed`: a selector of the rows a scope may see
+        (from `selector`)."""
+        import faiss
+
+        k = min(k, self.rows)
         if k <= 0:
-            return [[] for _ in range(len(vectors))]
-        import faiss
-
-        # One query: FAISS's OpenMP threads only add wake-up cost next to torch's and the JVM's on few cores.
-        # The setting is process-wide, so it is restored at once (index builds and batches keep every core).
-        threads = _faiss_threads()  # read before the first change
-        if len(vectors) == 1:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        selector = allowed
+        if selector is None and self.kind == "hnsw" and len(self.dead):
+            if not hasattr(self, "_not_dead"):
+                self._not_dead = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.dead))
+            selector = self._not_dead
+        params = None
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+            if selector is not None:
+                params.sel = selector
+        elif selector is not None:
+            params = faiss.SearchParameters(sel=selector)
+        threads = _faiss_threads()
+        if len(queries) == 1:  # one query: OpenMP wake-up costs more than it saves next to torch and the JVM
             faiss.omp_set_num_threads(1)
         try:
-            scores, positions = self.index.search(vectors, k)
+            scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
         finally:
-            faiss.omp_set_num_threads(threads)
-        return [[Hit(self.ids[p], float(s), r + 1) for r, (s, p) in enumerate(zip(srow, prow)) if p >= 0]
-                for srow, prow in zip(scores, positions)]
+            faiss.omp_set_num_threads(threads)  # process-wide: restore at once (torch shares libgomp)
+        return scores, rows
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.search_vectors(self.encode([query]), k)[0]
 
-    def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
-        qids = list(queries)
-        hits = self.search_vectors(self.encode([queries[q] for q in qids]), k) if qids else []
-        return {q: {h.id: h.score for h in hs} for q, hs in zip(qids, hits)}
+def selector(rows: np.ndarray):
+    """A FAISS selector of these rows (keep a reference while searching: FAISS does not own it)."""
+    import faiss
 
-    def score_vector(self, qvec: np.ndarray, doc_ids: Sequence[str]) -> dict[str, float]:
-        known = [d for d in doc_ids if d in self.pos]
-        out = dict.fromkeys(doc_ids, 0.0)
-        if known:
-            docs = self.index.reconstruct_batch(np.fromiter((self.pos[d] for d in known), dtype=np.int64))
-            out.update(zip(known, (docs @ qvec.ravel()).tolist()))
-        return out
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    sel = faiss.IDSelectorBatch(rows)
+    sel._rows = rows  # the array must outlive the selector
+    return sel
 
-    def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
-        """Cosine similarity of `query` with each given document (0 for an unknown id)."""
-        return self.score_vector(self.encode([query]), doc_ids)
+
+def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best k over several segments' results, per query, with array operations.
+
+    `parts[i]` = (scores, rows) of segment i, each (n_queries, k_i). Returns (scores, segments, rows), each
+    (n_queries, k); missing entries have score -inf and row -1."""
+    scores = np.concatenate([np.where(r >= 0, s, -np.inf) for s, r in parts], axis=1)
+    rows = np.concatenate([r for _, r in parts], axis=1)
+    segs = np.concatenate([np.full(r.shape, i, dtype=np.int64) for i, (_, r) in enumerate(parts)], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return take(scores), take(segs), take(rows)

@@ -1,69 +1,75 @@
-"""Hybrid search: over-fetch `depth` candidates from BM25 and from dense, score every candidate on
-both sides exactly (no substituted scores for documents one side did not return), then fuse."""
+"""Hybrid search: any two backends composed through the backend contract only.
+
+Over-fetch `depth` candidates from each side, score every candidate on both sides exactly (`score`, so
+there are no substituted scores for documents one side did not return), then fuse (retrieve/fusion.py).
+The first backend's search runs on a Lucene pool thread while the second encodes the query (both release
+the GIL), so the sparse side costs almost nothing on the critical path.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
-from vfr.retrieve.dense import FaissSearcher
-from vfr.retrieve.fusion import FusionConfig, fuse
-from vfr.retrieve.sparse import LuceneSearcher
-from vfr.retrieve.types import Hit, Run, hits_from_scores
+from vfr.retrieve.fusion import FusionConfig, fuse_batch
+from vfr.retrieve.types import Backend, Hit, Query, Scope, as_query, hits_from_scores
 
 
-class HybridSearcher:
-    def __init__(self, sparse: LuceneSearcher, dense: FaissSearcher, fusion: FusionConfig | None = None) -> None:
-        self.sparse = sparse
-        self.dense = dense
+class HybridBackend:
+    def __init__(self, sparse: Backend, dense: Backend, fusion: FusionConfig | None = None,
+                 background=None) -> None:
+        self.sparse, self.dense = sparse, dense
         self.fusion = fusion or FusionConfig()
+        self._background = background  # submit(fn, *args) -> Future, for the first side; None: inline
 
-    def candidates(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None,
-                   sparse_hits: list[Hit] | None = None) -> tuple[dict, dict]:
-        """Sparse and dense scores of the union of both sides' top-`depth` (plus `extra` ids)."""
-        depth = self.fusion.depth
-        if sparse_hits is None:
-            sparse_hits = self.sparse.search(query, depth)
+    def _first_side(self, fn, *args):
+        if self._background is None:
+            result = fn(*args)
+            return lambda: result
+        return self._background(fn, *args).result
+
+    def candidates(self, q: Query, scope: Scope | None, sparse_hits: list[Hit], dense_hits: list[Hit],
+                   extra: Sequence[str] = ()) -> tuple[dict[str, float], dict[str, float]]:
+        """Both sides' scores of the union of their candidates (and `extra` ids)."""
         sparse = {h.id: h.score for h in sparse_hits}
-        if dense_hits is None:
-            dense_hits = self.dense.search_vectors(qvec, depth)[0]
         dense = {h.id: h.score for h in dense_hits}
         if self.fusion.method == "convex":  # rank fusion needs no exact scores for the other side
             union = list(dict.fromkeys([*sparse, *dense, *extra]))
             missing_sparse = [d for d in union if d not in sparse]
             missing_dense = [d for d in union if d not in dense]
             if missing_sparse:
-                sparse.update(self.sparse.score(query, missing_sparse))
+                sparse.update(self.sparse.score(q, missing_sparse, scope))
             if missing_dense:
-                dense.update(self.dense.score_vector(qvec, missing_dense))
+                dense.update(self.dense.score(q, missing_dense, scope))
         return sparse, dense
 
-    def _fused(self, query: str, qvec, extra: Sequence[str] = (), dense_hits: list[Hit] | None = None,
-               sparse_hits: list[Hit] | None = None) -> dict[str, float]:
-        sparse, dense = self.candidates(query, qvec, extra, dense_hits, sparse_hits)
-        return fuse([{"q": sparse}, {"q": dense}], self.fusion).get("q", {})
+    def search(self, query: Query | str, k: int = 10, scope: Scope | None = None) -> list[Hit]:
+        q = as_query(query)
+        if q.empty or k <= 0:
+            return []
+        depth = max(self.fusion.depth, k)
+        sparse_hits = self._first_side(self.sparse.search, q, depth, scope)
+        dense_hits = self.dense.search(q, depth, scope)
+        sparse, dense = self.candidates(q, scope, sparse_hits(), dense_hits)
+        return hits_from_scores(fuse_batch([sparse], [dense], self.fusion)[0], k)
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        # Lucene searches on its own thread while torch encodes the query (both release the GIL):
-        # the BM25 side then costs almost nothing on the critical path.
-        sparse_hits = self.sparse.search_in_background(query, self.fusion.depth)
-        qvec = self.dense.encode([query])
-        return hits_from_scores(self._fused(query, qvec, sparse_hits=sparse_hits()), k)
+    def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
+        queries = [as_query(q) for q in queries]
+        if not queries:
+            return []
+        depth = max(self.fusion.depth, k)
+        sparse_all = self._first_side(self.sparse.batch_search, queries, depth, scope)
+        dense_all = self.dense.batch_search(queries, depth, scope)
+        pairs = [self.candidates(q, scope, sh, dh) if not q.empty else ({}, {})
+                 for q, sh, dh in zip(queries, sparse_all(), dense_all)]
+        fused = fuse_batch([p[0] for p in pairs], [p[1] for p in pairs], self.fusion)
+        return [hits_from_scores(f, k) if not q.empty else [] for q, f in zip(queries, fused)]
 
-    def batch_search(self, queries: dict[str, str], k: int = 10) -> Run:
-        qids = list(queries)
-        if not qids:
-            return {}
-        texts = [queries[q] for q in qids]
-        # Lucene works through the batch on its own thread while this one encodes, then fuses
-        sparse_hits = self.sparse.search_many_in_background(texts, self.fusion.depth)
-        vecs = self.dense.encode(texts)
-        dense_hits = self.dense.search_vectors(vecs, self.fusion.depth)  # one batched FAISS search
-        out: Run = {}
-        for qid, vec, dh, sh in zip(qids, vecs, dense_hits, sparse_hits):
-            fused = self._fused(queries[qid], vec[None, :], dense_hits=dh, sparse_hits=sh)
-            out[qid] = {h.id: h.score for h in hits_from_scores(fused, k)}
-        return out
-
-    def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
+    def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
         """Fused score of the given documents, normalised against this query's candidate lists."""
-        fused = self._fused(query, self.dense.encode([query]), extra=doc_ids)
-        return {d: fused.get(d, 0.0) for d in doc_ids}
+        q = as_query(query)
+        if q.empty:
+            return dict.fromkeys(ids, 0.0)
+        depth = self.fusion.depth
+        sparse, dense = self.candidates(q, scope, self.sparse.search(q, depth, scope),
+                                        self.dense.search(q, depth, scope), extra=ids)
+        fused = fuse_batch([sparse], [dense], self.fusion)[0]
+        return {d: fused.get(d, 0.0) for d in ids}

@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from vfr.describe.schema import RENDERER_VERSION, SceneDescription
 from vfr.store.store import DescriptionRow, ImageRow, Store, StoreError
+
+
+class Renderer(Protocol):
+    """Turns a structured description into indexed text (describe.schema.RENDERER); injected by callers
+    so the store layer does not depend on describe/."""
+
+    version: str
+
+    def __call__(self, structured: dict) -> str: ...
 
 
 class ImportError_(StoreError):
@@ -28,7 +36,8 @@ class ImportRecord(BaseModel):
     meta: dict[str, Any] | None = None
     model: str = "imported"
     prompt_version: str = "none"
-    # Written by `vfr export`; accepted so an export re-imports as is, but not taken from the file.
+    # Written by `vfr export`; accepted so an export re-imports as is (renderer_version is kept when the
+    # record carries its text; it is set when vfr renders the text itself).
     renderer_version: str | None = None
     path: str | None = None
     size: int | None = None
@@ -42,13 +51,15 @@ class ImportRecord(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _has_text(self) -> "ImportRecord":
+    def _has_text(self, info: ValidationInfo) -> "ImportRecord":
         if self.text is not None and not self.text.strip():
             raise ValueError("text is empty")
         if self.text is None:
-            if self.json_ is None:
+            render = (info.context or {}).get("render")
+            if self.json_ is None or render is None:
                 raise ValueError("record needs 'text' (or a structured 'json' description to render)")
-            self.text = SceneDescription.model_validate(self.json_).to_text()
+            self.text = render(self.json_)
+            self.renderer_version = render.version
         return self
 
     def captions(self) -> list[str]:
@@ -91,8 +102,9 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield where, obj
 
 
-def parse_file(path: Path) -> list[ImportRecord]:
-    """Validate every record before anything is written; the first bad one aborts with its location."""
+def parse_file(path: Path, render: Renderer | None = None) -> list[ImportRecord]:
+    """Validate every record before anything is written; the first bad one aborts with its location.
+    `render` turns a structured `json` description into text when a record has none."""
     records: dict[str, ImportRecord] = {}
     for where, obj in read_records(path):
         if isinstance(obj.get("json"), str):  # Parquet/JSONL may carry the structured description as a string
@@ -106,7 +118,7 @@ def parse_file(path: Path) -> list[ImportRecord]:
             except json.JSONDecodeError:
                 obj["meta"] = {"value": obj["meta"]}
         try:
-            rec = ImportRecord.model_validate(obj)
+            rec = ImportRecord.model_validate(obj, context={"render": render})
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "record"
@@ -117,19 +129,24 @@ def parse_file(path: Path) -> list[ImportRecord]:
     return list(records.values())
 
 
-def import_file(store: Store, path: Path) -> int:
+def import_file(store: Store, path: Path, render: Renderer | None = None) -> int:
     """Import one file atomically and idempotently. Returns the number of records."""
-    records = parse_file(path)
+    records = parse_file(path, render)
+    write_records(store, records)
+    return len(records)
+
+
+def write_records(store: Store, records: list[ImportRecord]) -> None:
+    """Validated records → images, descriptions and captions, in one transaction."""
     images = [ImageRow(id=r.id, collection=r.collection) for r in records]
     descs = [DescriptionRow(
         image_id=r.id, text=r.text or "", model=r.model, prompt_version=r.prompt_version,
-        renderer_version=RENDERER_VERSION if r.json_ is not None else None,
+        renderer_version=r.renderer_version,
         json=json.dumps(r.json_) if r.json_ is not None else None,
         caption=r.captions()[0] if r.captions() else None,
         meta=json.dumps(r.meta) if r.meta is not None else None) for r in records]
     caps = [(r.id, c) for r in records for c in r.captions()]
     store.upsert(images, descs, caps)
-    return len(records)
 
 
 def export(store: Store, out: Path, fmt: str | None = None) -> int:

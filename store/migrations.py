@@ -69,3 +69,20 @@ CREATE TABLE ingested_shards (
     ingested_at  TIMESTAMP DEFAULT current_timestamp
 );
 """))
+
+# -- live engine (issue 9) ----------------------------------------------------------------------------
+# Every write that can change an image's document appends (seq, image id) to `changes`; an index records
+# the highest seq it has applied, so an update is "apply the changes after N". The log holds ids only
+# (no text), and compaction prunes what every index has applied. `store_meta.uid` tells indexes which
+# store they follow.
+MIGRATIONS.append((3, "live engine: change log and store identity", """
+CREATE SEQUENCE change_seq START 1;
+CREATE TABLE changes (
+    seq       BIGINT PRIMARY KEY DEFAULT nextval('change_seq'),
+    image_id  TEXT NOT NULL,
+    changed_at TIMESTAMP DEFAULT current_timestamp
+);
+INSERT INTO changes (image_id) SELECT DISTINCT image_id FROM descriptions ORDER BY image_id;
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO store_meta VALUES ('uid', CAST(uuid() AS TEXT)), ('changes_pruned_upto', '0');
+"""))

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vfr.retrieve.types import Document
+from vfr.store.changes import ChangeLogMixin, DocumentRecord  # noqa: F401  (DocumentRecord re-exported)
 from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -71,8 +71,11 @@ class StoredDocument:
     meta: dict | None
 
 
-class Store:
-    """Connect, migrate, read and write. Use as a context manager; write methods are transactional."""
+class Store(ChangeLogMixin):
+    """Connect, migrate, read and write. Use as a context manager; write methods are transactional.
+
+    Every write that can change an image's document also appends it to the change log (store/changes.py),
+    which is how an index knows what to apply."""
 
     def __init__(self, path: str | Path, read_only: bool = False, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
@@ -130,6 +133,7 @@ class Store:
     def upsert_in_transaction(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
                               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
         """Like `upsert` but inside a transaction the caller holds (so a batch and its job counts commit together)."""
+        old_hashes = self._text_hashes([d.image_id for d in descriptions])
         if images:
             tbl = pa.Table.from_pylist([_asdict(r) for r in images], schema=_IMAGE_SCHEMA)
             self.con.register("_img", tbl)
@@ -157,30 +161,47 @@ class Store:
             self.con.register("_cap", pa.Table.from_pylist(caps))
             self.con.execute("INSERT OR IGNORE INTO captions SELECT DISTINCT image_id, text, source FROM _cap")
             self.con.unregister("_cap")
+        self.log_changes([r.id for r in images] + [d.image_id for d in descriptions])
+        self._purge_orphan_embeddings(old_hashes)
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete images with their descriptions and captions. Returns how many images existed."""
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Erase images: descriptions, captions, error rows, and cached embeddings of text no other
+        description uses. Returns the ids that existed. (Bytes leave the file at `rewrite_file`.)"""
+        ids = sorted(set(ids))
+        if not ids:
+            return []
         with self.transaction():
-            n = self.con.execute("SELECT count(*) FROM images WHERE list_contains(?, id)", [list(ids)]).fetchall()[0][0]
-            for table, col in (("descriptions", "image_id"), ("captions", "image_id"), ("images", "id")):
-                self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, {col})", [list(ids)])
-        return int(n)
+            self.con.register("_del", pa.table({"id": ids}))
+            try:
+                existed = [r[0] for r in self.con.execute(
+                    "SELECT id FROM images JOIN _del USING (id) UNION SELECT image_id FROM descriptions "
+                    "JOIN _del ON _del.id = image_id ORDER BY 1").fetchall()]
+                hashes = self._text_hashes(ids)
+                for table, col in (("descriptions", "image_id"), ("captions", "image_id"),
+                                   ("job_errors", "image_id"), ("images", "id")):
+                    self.con.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT id FROM _del)")
+            finally:
+                self.con.unregister("_del")
+            self._purge_orphan_embeddings(hashes)
+            self.log_changes(existed)
+        return existed
+
+    def _text_hashes(self, image_ids: Sequence[str]) -> list[str]:
+        if not image_ids:
+            return []
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT text_hash FROM descriptions WHERE list_contains(?, image_id)", [list(image_ids)]).fetchall()]
+
+    def _purge_orphan_embeddings(self, hashes: Sequence[str]) -> None:
+        """Cached vectors of these texts go once no description uses them: an embedding is personal data
+        too (it can be inverted back to text)."""
+        if hashes:
+            self.con.execute("DELETE FROM embeddings WHERE list_contains(?, text_hash) AND text_hash NOT IN "
+                             "(SELECT text_hash FROM descriptions)", [list(hashes)])
 
     # -- reads ---------------------------------------------------------------------------------
     def count_documents(self) -> int:
         return int(self.con.execute("SELECT count(DISTINCT image_id) FROM descriptions").fetchall()[0][0])
-
-    def iter_documents(self, batch_size: int = 10_000) -> Iterator[Document]:
-        """Every image's current document, ordered by id (deterministic index builds)."""
-        cur = self.con.cursor()
-        cur.execute(f"SELECT id, text FROM ({_DOCUMENTS}) ORDER BY id")
-        while rows := cur.fetchmany(batch_size):
-            for i, t in rows:
-                yield Document(i, t)
-        cur.close()
-
-    def documents_with_hashes(self) -> list[tuple[str, str, str]]:
-        return self.con.execute(f"SELECT id, text, text_hash FROM ({_DOCUMENTS}) ORDER BY id").fetchall()
 
     def fingerprint(self) -> dict[str, Any]:
         """What an index was built from: document count and a digest over (id, text hash)."""

@@ -1,16 +1,15 @@
-"""`vfr index`, `vfr search`, `vfr demo`."""
+"""`vfr search` and `vfr demo`: parse options, call the Engine, print. Nothing else."""
 from __future__ import annotations
 
 import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vfr.common import DbOption, IndexOption, console, fail, out
-from vfr.settings import default_index
 
 
 class Retriever(str, Enum):
@@ -37,52 +36,8 @@ class Norm(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("index")(index_cmd)
     app.command("search")(search_cmd)
     app.command("demo")(demo_cmd)
-
-
-HNSW_HINT_DOCS = 50_000
-
-
-def index_cmd(
-    db: DbOption,
-    index: IndexOption = None,
-    encoder: Annotated[str, typer.Option(help="sentence-transformers name or local model folder "
-                                              "(e.g. from `vfr calibrate`).")] = "all-MiniLM-L6-v2",
-    faiss: Annotated[str, typer.Option(help="flat (exact) or hnsw (approximate: ~0.5 ms instead of ~18 ms a "
-                                            "query at 100k documents, 99.9% of the exact top 10; "
-                                            "see docs/benchmarks.md).")] = "flat",
-    k1: Annotated[float, typer.Option(help="BM25 k1.")] = 0.9,
-    b: Annotated[float, typer.Option(help="BM25 b.")] = 0.4,
-    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-) -> None:
-    """Build the BM25 (Lucene) and dense (FAISS) indexes from every document in the store.
-
-    Builds into a fresh folder and swaps it in atomically: a crash leaves the previous index usable.
-    Embeddings are cached in the database, so rebuilding after a small change encodes only new text.
-    """
-    from vfr.retrieve.index import IndexConfig, IndexError_, build_index
-    from vfr.store.store import Store, StoreError
-
-    index_dir = index or default_index(db)
-    if faiss not in ("flat", "hnsw"):
-        fail(f"--faiss must be flat or hnsw, not {faiss!r}")
-    try:
-        with Store(db) as store:
-            manifest = build_index(store, index_dir, IndexConfig(encoder=encoder, faiss=faiss, k1=k1, b=b,
-                                                                 batch_size=batch_size), progress=not quiet)
-    except (StoreError, IndexError_, ValueError) as e:
-        fail(str(e))
-    t = manifest["build"]["timings"]
-    emb = manifest["build"]["embeddings"]
-    console.print(f"indexed {manifest['documents']} documents into {index_dir} "
-                  f"(BM25 {t['sparse_s']:.1f}s, encode {t['encode_s']:.1f}s [{emb['encoded']} encoded, "
-                  f"{emb['cached']} cached], FAISS {t['faiss_s']:.1f}s)")
-    if faiss == "flat" and manifest["documents"] >= HNSW_HINT_DOCS:
-        console.print(f"tip: exact FAISS scans all {manifest['documents']:,} vectors per query; "
-                      "`vfr index --faiss hnsw` is ~30x faster on the dense side at this size")
 
 
 def search_cmd(
@@ -94,49 +49,100 @@ def search_cmd(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json, jsonl (one line per query) "
                                                                "or trec (run file).")] = Format.table,
     queries: Annotated[Path | None, typer.Option("--queries", help="Batch: JSONL {\"id\", \"text\"} or plain "
-                                                                   "text, one query a line.")] = None,
+                                                                   "text, one query a line (streamed).")] = None,
+    collection: Annotated[list[str] | None, typer.Option("--collection", "-c", help="Search only these "
+                                                         "collections (repeat the option for several).")] = None,
     fusion: Annotated[Fusion | None, typer.Option(help="Hybrid fusion: convex (default) or rrf.")] = None,
     weights: Annotated[str | None, typer.Option(help="Hybrid convex weights SPARSE,DENSE, e.g. 0.3,0.7.")] = None,
     norm: Annotated[Norm | None, typer.Option(help="Hybrid score normalisation.")] = None,
-    depth: Annotated[int | None, typer.Option(min=1, help="Candidates fetched from each side before fusing.")] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild a stale index instead of refusing.")] = False,
+    depth: Annotated[int | None, typer.Option(min=1, max=10_000,
+                                              help="Candidates fetched from each side before fusing.")] = None,
+    update: Annotated[bool, typer.Option("--update", help="First apply store changes the index lacks.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="First rebuild the index in full (works whatever "
+                                                            "state the index is in).")] = False,
 ) -> None:
-    """Search the index. Refuses a stale index (the store changed since `vfr index`) unless --rebuild."""
-    from vfr.search_service import SearchService, ServiceError, read_queries
+    """Search the index.
+
+    Answers from the index's latest generation; if the store has changes the index has not applied yet,
+    says how many (added, changed, deleted) on stderr: `vfr index` (or --update) applies them.
+    """
+    from vfr.engine import Engine, EngineError
+    from vfr.queries import QueryFileError, chunks, fusion_config, iter_queries
 
     if (query is None) == (queries is None):
         fail("give a QUERY or --queries FILE (not both)")
+    if query is not None and not query.strip():
+        fail("the query is empty: give some words to search for")
     try:
-        batch = read_queries(queries) if queries else {"q1": query or ""}
-        service = SearchService(db, index or default_index(db), rebuild=rebuild)
-        fusion_cfg = service.fusion_config(fusion and fusion.value, weights, norm and norm.value, depth)
-        results = service.search(batch, k, retriever.value, fusion_cfg)
-        docs = service.documents({h.id for hits in results.values() for h in hits}) if fmt == Format.table \
-            or fmt == Format.json else {}
-    except ServiceError as e:
+        fusion_cfg = fusion_config(fusion and fusion.value, weights, norm and norm.value, depth)
+        engine = Engine.open(db, index)
+        if rebuild or update:
+            engine.update_index(full=rebuild)
+        _note_pending(engine)
+        stream = chunks(iter_queries(queries)) if queries else iter([{"q1": query or ""}])
+        printer = _Printer(fmt, retriever.value, single=queries is None, query=query)
+        for batch in stream:
+            results = engine.batch_search(batch, k, retriever=retriever.value, fusion=fusion_cfg,
+                                          collection=collection or None)
+            docs = engine.get({h.id for hits in results.values() for h in hits}) \
+                if fmt in (Format.table, Format.json) else {}
+            printer.print(results, docs)
+        printer.close()
+    except (EngineError, QueryFileError) as e:
         fail(str(e))
-    _print_results(results, fmt, docs, retriever.value, single=queries is None, query=query)
 
 
-def _print_results(results: dict, fmt: Format, docs: dict, retriever: str, single: bool, query: str | None) -> None:
-    if fmt == Format.jsonl:
-        for qid, hits in results.items():
-            print(json.dumps({"query_id": qid, "hits": [{"id": h.id, "score": h.score, "rank": h.rank} for h in hits]}))
-    elif fmt == Format.trec:
-        for qid, hits in results.items():
-            for h in hits:
-                print(f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} vfr-{retriever}")
-    elif fmt == Format.json:
-        payload = {qid: [{"id": h.id, "score": h.score, "rank": h.rank,
-                          "text": docs[h.id].text if h.id in docs else None} for h in hits]
-                   for qid, hits in results.items()}
-        print(json.dumps(payload["q1"] if single else payload, ensure_ascii=False, indent=2))
-    else:
-        from vfr.render import results_table
+def _note_pending(engine) -> None:
+    """Tell (on stderr) when the store has changes the index lacks; never fail a search over it."""
+    from vfr.engine import EngineError
 
-        for qid, hits in results.items():
-            out.print(results_table(query if single else qid, hits, docs))
-    sys.stdout.flush()
+    try:
+        pending = engine.pending()
+    except EngineError:  # the store is busy with a writer: the index still answers
+        return
+    if pending.full_rebuild_needed or pending.total:
+        console.print(f"note: the index lacks store changes ({pending.describe()}); "
+                      "run `vfr index` (or search with --update)", highlight=False)
+
+
+class _Printer:
+    """Prints result chunks as they come (a JSON document is opened first and closed at the end)."""
+
+    def __init__(self, fmt: Format, retriever: str, single: bool, query: str | None) -> None:
+        self.fmt, self.retriever, self.single, self.query = fmt, retriever, single, query
+        self.first = True
+
+    def print(self, results: dict, docs: dict[str, dict]) -> None:
+        if self.fmt == Format.jsonl:
+            for qid, hits in results.items():
+                print(json.dumps({"query_id": qid, "hits": [_hit(h) for h in hits]}, allow_nan=False))
+        elif self.fmt == Format.trec:
+            for qid, hits in results.items():
+                for h in hits:
+                    print(f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} vfr-{self.retriever}")
+        elif self.fmt == Format.json:
+            for qid, hits in results.items():
+                payload = [{**_hit(h), "text": (docs.get(h.id) or {}).get("text")} for h in hits]
+                if self.single:
+                    print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
+                else:
+                    print(("{" if self.first else ",") + json.dumps(qid) + ": " +
+                          json.dumps(payload, ensure_ascii=False, allow_nan=False))
+                    self.first = False
+        else:
+            from vfr.render import results_table
+
+            for qid, hits in results.items():
+                out.print(results_table(self.query if self.single else qid, hits, docs))
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.fmt == Format.json and not self.single:
+            print("{}" if self.first else "}")
+
+
+def _hit(h: Any) -> dict:
+    return {"id": h.id, "score": h.score, "rank": h.rank}
 
 
 def demo_cmd(

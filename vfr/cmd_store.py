@@ -27,13 +27,14 @@ def import_cmd(
     Each file is validated whole first and imported in one transaction: a bad line imports nothing
     and the error names the file and line. Importing the same ids again updates them.
     """
+    from vfr.describe.schema import RENDERER
     from vfr.store.io import import_file
     from vfr.store.store import Store, StoreError
 
     try:
         with Store(db) as store:
             for path in paths:
-                n = import_file(store, path)
+                n = import_file(store, path, RENDERER)
                 console.print(f"imported {n} records from {path} into {db}")
     except StoreError as e:
         fail(str(e))

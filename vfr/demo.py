@@ -21,24 +21,26 @@ def sample_path() -> Path:
 
 
 def run_demo(workdir: Path, k: int = 3) -> None:
-    from vfr.retrieve.index import build_index, open_index
+    from vfr.describe.schema import RENDERER
+    from vfr.engine import Engine
+    from vfr.progress import Progress
+    from vfr.render import results_table
     from vfr.store.io import import_file
     from vfr.store.store import Store
-    from vfr.render import results_table
 
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "demo.duckdb"
     console.print(f"[bold]vfr demo[/]: importing the built-in sample into {db}")
     with Store(db) as store:
-        n = import_file(store, sample_path())
-        console.print(f"imported {n} structured scene descriptions; building BM25 + dense indexes")
-        manifest = build_index(store, workdir / "demo.index")
-    idx = open_index(workdir / "demo.index")
-    console.print(f"index ready: {manifest['documents']} documents, encoder {manifest['dense']['encoder']} "
-                  f"({manifest['dense']['dimension']}-d), BM25 k1={manifest['sparse']['k1']} b={manifest['sparse']['b']}")
-    hybrid = idx.searcher("hybrid")
-    with Store(db, read_only=True) as store:
-        for q in EXAMPLE_QUERIES:
-            hits = hybrid.search(q, k)
-            out.print(results_table(q, hits, store.get([h.id for h in hits])))
+        n = import_file(store, sample_path(), RENDERER)
+    console.print(f"imported {n} structured scene descriptions; building BM25 + dense indexes")
+    engine = Engine.open(db, workdir / "demo.index")
+    with Progress() as bar:
+        report = engine.update_index(progress=bar.callback())
+    m = engine.stats()
+    console.print(f"index ready: {m['documents']} documents ({report['mode']}), encoder {m['encoder']['name']}, "
+                  f"BM25 k1={m['config']['k1']} b={m['config']['b']}")
+    for q in EXAMPLE_QUERIES:
+        hits = engine.search(q, k)
+        out.print(results_table(q, hits, engine.get([h.id for h in hits])))
     console.print(f"\nTry your own: vfr search \"QUERY\" --db {db}   (add --retriever bm25|dense|hybrid, --format json)")

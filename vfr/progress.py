@@ -26,3 +26,16 @@ class Progress:
 
     def advance(self, task: int, n: int = 1) -> None:
         self._bar.advance(task, n)
+
+    def callback(self):
+        """A `progress(stage, advance, total)` function for lower layers (one bar per stage)."""
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, advance: int, total: int | None = None) -> None:
+            if stage not in tasks:
+                tasks[stage] = self.add(stage, total)
+            elif total is not None:
+                self._bar.update(tasks[stage], total=total)
+            if advance:
+                self.advance(tasks[stage], advance)
+        return report

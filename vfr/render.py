@@ -19,7 +19,7 @@ def results_table(title: str | None, hits: list[Hit], docs: dict) -> Table:
     table.add_column("description", overflow="fold")
     for h in hits:
         doc = docs.get(h.id)
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, snippet(doc.text) if doc else "(not in store)")
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, snippet(doc["text"]) if doc else "(not in index)")
     if not hits:
         table.add_row("", "", "", "no results")
     return table

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vfr.describe.schema import RENDERER
 from vfr.retrieve.index import build_index, open_index, read_manifest
 from vfr.store.io import import_file
 from vfr.store.store import Store
@@ -36,7 +37,7 @@ def _wait_for(predicate, timeout: float) -> bool:
 def test_kill_during_import_keeps_previous_data(tmp_path):
     db = tmp_path / "s.duckdb"
     with Store(db) as s:
-        import_file(s, sample_path())
+        import_file(s, sample_path(), RENDERER)
         before = s.fingerprint()
     big = tmp_path / "big.jsonl"
     with big.open("w") as f:
@@ -60,7 +61,7 @@ def test_kill_during_import_keeps_previous_data(tmp_path):
 def test_kill_during_index_keeps_previous_index(tmp_path):
     db, index = tmp_path / "s.duckdb", tmp_path / "s.index"
     with Store(db) as s:
-        import_file(s, sample_path())
+        import_file(s, sample_path(), RENDERER)
         build_index(s, index, progress=False)
         s.con.execute("DELETE FROM embeddings")  # force the next build to re-encode (a long window to kill in)
         s.upsert([], [], [])

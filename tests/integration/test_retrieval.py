@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from vfr.describe.schema import RENDERER
 from vfr.retrieve.fusion import FusionConfig
 from vfr.retrieve.index import IndexConfig, IndexError_, build_index, is_stale, open_index, read_manifest
 from vfr.store.io import import_file
@@ -22,7 +23,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("idx")
     db, index = root / "s.duckdb", root / "s.index"
     with Store(db) as store:
-        import_file(store, sample_path())
+        import_file(store, sample_path(), RENDERER)
         manifest = build_index(store, index, progress=False)
     return db, index, manifest
 

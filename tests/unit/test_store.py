@@ -3,6 +3,7 @@ import json
 import duckdb
 import pytest
 
+from vfr.describe.schema import RENDERER
 from vfr.store.io import ImportError_, export, import_file, parse_file
 from vfr.store.migrations import MIGRATIONS
 from vfr.store.store import SCHEMA_VERSION, DescriptionRow, ImageRow, Store, StoreError
@@ -36,11 +37,11 @@ def test_read_only_missing_db_says_what_to_do(tmp_path):
 def test_import_is_idempotent_and_updates(tmp_path):
     f = _write(tmp_path / "a.jsonl", [{"id": "x", "text": "a red bus"}, {"id": "y", "text": "a cat", "caption": ["c1", "c2"]}])
     with Store(tmp_path / "s.duckdb") as s:
-        assert import_file(s, f) == 2
-        assert import_file(s, f) == 2
+        assert import_file(s, f, RENDERER) == 2
+        assert import_file(s, f, RENDERER) == 2
         assert s.count_documents() == 2 and s.stats()["captions"] == 2
         _write(f, [{"id": "x", "text": "a blue bus"}])
-        import_file(s, f)
+        import_file(s, f, RENDERER)
         assert s.get(["x"])["x"].text == "a blue bus"
         assert s.count_documents() == 2
 
@@ -61,7 +62,7 @@ def test_bad_record_names_file_and_line_and_imports_nothing(tmp_path, line, need
     f.write_text(line)
     with Store(tmp_path / "s.duckdb") as s:
         with pytest.raises(ImportError_) as e:
-            import_file(s, f)
+            import_file(s, f, RENDERER)
         assert str(f) in str(e.value) and needle in str(e.value)
         assert s.count_documents() == 0
 
@@ -69,17 +70,17 @@ def test_bad_record_names_file_and_line_and_imports_nothing(tmp_path, line, need
 def test_missing_file_folder_and_empty(tmp_path):
     for p, needle in [(tmp_path / "nope.jsonl", "no such file"), (tmp_path, "is a folder")]:
         with pytest.raises(ImportError_, match=needle):
-            parse_file(p)
+            parse_file(p, RENDERER)
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(ImportError_, match="no records"):
-        parse_file(tmp_path / "empty.jsonl")
+        parse_file(tmp_path / "empty.jsonl", RENDERER)
 
 
 def test_json_only_record_is_rendered(tmp_path):
     desc = {"caption": "two dogs on a beach", "objects": [{"name": "dog", "count": 2}], "setting": {"scene": "beach"}}
     f = _write(tmp_path / "a.jsonl", [{"id": "d", "json": desc}])
     with Store(tmp_path / "s.duckdb") as s:
-        import_file(s, f)
+        import_file(s, f, RENDERER)
         doc = s.get(["d"])["d"]
         assert "two dog" in doc.text and doc.json["caption"] == "two dogs on a beach"
 
@@ -88,12 +89,12 @@ def test_export_roundtrip_parquet_and_jsonl(tmp_path):
     f = _write(tmp_path / "a.jsonl", [{"id": f"i{i}", "text": f"doc {i}", "caption": "c", "collection": "k",
                                       "meta": {"n": i}} for i in range(4)])
     with Store(tmp_path / "s.duckdb") as s:
-        import_file(s, f)
+        import_file(s, f, RENDERER)
         for name in ("o.parquet", "o.jsonl"):
             assert export(s, tmp_path / name) == 4
     with Store(tmp_path / "t.duckdb") as t:
-        import_file(t, tmp_path / "o.parquet")
-        import_file(t, tmp_path / "o.jsonl")
+        import_file(t, tmp_path / "o.parquet", RENDERER)
+        import_file(t, tmp_path / "o.jsonl", RENDERER)
         assert t.fingerprint() == Store(tmp_path / "s.duckdb", read_only=True).fingerprint()
         assert t.get(["i2"])["i2"].meta == {"n": 2}
 
@@ -106,7 +107,7 @@ def test_fingerprint_changes_with_content(tmp_path):
         f2 = s.fingerprint()
         s.upsert([ImageRow("a")], [DescriptionRow("a", "two")])
         assert f1 != f2 == s.fingerprint()
-        assert s.delete(["a"]) == 1 and s.fingerprint()["documents"] == 0
+        assert s.delete(["a"]) == ["a"] and s.fingerprint()["documents"] == 0
 
 
 def test_embedding_cache_roundtrip(tmp_path):

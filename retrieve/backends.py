@@ -1,0 +1,169 @@
+"""The sparse (Lucene BM25) and dense (FAISS) backends of a live index, behind the one backend contract.
+
+Both read the newest generation through an `IndexHandle` on every call, so they never serve a document a
+writer has deleted once its commit returned.
+
+Sparse: Lucene finds candidates (its statistics count deleted documents and ignore scopes); the forward
+index rescores them exactly with the live statistics of the scope (retrieve/bm25.py), and Lucene is asked
+for more candidates until a bound proves that no document it has not returned could enter the top k.
+Dense: every segment is searched (with a selector for a scope) and the per-segment results are merged.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from vfr.retrieve import lucene
+from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
+from vfr.retrieve.dense import merge_topk, selector
+from vfr.retrieve.snapshot import IndexHandle, Snapshot
+from vfr.retrieve.types import Hit, Query, Scope, as_query, hits_from_scores
+
+MAX_FETCH = 1 << 14  # Lucene candidates at most (only huge runs of tied scores get near it)
+TERMS = "bm25_terms"
+
+
+def _terms(q: Query):
+    return q.derived(TERMS, lucene.query_terms)
+
+
+class SparseBackend:
+    """BM25 with exact live statistics; scores equal Lucene's on a fresh build of the scope's documents."""
+
+    def __init__(self, handle: IndexHandle) -> None:
+        self.handle = handle
+
+    def search(self, query: Query | str, k: int = 10, scope: Scope | None = None) -> list[Hit]:
+        q = as_query(query)
+        with self.handle.acquire() as snap:
+            return self._search(snap, q, k, scope)
+
+    def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
+        with self.handle.acquire() as snap:
+            return [self._search(snap, as_query(q), k, scope) for q in queries]
+
+    def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
+        q = as_query(query)
+        with self.handle.acquire() as snap:
+            where = snap.locate(ids, scope)
+            out = dict.fromkeys(ids, 0.0)
+            terms = _terms(q)
+            if not where or not terms:
+                return out
+            by_seg: dict[int, list[tuple[str, int]]] = {}
+            for d, (i, r) in where.items():
+                by_seg.setdefault(i, []).append((d, r))
+            scores = self._exact(snap, terms, scope, by_seg)
+            out.update(scores)
+            return out
+
+    def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+               ) -> dict[str, float]:
+        names = list(terms)
+        stats = term_stats(names, snap.forward, snap.stats(scope))
+        segs = list(by_seg)
+        rows = [np.fromiter((r for _, r in by_seg[i]), dtype=np.int64) for i in segs]
+        scorer = Bm25Scorer(snap.manifest["config"]["k1"], snap.manifest["config"]["b"])
+        scores = scorer.score(terms, [snap.forward[i] for i in segs], stats, rows)
+        return {d: float(s) for i, sc in zip(segs, scores) for (d, _), s in zip(by_seg[i], sc)}
+
+    def _search(self, snap: Snapshot, q: Query, k: int, scope: Scope | None) -> list[Hit]:
+        terms = _terms(q)
+        if not terms or k <= 0:
+            return []
+        names = list(terms)
+        ratio = bound_ratio(term_stats(names, snap.forward, snap.stats(scope)),
+                            term_stats(names, snap.forward, snap.stats(None, lucene_view=True)))
+        query = snap.lucene.build_query(terms, sorted(scope.collections) if scope is not None else None)
+        n = k + max(10, k // 4)
+        while True:
+            docs, lscores = snap.lucene.top(query, n)
+            seg, rows = snap.lucene_rows(docs)
+            by_seg: dict[int, list[tuple[str, int]]] = {}
+            for i, r in zip(seg.tolist(), rows.tolist()):
+                by_seg.setdefault(i, []).append((snap.segments[i].ids[r], r))
+            exact = self._exact(snap, terms, scope, by_seg) if docs else {}
+            hits = hits_from_scores(exact, k)
+            if len(docs) < n or n >= MAX_FETCH:
+                return hits
+            kth = hits[k - 1].score if len(hits) >= k else float("-inf")
+            if ratio * lscores[-1] < kth:  # no unseen document can reach the k-th score
+                return hits
+            n = min(n * 4, MAX_FETCH)
+
+
+class DenseBackend:
+    """Cosine similarity over the segments' FAISS indexes; queries encoded once by the index's encoder."""
+
+    def __init__(self, handle: IndexHandle, encoder: Any) -> None:
+        self.handle = handle
+        self.encoder = encoder
+        self._key = f"vector:{getattr(getattr(encoder, 'spec', None), 'cache_key', id(encoder))}"
+        self._selectors: dict[tuple, list] = {}
+
+    def vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """The queries' vectors, encoding in one batch those not encoded yet."""
+        todo = [q for q in queries if not q.has(self._key)]
+        if todo:
+            for q, v in zip(todo, self.encoder.encode([q.text for q in todo])):
+                q.set_derived(self._key, np.asarray(v, dtype=np.float32))
+        return np.vstack([q.derived(self._key, None) for q in queries]) if queries else \
+            np.zeros((0, 0), dtype=np.float32)
+
+    def search(self, query: Query | str, k: int = 10, scope: Scope | None = None) -> list[Hit]:
+        return self.batch_search([as_query(query)], k, scope)[0]
+
+    def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
+        queries = [as_query(q) for q in queries]
+        if not queries:
+            return []
+        live = [i for i, q in enumerate(queries) if not q.empty]
+        out: list[list[Hit]] = [[] for _ in queries]
+        if not live or k <= 0:
+            return out
+        vecs = self.vectors([queries[i] for i in live])
+        with self.handle.acquire() as snap:
+            for i, hits in zip(live, self.search_vectors(snap, vecs, k, scope)):
+                out[i] = hits
+        return out
+
+    def _allowed(self, snap: Snapshot, scope: Scope | None) -> list:
+        if scope is None:
+            return [None] * len(snap.segments)
+        key = (snap.generation, scope.key)
+        if key not in self._selectors:
+            if len(self._selectors) > 64:
+                self._selectors.clear()
+            self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
+        return self._selectors[key]
+
+    def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
+        allowed = self._allowed(snap, scope)
+        parts = [seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)]
+        if not parts:
+            return [[] for _ in range(len(vecs))]
+        scores, segs, rows = merge_topk(parts, k)
+        ids = [snap.segments[i].id_array for i in range(len(snap.segments))]
+        out = []
+        for q in range(len(vecs)):
+            ok = rows[q] >= 0
+            found = {ids[s][r]: float(v) for s, r, v in zip(segs[q][ok], rows[q][ok], scores[q][ok])}
+            out.append(hits_from_scores(found, k))
+        return out
+
+    def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
+        q = as_query(query)
+        out = dict.fromkeys(ids, 0.0)
+        if q.empty:
+            return out
+        vec = self.vectors([q])[0]
+        with self.handle.acquire() as snap:
+            where = snap.locate(ids, scope)
+            by_seg: dict[int, list[tuple[str, int]]] = {}
+            for d, (i, r) in where.items():
+                by_seg.setdefault(i, []).append((d, r))
+            for i, items in by_seg.items():
+                docs = snap.segments[i].dense.vectors(np.fromiter((r for _, r in items), dtype=np.int64))
+                out.update(zip((d for d, _ in items), (docs @ vec).tolist()))
+        return out

@@ -1,0 +1,154 @@
+"""The store side of the live index: the change log, current documents as the index needs them, and
+physical erasure (rewriting the database file so deleted rows leave no bytes behind).
+
+Mixed into `Store` (store/store.py); every method runs on the store's connection.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """An image's current document with everything an index keeps for display (never pixels)."""
+
+    id: str
+    text: str
+    text_hash: str
+    collection: str | None
+    json: str | None
+    caption: str | None
+    model: str
+    prompt_version: str
+    meta: str | None
+
+    def payload(self) -> dict[str, Any]:
+        """What search results show: the description, not the image."""
+        return {"id": self.id, "text": self.text, "json": json.loads(self.json) if self.json else None,
+                "caption": self.caption, "collection": self.collection, "model": self.model,
+                "prompt_version": self.prompt_version, "meta": json.loads(self.meta) if self.meta else None}
+
+
+# An image's document is its most recent description (any model / prompt version), with its collection.
+_RECORDS = """
+SELECT d.image_id, arg_max(d.text, d.created_at), arg_max(d.text_hash, d.created_at), any_value(i.collection),
+       arg_max(d.json, d.created_at), arg_max(d.caption, d.created_at), arg_max(d.model, d.created_at),
+       arg_max(d.prompt_version, d.created_at), arg_max(d.meta, d.created_at)
+FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Ids whose document may have changed in (after, upto]; `complete` is False when the log was pruned
+    past `after` (the index must then be rebuilt in full)."""
+
+    after: int
+    upto: int
+    ids: list[str]
+    complete: bool
+
+
+class ChangeLogMixin:
+    con: Any
+    path: Path
+
+    def uid(self) -> str:
+        return self.con.execute("SELECT value FROM store_meta WHERE key = 'uid'").fetchall()[0][0]
+
+    def current_seq(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0][0])
+
+    def changes_pruned_upto(self) -> int:
+        return int(self.con.execute("SELECT value FROM store_meta WHERE key = 'changes_pruned_upto'").fetchall()[0][0])
+
+    def log_changes(self, image_ids: Sequence[str]) -> None:
+        """Record that these images' documents may have changed (inside the caller's transaction)."""
+        ids = sorted(set(image_ids))
+        if ids:
+            self.con.register("_chg", pa.table({"id": ids}))
+            self.con.execute("INSERT INTO changes (image_id) SELECT id FROM _chg ORDER BY id")
+            self.con.unregister("_chg")
+
+    def changes_since(self, after: int) -> Changes:
+        upto = self.current_seq()
+        rows = self.con.execute("SELECT DISTINCT image_id FROM changes WHERE seq > ? AND seq <= ? ORDER BY 1",
+                                [after, upto]).fetchall()
+        return Changes(after, upto, [r[0] for r in rows], complete=after >= self.changes_pruned_upto())
+
+    def prune_changes(self, upto: int) -> int:
+        """Forget changes every index has applied (ids of erased images go with them)."""
+        with self.transaction():
+            n = len(self.con.execute("DELETE FROM changes WHERE seq <= ? RETURNING seq", [upto]).fetchall())
+            self.con.execute("UPDATE store_meta SET value = CAST(greatest(CAST(value AS BIGINT), ?) AS TEXT) "
+                             "WHERE key = 'changes_pruned_upto'", [upto])
+        return n
+
+    def document_records(self, ids: Sequence[str]) -> dict[str, DocumentRecord]:
+        """Current documents of these ids; an id without one (deleted, or never described) is absent."""
+        if not ids:
+            return {}
+        self.con.register("_want", pa.table({"id": list(ids)}))
+        try:
+            rows = self.con.execute(f"{_RECORDS} JOIN _want w ON w.id = d.image_id GROUP BY d.image_id").fetchall()
+        finally:
+            self.con.unregister("_want")
+        return {r[0]: DocumentRecord(*r) for r in rows}
+
+    def document_records_after(self, after_id: str | None, limit: int) -> list[DocumentRecord]:
+        """The next `limit` documents in id order after `after_id` (keyset paging: safe across writes)."""
+        where = "WHERE d.image_id > ?" if after_id is not None else ""
+        args = [after_id] if after_id is not None else []
+        rows = self.con.execute(f"{_RECORDS} {where} GROUP BY d.image_id ORDER BY d.image_id LIMIT ?",
+                                [*args, limit]).fetchall()
+        return [DocumentRecord(*r) for r in rows]
+
+    def iter_document_records(self, batch: int = 5000) -> Iterator[DocumentRecord]:
+        last = None
+        while rows := self.document_records_after(last, batch):
+            yield from rows
+            last = rows[-1].id
+
+    def ids_in_collection(self, collection: str) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT id FROM images WHERE collection = ? ORDER BY id", [collection]).fetchall()]
+
+    def rewrite_file(self) -> dict[str, int]:
+        """Copy the database into a fresh file and swap it in: DuckDB keeps deleted rows' bytes in freed
+        blocks (CHECKPOINT and VACUUM do not clear them), a copy holds live data only. Returns sizes.
+
+        Needs the write lock (this connection) and closes the store: reopen it afterwards."""
+        if self.read_only:
+            raise RuntimeError("rewrite_file needs a writable store")
+        before = self.path.stat().st_size
+        tmp = self.path.with_name(self.path.name + ".compact")
+        for stale in (tmp, Path(f"{tmp}.wal")):
+            stale.unlink(missing_ok=True)
+        self.con.execute("CHECKPOINT")
+        self.con.execute(f"ATTACH '{_sql_str(tmp)}' AS vfr_compact")
+        try:
+            db = self.con.execute("SELECT current_database()").fetchall()[0][0]
+            self.con.execute(f"COPY FROM DATABASE \"{db}\" TO vfr_compact")
+        finally:
+            self.con.execute("DETACH vfr_compact")
+        self.con.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        Path(f"{self.path}.wal").unlink(missing_ok=True)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return {"bytes_before": before, "bytes_after": self.path.stat().st_size}
+
+
+def _sql_str(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -1,0 +1,145 @@
+"""`vfr index`, `vfr delete`, `vfr compact`: keep the live index in step with the store."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vfr.common import DbOption, IndexOption, console, fail, out
+
+HNSW_HINT_DOCS = 50_000
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index_cmd)
+    app.command("delete")(delete_cmd)
+    app.command("compact")(compact_cmd)
+
+
+def index_cmd(
+    db: DbOption,
+    index: IndexOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild everything (new settings or encoder, or a "
+                                                      "damaged index) instead of applying changes.")] = False,
+    encoder: Annotated[str | None, typer.Option(help="sentence-transformers model folder or name for a first or "
+                                                     "--full build (default: the packaged all-MiniLM-L6-v2). "
+                                                     "An existing index keeps its own.")] = None,
+    faiss: Annotated[str | None, typer.Option(help="flat (exact) or hnsw (approximate: ~0.5 ms instead of ~18 ms "
+                                                   "a query at 100k documents; see docs/benchmarks.md). "
+                                                   "Changing it needs --full.")] = None,
+    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
+    b: Annotated[float | None, typer.Option(help="BM25 b (default 0.4; changing it needs --full).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Bring the index up to date with the store: apply what changed since the last update (added,
+    changed and deleted documents), or build it in full the first time or with --full.
+
+    Every update is a new generation swapped in atomically: searches in other processes keep answering
+    throughout, a crash leaves the previous generation, and embeddings cached in the database mean only
+    new text is encoded.
+    """
+    from vfr.engine import Engine, EngineError
+    from vfr.progress import Progress
+    from vfr.retrieve.generations import IndexError_
+    from vfr.retrieve.writer import IndexConfig
+
+    config = None
+    if faiss is not None or k1 is not None or b is not None:
+        try:
+            base = _current_config(db, index)
+            config = IndexConfig(**{**base.to_dict(), **{k: v for k, v in
+                                                         (("faiss", faiss), ("k1", k1), ("b", b)) if v is not None}})
+        except ValueError as e:
+            fail(str(e))
+    try:
+        engine = Engine.open(db, index, encoder=encoder)
+        with Progress(enabled=not quiet) as bar:
+            report = engine.update_index(full=full, config=config, progress=bar.callback())
+    except (EngineError, IndexError_, ValueError) as e:
+        fail(str(e))
+    if report["mode"] == "full":
+        console.print(f"indexed {report['documents']} documents into {engine.index_dir} "
+                      f"(generation {report['generation']}, {report['seconds']:.1f}s)")
+    elif report["added"] or report["changed"] or report["deleted"]:
+        console.print(f"updated {engine.index_dir}: {report['added']} added, {report['changed']} changed, "
+                      f"{report['deleted']} deleted (generation {report['generation']}, {report['seconds']:.1f}s)")
+    else:
+        console.print(f"{engine.index_dir} is up to date (generation {report['generation']})")
+    if report["documents"] >= HNSW_HINT_DOCS and (config is None or config.faiss == "flat") \
+            and engine.stats().get("config", {}).get("faiss") == "flat":
+        console.print(f"tip: exact FAISS scans all {report['documents']:,} vectors per query; "
+                      "`vfr index --full --faiss hnsw` is ~30x faster on the dense side at this size")
+
+
+def _current_config(db: Path, index: Path | None):
+    from vfr.retrieve import generations
+    from vfr.retrieve.writer import IndexConfig
+    from vfr.settings import default_index
+
+    try:
+        return IndexConfig(**generations.read_manifest(index or default_index(db))["config"])
+    except Exception:  # noqa: BLE001 - no index yet (or damaged): defaults
+        return IndexConfig()
+
+
+def delete_cmd(
+    ids: Annotated[list[str] | None, typer.Argument(help="Image ids to delete.")] = None,
+    db: DbOption = ...,  # type: ignore[assignment]
+    index: IndexOption = None,
+    ids_file: Annotated[Path | None, typer.Option("--ids-file", help="A file of ids, one per line.")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", help="Delete every image of this "
+                                                                        "collection.")] = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also compact at once, so the deleted text and vectors "
+                                                        "leave the files now (see `vfr compact`).")] = False,
+) -> None:
+    """Delete images from the store and the index (erasure on request).
+
+    When this returns no search returns them, in this or any other process. Their bytes leave the files at
+    the next compaction (`vfr compact`, automatic past a threshold, or --purge now).
+    """
+    from vfr.engine import Engine, EngineError
+    from vfr.store.textfiles import TextFileError, read_lines
+
+    wanted = list(ids or [])
+    try:
+        if ids_file is not None:
+            wanted += [line.strip() for line in read_lines(ids_file) if line.strip()]
+    except TextFileError as e:
+        fail(str(e))
+    if not wanted and collection is None:
+        fail("give image ids, --ids-file FILE or --collection NAME")
+    try:
+        engine = Engine.open(db, index)
+        existed = engine.delete(wanted, collection=collection)
+        report = engine.compact() if purge else None
+    except EngineError as e:
+        fail(str(e))
+    missing = len(set(wanted) - set(existed))
+    console.print(f"deleted {len(existed)} images" + (f" ({missing} ids were not in the store)" if missing else "")
+                  + ("; compacted: their bytes are gone from the index and database files" if report else
+                     "; run `vfr compact` to erase their bytes from the files"))
+
+
+def compact_cmd(
+    db: DbOption,
+    index: IndexOption = None,
+    index_only: Annotated[bool, typer.Option("--index-only", help="Leave the database file as it is.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Erase deleted data: rewrite index segments without deleted rows, prune the store's change log, and
+    rewrite the database file (DuckDB keeps deleted rows' bytes in freed blocks until then).
+
+    Old index generations are removed as soon as no reader process holds them (a long-running reader lets
+    go at its next search)."""
+    from vfr.engine import Engine, EngineError
+
+    try:
+        report = Engine.open(db, index).compact(store=not index_only)
+    except EngineError as e:
+        fail(str(e))
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        console.print("compacted: " + ", ".join(f"{k} {v}" for k, v in report.items()), highlight=False)
