@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
 def describe_cmd(
     db: DbOption,
     paths: Annotated[Optional[list[str]], typer.Argument(help="Image files, folders (recursive), globs, or "
-                                                               "@list.txt files.", show_default=False)] = None,
+                                                               "@list.txt files.", show_default=False,
+                                                         metavar="PATHS")] = None,
     model: Annotated[Optional[str], typer.Option(help="vLLM model (hub name or local folder); server: served name "
                                                       "(default: the first it lists). [default offline: "
                                                       "Qwen/Qwen2.5-VL-3B-Instruct]")] = None,
