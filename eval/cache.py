@@ -29,17 +29,17 @@ def cache_root(explicit: Path | None = None) -> Path:
 
 
 def encoder_fingerprint(name: str) -> str:
-    """The encoder's cache id (a local folder's includes its newest file time)."""
-    from vfr.retrieve.encoder import encoder_id
+    """The encoder's cache key (its content fingerprint and backend)."""
+    from vfr.retrieve._encoder_shim import resolve_encoder
 
-    return encoder_id(name)
+    return resolve_encoder(name).cache_key
 
 
-def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
+def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
     h = hashlib.sha256()
     from vfr.retrieve.index import INDEX_FORMAT
 
-    settings = {**asdict(config), "encoder": encoder_fingerprint(config.encoder), "cache_version": CACHE_VERSION,
+    settings = {**asdict(config), "encoder": encoder_fingerprint(encoder), "cache_version": CACHE_VERSION,
                 "index_format": INDEX_FORMAT}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
@@ -47,19 +47,18 @@ def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
     return h.hexdigest()[:24]
 
 
-def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None = None,
+def open_corpus_index(corpus: Mapping[str, str], encoder: str, config: Any, root: Path | None = None,
                       progress: bool = True) -> tuple[Any, dict]:
     """An opened index over `corpus` (built on first use). Returns (index, info about the cache)."""
-    from vfr.retrieve.index import open_index
+    from vfr.retrieve.index import index_exists, open_index
 
     root = cache_root(root)
-    key = corpus_key(corpus, config)
+    key = corpus_key(corpus, encoder, config)
     folder = root / key
-    manifest = folder / "index" / "current" / "manifest.json"
-    cached = manifest.exists()
-    info = {} if cached else _build(corpus, config, root, folder, progress)
+    cached = index_exists(folder / "index")
+    info = {} if cached else _build(corpus, encoder, config, root, folder, progress)
     index = open_index(folder / "index")
-    cache_query_embeddings(index, root / "embeddings.duckdb", encoder_fingerprint(config.encoder))
+    cache_query_embeddings(index, root / "embeddings.duckdb", encoder_fingerprint(encoder))
     return index, {"key": key, "cached": cached, "folder": str(folder), "manifest": manifest_summary(index.manifest),
                    **info}
 
@@ -68,33 +67,39 @@ def manifest_summary(m: Mapping[str, Any]) -> dict:
     """The index settings a results table must state."""
     from vfr.retrieve.fusion import FusionConfig
 
-    sparse, dense = m.get("sparse", {}), m.get("dense", {})
+    config, encoder = m.get("config", {}), m.get("encoder", {})
     # The hybrid searches with the engine's current default (runner passes no FusionConfig); a cached
     # index's manifest records the default at its build time, which may be older.
     fusion = json.loads(json.dumps(FusionConfig().to_dict()))
-    return {"k1": sparse.get("k1"), "b": sparse.get("b"), "encoder_id": dense.get("encoder_id"),
-            "dimension": dense.get("dimension"), "faiss": dense.get("faiss"),
+    return {"k1": config.get("k1"), "b": config.get("b"), "encoder_id": encoder.get("fingerprint"),
+            "dimension": m.get("dimension"), "faiss": config.get("faiss"),
             "fusion": ", ".join(f"{k}={v}" for k, v in fusion.items()) if fusion else None}
 
 
-def _build(corpus: Mapping[str, str], config: Any, root: Path, folder: Path, progress: bool) -> dict:
-    from vfr.retrieve.encoder import encoder_id
-    from vfr.retrieve.index import build_index
+def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool) -> dict:
+    from vfr.engine import Engine
     from vfr.store.store import DescriptionRow, ImageRow, Store, text_hash
 
     if folder.exists():  # a build that died half-way: start over
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    model = encoder_id(config.encoder)           # the key build_index reads in the temporary store
-    shared_model = encoder_fingerprint(config.encoder)  # the key in the shared cache (survives retraining)
+    key = encoder_fingerprint(encoder)
     hashes = sorted({text_hash(t) for t in corpus.values()})
     with Store(folder / "store.duckdb") as store:
         store.upsert([ImageRow(i, collection="eval") for i in corpus],
                      [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
-        seeded = _copy_embeddings(root / "embeddings.duckdb", store, shared_model, model, hashes)
-        manifest = build_index(store, folder / "index", config, progress=progress)
-        _copy_embeddings(store, root / "embeddings.duckdb", model, shared_model, hashes)
-    return {"embeddings_from_cache": seeded, "build": manifest.get("build", {})}
+        seeded = _copy_embeddings(root / "embeddings.duckdb", store, key, key, hashes)
+    engine = Engine.open(folder / "store.duckdb", folder / "index", encoder=encoder)
+    if progress:
+        from vfr.progress import Progress
+
+        with Progress() as bar:
+            report = engine.update_index(full=True, config=config, progress=bar.callback())
+    else:
+        report = engine.update_index(full=True, config=config)
+    with Store(folder / "store.duckdb") as store:
+        _copy_embeddings(store, root / "embeddings.duckdb", key, key, hashes)
+    return {"embeddings_from_cache": seeded, "build": report}
 
 
 def _copy_embeddings(src: Any, dst: Any, src_model: str, dst_model: str, hashes: list[str]) -> int:

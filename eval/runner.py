@@ -43,12 +43,12 @@ class TaskResult:
 
 def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[Any, dict]]:
     from vfr.eval.cache import open_corpus_index
-    from vfr.retrieve.index import IndexConfig
+    from vfr.retrieve.writer import IndexConfig
 
-    index_config = IndexConfig(encoder=config.encoder, faiss=config.faiss)
+    index_config = IndexConfig(faiss=config.faiss)
 
     def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
-        return open_corpus_index(corpus, index_config, config.cache_dir, config.progress)
+        return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress)
     return opener
 
 
@@ -64,12 +64,16 @@ def _bar(config: EvalConfig, desc: str, total: int | None = None) -> Callable[[I
 
 
 def search(searcher: Any, queries: Mapping[str, str], k: int, config: EvalConfig, label: str) -> Run:
-    """batch_search in chunks, with a progress bar over chunks."""
+    """batch_search (the backend contract: Query objects in, hit lists out) in chunks, with a progress bar."""
+    from vfr.retrieve.types import Query
+
     qids = list(queries)
     chunks = [qids[i:i + CHUNK] for i in range(0, len(qids), CHUNK)]
     run: Run = {}
     for chunk in _bar(config, label, len(chunks))(chunks):
-        run.update(searcher.batch_search({q: queries[q] for q in chunk}, k))
+        batch = [Query(queries[q], q) for q in chunk]
+        for q, hits in zip(batch, searcher.batch_search(batch, k)):
+            run[q.id] = {h.id: h.score for h in hits}
     return run
 
 

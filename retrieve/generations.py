@@ -89,10 +89,14 @@ def _missing_message(index_dir: Path) -> str:
 
 def publish(index_dir: Path, manifest: dict) -> None:
     """Write the manifest of a new generation, then make it current (the commit point)."""
+    from vfr.store.faults import point
+
     path = manifest_path(index_dir, manifest["generation"])
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, json.dumps(manifest, indent=1))
+    point("publish:manifest-written")
     _atomic_write(index_dir / "HEAD", str(manifest["generation"]))
+    point("publish:head-written")
 
 
 class Lease:
@@ -168,6 +172,9 @@ def collect_garbage(index_dir: Path) -> dict[str, int]:
     """Remove old manifests no reader holds, then every file no remaining manifest needs. Writer only."""
     from vfr.retrieve import lucene
 
+    from vfr.store.faults import point
+
+    point("gc:start")
     head = read_head(index_dir)
     kept: list[dict] = []
     removed = {"manifests": 0, "segments": 0, "files": 0}

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vfr.retrieve import bm25, dense, lucene
+from vfr.store.faults import point
 from vfr.retrieve.types import IndexDoc
 
 ROWS, DOCS, OFFSETS = "rows.json", "docs.jsonl", "docs.offsets.npy"
@@ -86,6 +87,7 @@ def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Seque
     ids = [d.id for d in docs]
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": [d.collection for d in docs]}))
     commit = lucene.write_segment(tmp / "lucene", ((d.id, d.collection, d.text) for d in docs), generation)
+    point("segment:lucene-written")
     bm25.save_forward(tmp, tokens)
     kind = dense.write_dense(tmp, np.vstack([d.vector for d in docs]), dense_kind, hnsw_m)
     _write_docs(tmp, [d.payload for d in docs])

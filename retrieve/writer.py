@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Literal, Sequence
 import numpy as np
 
 from vfr.retrieve import generations, lucene
+from vfr.store.faults import point
 from vfr.retrieve.segments import LoadedSegment, SegmentInfo, merge_segments, read_tombstones, write_segment, \
     write_tombstones
 from vfr.retrieve.types import IndexDoc
@@ -169,8 +170,10 @@ class IndexWriter:
                 tokens.extend(lucene.analyse([d.text for d in part]))
                 self.progress("BM25 (Lucene)", len(part), len(added))
             name = f"g{gen:08d}-{start // 500_000}"
+            point("commit:analysed")
             segments.append(write_segment(self.dir / "segments" / name, chunk, tokens, gen,
                                           self.config.faiss, self.config.hnsw_m))
+            point("commit:segment-written")
         self._publish(gen, segments, applied_seq, operation,
                       {"added": len(added), "removed": len(self._removes), "seconds": time.perf_counter() - t0,
                        **(extra or {})})
@@ -196,6 +199,7 @@ class IndexWriter:
             folder = self.dir / "segments" / info.name
             commit = lucene.delete_documents(folder / "lucene", info.lucene_commit,
                                              [ids[r] for r in new_rows], gen)
+            point("commit:lucene-deleted")
             all_dead = np.union1d(dead, new_rows)
             tomb = write_tombstones(folder, gen, all_dead)
             self._dead[info.name] = all_dead
@@ -250,9 +254,11 @@ class IndexWriter:
         if sum(len(r) for r in live_rows):
             self.progress(f"{operation} ({len(ordered)} segments)", int(sum(len(r) for r in live_rows)),
                           int(sum(len(r) for r in live_rows)))
+            point(f"{operation}:start")
             merged.append(merge_segments(self.dir / "segments" / f"g{gen:08d}-m", sources, live_rows,
                                          [s.lucene_commit for s in ordered], gen, self.config.faiss,
                                          self.config.hnsw_m))
+            point(f"{operation}:segment-written")
         position = min(self.segments.index(s) for s in ordered)
         segments = keep[:position] + merged + keep[position:]
         self._publish(gen, segments, None, operation,

@@ -13,6 +13,8 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 
+from vfr.store.faults import point
+
 
 @dataclass(frozen=True, slots=True)
 class DocumentRecord:
@@ -140,7 +142,9 @@ class ChangeLogMixin:
         self.con.close()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        point("store:copied")
         os.replace(tmp, self.path)
+        point("store:replaced")
         Path(f"{self.path}.wal").unlink(missing_ok=True)
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:

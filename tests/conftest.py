@@ -15,3 +15,6 @@ def shared_data() -> Path:
     if not (DATA / "README.md").exists():
         pytest.fail(f"shared data not found at {DATA}; set VFR_DATA")  # never a silent skip
     return DATA
+
+
+from tests.live_helpers import template_store  # noqa: E402,F401  (session fixture for live-index tests)

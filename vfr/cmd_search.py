@@ -96,9 +96,14 @@ def _note_pending(engine) -> None:
     """Tell (on stderr) when the store has changes the index lacks; never fail a search over it."""
     from vfr.engine import EngineError
 
+    from vfr.retrieve.generations import IndexError_
+
     try:
         pending = engine.pending()
-    except EngineError:  # the store is busy with a writer: the index still answers
+        if pending.deleted:  # a delete that never reached the index: never serve those ids
+            engine.apply_deletions()
+            pending = engine.pending()
+    except (EngineError, IndexError_):  # the store or the index writer is busy: the index still answers
         return
     if pending.full_rebuild_needed or pending.total:
         console.print(f"note: the index lacks store changes ({pending.describe()}); "

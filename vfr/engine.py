@@ -169,7 +169,10 @@ class Engine:
             if collection is not None:
                 ids += store.ids_in_collection(collection)
             existed = store.delete(ids)
+        from vfr.store.faults import point
         from vfr.retrieve.index import index_exists
+
+        point("delete:store-committed")
 
         if index_exists(self.index_dir):
             with self._writer() as w:
@@ -193,6 +196,12 @@ class Engine:
             if self._index is not None:  # a new encoder or settings take effect on the next search
                 self._index.close()
                 self._index = None
+
+    def apply_deletions(self) -> int:
+        """Bring deletions the index missed (a deleting process died half-way) into the index at once."""
+        from vfr.engine_build import apply_deletions
+
+        return apply_deletions(self)
 
     def pending(self) -> Pending:
         from vfr.engine_build import pending

@@ -6,7 +6,7 @@ imports, describe jobs and deletes in other processes keep working while an inde
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -82,17 +82,6 @@ def update_index(engine: "Engine", full: bool, config, progress) -> dict:
         if full or head is None or not changes.complete:
             return _full(engine, w, encoder, upto, progress, t0)
         return _apply(engine, w, encoder, changes, progress, t0)
-
-
-def _config_of(engine: "Engine"):
-    """The settings of an existing (maybe damaged) index, if its manifest can be read."""
-    from vfr.retrieve import generations
-    from vfr.retrieve.writer import IndexConfig
-
-    try:
-        return IndexConfig(**generations.read_manifest(engine.index_dir)["config"])
-    except Exception:  # noqa: BLE001 - damaged or missing: defaults
-        return IndexConfig()
 
 
 def _full(engine: "Engine", w, encoder, upto: int, progress, t0: float) -> dict:
@@ -199,5 +188,22 @@ def stats(engine: "Engine") -> dict:
     return out
 
 
-def ids_of(records: Iterable[Any]) -> list[str]:
-    return [r.id for r in records]
+
+def apply_deletions(engine: "Engine") -> int:
+    """Remove from the index documents the store no longer has (a delete whose process died before it
+    reached the index); cheap: no encoder. Returns how many. Skips if another writer is busy."""
+    from vfr.retrieve import generations
+
+    manifest = generations.read_manifest(engine.index_dir)
+    with engine.store(read_only=True) as store:
+        if manifest.get("store_uid") != store.uid():
+            return 0
+        changes = store.changes_since(manifest.get("applied_seq", 0))
+        present = set(store.document_records(changes.ids)) if changes.ids else set()
+    with engine.index.handle.acquire() as snap:
+        gone = [i for i in snap.locate([c for c in changes.ids if c not in present])]
+    if gone:
+        with engine._writer() as w:
+            w.delete(gone)
+            w.commit(operation="delete")
+    return len(gone)

@@ -47,10 +47,10 @@ def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
 
 
 def test_query_embeddings_are_cached(small, tmp_path: Path) -> None:
-    from vfr.retrieve.index import IndexConfig
+    from vfr.retrieve.writer import IndexConfig
 
     corpus = {i.image_id: next(iter(i.descriptions.values())) for i in small[:5]}
-    index, info = cache.open_corpus_index(corpus, IndexConfig(), tmp_path, progress=False)
+    index, info = cache.open_corpus_index(corpus, "all-MiniLM-L6-v2", IndexConfig(), tmp_path, progress=False)
     dense = index.dense()
     first = dense.encode(["a dog on a beach", "two cats"])
     again = dense.encode(["two cats", "a dog on a beach"])

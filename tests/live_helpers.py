@@ -1,0 +1,78 @@
+"""Shared helpers for live-index tests: a session template store (sample imported, embeddings cached),
+cheap copies of it, and the equivalence check against a fresh full build."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+QUERIES = ["a dog chasing a cat", "neon OPEN sign in a diner window", "red car parked next to a blue truck",
+           "children playing on a swing", "snowy mountain lake at sunrise", "people at a night market",
+           "a bowl of ramen", "zebra", "dog dog dog", "the of and"]
+
+
+def copy_store(template: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    db = dest / "s.duckdb"
+    shutil.copy(template, db)
+    return db
+
+
+def ranking(hits) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in hits]
+
+
+def assert_same_ranking(got, want, context: str, tol: float = 1e-5) -> None:
+    """Same ids in the same order with scores within `tol`; a swap is allowed only between scores that
+    tie within `tol` (float summation order may differ between a segment layout and another)."""
+    assert len(got) == len(want), (context, got, want)
+    for (gi, gs), (wi, ws) in zip(got, want):
+        assert abs(gs - ws) <= tol * max(1.0, abs(ws)), (context, got, want)
+    if [g[0] for g in got] != [w[0] for w in want]:
+        gs = {i: s for i, s in got}
+        ws = {i: s for i, s in want}
+        assert set(gs) == set(ws), (context, got, want)
+        for i in range(len(got)):
+            if got[i][0] != want[i][0]:
+                assert abs(got[i][1] - want[i][1]) <= tol * max(1.0, abs(want[i][1])), (context, got, want)
+
+
+def assert_equivalent(live, rebuilt, queries=QUERIES, k: int = 10, scopes=(None,)) -> None:
+    """Every retriever of `live` (an Engine after updates) answers like `rebuilt` (a fresh full build)."""
+    for scope in scopes:
+        for retriever in ("bm25", "dense", "hybrid"):
+            for q in queries:
+                got = ranking(live.search(q, k, retriever=retriever, collection=scope))
+                want = ranking(rebuilt.search(q, k, retriever=retriever, collection=scope))
+                assert_same_ranking(got, want, f"{retriever} {scope} {q!r}")
+
+
+def rebuild_copy(db: Path, dest: Path):
+    """A fresh full build of a copy of `db` (its embedding cache makes it cheap)."""
+    from vfr.engine import Engine
+
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(db, dest / "r.duckdb")
+    eng = Engine.open(dest / "r.duckdb", dest / "r.index")
+    eng.update_index(full=True)
+    return eng
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory) -> Path:
+    """The sample imported and indexed once, so copies carry cached embeddings (no re-encoding)."""
+    from vfr.demo import sample_path
+    from vfr.describe.schema import RENDERER
+    from vfr.engine import Engine
+    from vfr.store.io import import_file
+    from vfr.store.store import Store
+
+    root = tmp_path_factory.mktemp("template")
+    db = root / "t.duckdb"
+    with Store(db) as s:
+        import_file(s, sample_path(), RENDERER)
+    eng = Engine.open(db, root / "t.index")
+    eng.update_index()
+    eng.close()
+    return db
