@@ -168,6 +168,13 @@ def _unleased(index_dir: Path, generation: int) -> bool:
         os.close(fd)  # releases our probe lock
 
 
+def held_generations(index_dir: Path) -> int:
+    """How many generations older than HEAD are still kept because a reader holds them."""
+    head = read_head(index_dir) or 0
+    folder = index_dir / "manifests"
+    return sum(1 for p in folder.glob("*.json") if p.stem.isdigit() and int(p.stem) < head) if folder.exists() else 0
+
+
 def collect_garbage(index_dir: Path) -> dict[str, int]:
     """Remove old manifests no reader holds, then every file no remaining manifest needs. Writer only."""
     from vfr.retrieve import lucene

@@ -141,5 +141,9 @@ def compact_cmd(
         fail(str(e))
     if as_json:
         out.print_json(json.dumps(report))
-    else:
-        console.print("compacted: " + ", ".join(f"{k} {v}" for k, v in report.items()), highlight=False)
+        return
+    console.print("compacted: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()), highlight=False)
+    if report.get("older_generations_held_by_readers"):
+        console.print(f"note: {report['older_generations_held_by_readers']} older index generation(s) are still "
+                      "open in other processes; their files go when those readers next search or exit "
+                      "(run `vfr compact` again to check)", highlight=False)

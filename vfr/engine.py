@@ -165,10 +165,12 @@ class Engine:
         """Delete images (by id, or a whole collection) from the store and the index. No search returns
         them once this returns; `compact()` then erases their bytes. Returns the ids that existed."""
         ids = list(ids)
-        with self.store() as store:
+        with self.store() as store:  # one writer process at a time: nothing else changes the log meanwhile
             if collection is not None:
                 ids += store.ids_in_collection(collection)
+            before = store.current_seq()
             existed = store.delete(ids)
+            after = store.current_seq()
         from vfr.store.faults import point
         from vfr.retrieve.index import index_exists
 
@@ -177,7 +179,8 @@ class Engine:
         if index_exists(self.index_dir):
             with self._writer() as w:
                 w.delete(ids)  # also ids the index has but the store lost: never serve them
-                w.commit(operation="delete")
+                # the log's new entries are exactly this delete: applied, if nothing older is pending
+                w.commit(applied_seq=after if w.applied_seq == before else None, operation="delete")
         return existed
 
     def _writer(self, config=None, identity=None, progress: Progress | None = None):

@@ -155,14 +155,19 @@ def pending(engine: "Engine") -> "Pending":
 def compact(engine: "Engine", with_store: bool, progress) -> dict:
     from vfr.retrieve.index import index_exists
 
+    from vfr.retrieve import generations
+
     t0 = time.perf_counter()
     report: dict[str, Any] = {}
+    engine.close()  # this process's own reader must not hold the generations being erased
     if index_exists(engine.index_dir):
         with engine._writer(progress=progress) as w:
             before = sum(s.deleted for s in w.segments)
             report["index_generation"] = w.compact()
             report["index_rows_removed"] = before
             applied = w.applied_seq
+        held = generations.held_generations(engine.index_dir)
+        report["older_generations_held_by_readers"] = held
     else:
         applied = None
     if with_store:

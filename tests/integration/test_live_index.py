@@ -32,18 +32,18 @@ def _texts(n: int, word: str) -> list[dict]:
 def test_update_applies_only_what_changed(eng):
     with Store(eng.db) as s:
         s.upsert([ImageRow("new-1", collection="pets")], [DescriptionRow("new-1", "a purple giraffe on a skateboard")])
-        s.upsert([ImageRow("sample-001")], [DescriptionRow("sample-001", "a completely rewritten text about kites",
+        s.upsert([ImageRow("sample-001")], [DescriptionRow("sample-001", "a completely rewritten text about quokkas",
                                                            model="m2")])
         s.delete(["sample-002"])
     assert eng.pending().describe() == "1 added, 1 changed, 1 deleted"  # the stale message says what changed
     report = eng.update_index()
     assert (report["mode"], report["added"], report["changed"], report["deleted"]) == ("update", 1, 1, 1)
     assert eng.search("purple giraffe skateboard", 1)[0].id == "new-1"
-    assert eng.search("kites", 1, retriever="bm25")[0].id == "sample-001"
+    assert eng.search("quokkas", 1, retriever="bm25")[0].id == "sample-001"
     assert "sample-002" not in eng.get(["sample-002"])
     assert eng.pending().total == 0 and eng.update_index()["added"] == 0  # nothing left to do
-    with Store(eng.db, read_only=True) as s:  # only the two new texts were encoded and cached
-        assert s.stats()["cached_embeddings"] == 180 - 1 + 1  # sample-002's vector went with it (erasure)
+    with Store(eng.db, read_only=True) as s:  # the two new texts were cached; sample-002's vector went with
+        assert s.stats()["cached_embeddings"] == 180 + 2 - 1  # it (erasure); sample-001's first description stays
 
 
 def test_upsert_is_searchable_when_it_returns_and_equals_a_full_build(eng, tmp_path):
@@ -100,7 +100,7 @@ def test_erasure_leaves_no_trace(eng):
         seg, row = snap.locate(["victim"])["victim"]
         vector = snap.segments[seg].dense.vectors(np.array([row]))[0]
     with Store(eng.db, read_only=True) as s:
-        (text_hash,) = s.con.execute("SELECT text_hash FROM descriptions WHERE image_id='victim'").fetchone()
+        (text_hash,) = s.con.execute("SELECT text_hash FROM descriptions WHERE image_id='victim'").fetchall()[0]
         cached = s.cached_embeddings(eng.index.manifest["encoder"]["fingerprint"], [text_hash])
     needles = [canary.encode(), vector.astype("<f4").tobytes()[:64], *(v.astype("<f4").tobytes()[:64]
                                                                         for v in cached.values())]
@@ -155,10 +155,10 @@ def test_compaction_threshold_rewrites_automatically(eng):
 def test_change_log_is_pruned_at_compaction_and_ids_of_erased_images_go(eng):
     eng.delete(["sample-050"])
     with Store(eng.db, read_only=True) as s:
-        assert s.con.execute("SELECT count(*) FROM changes WHERE image_id='sample-050'").fetchone()[0] == 1
+        assert s.con.execute("SELECT count(*) FROM changes WHERE image_id='sample-050'").fetchall()[0][0] >= 1
     eng.compact()
     with Store(eng.db, read_only=True) as s:
-        assert s.con.execute("SELECT count(*) FROM changes").fetchone()[0] == 0
+        assert s.con.execute("SELECT count(*) FROM changes").fetchall()[0][0] == 0
     eng.upsert(_texts(1, "after"))  # the log restarts past the pruned point; updates keep working
     assert eng.search("after number 0", 1, retriever="bm25")[0].id == "after-0"
 
