@@ -55,31 +55,29 @@ def update_index(engine: "Engine", full: bool, config, progress) -> dict:
     from vfr.retrieve import generations
     from vfr.retrieve._encoder_shim import load_encoder
     from vfr.retrieve.fusion import FusionConfig
-    from vfr.retrieve.writer import IndexConfig, IndexWriter
+    from vfr.retrieve.writer import IndexWriter
 
     t0 = time.perf_counter()
     with engine.store(read_only=True) as store:
         uid, upto = store.uid(), store.current_seq()
-    head = generations.read_head(engine.index_dir)
     manifest = None
-    if head is not None and not full:
+    if not full:
         try:
-            manifest = generations.read_manifest(engine.index_dir, head)
-        except generations.IndexError_:
-            full = True  # a damaged manifest: rebuild
+            manifest = generations.read_manifest(engine.index_dir)
+        except (generations.IndexError_, FileNotFoundError):
+            full = True  # no index, an older format, or a damaged one: build it anew
     if manifest is not None and manifest.get("store_uid") != uid:
-        full = True  # the index follows another store
-    spec = _spec_for_build(engine, manifest, full or head is None)
+        full, manifest = True, None  # the index follows another store
+    if manifest is not None and config is not None and config.to_dict() != manifest["config"]:
+        full, manifest = True, None  # new settings take a full build
+    spec = _spec_for_build(engine, manifest, full)
     encoder = load_encoder(spec)
     identity = {"encoder": spec.to_manifest(), "dimension": encoder.dimension, "store_uid": uid,
                 "store_path": str(engine.db.resolve()), "fusion_default": FusionConfig().to_dict()}
-    if config is None and manifest is None and head is not None and full:
-        config = _config_of(engine)
-    with IndexWriter(engine.index_dir, config or (IndexConfig() if head is None or full else None), identity,
-                     engine.lock_timeout, progress) as w:
+    with IndexWriter(engine.index_dir, config, identity, engine.lock_timeout, progress, fresh=full) as w:
         with engine.store(read_only=True) as store:
             changes = store.changes_since(w.applied_seq)
-        if full or head is None or not changes.complete:
+        if full or not changes.complete:
             return _full(engine, w, encoder, upto, progress, t0)
         return _apply(engine, w, encoder, changes, progress, t0)
 
