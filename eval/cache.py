@@ -77,7 +77,7 @@ def manifest_summary(m: Mapping[str, Any]) -> dict:
 
 
 def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool) -> dict:
-    from vfr.engine import Engine
+    from vfr.retrieve.maintain import IndexedStore
     from vfr.store.store import DescriptionRow, ImageRow, Store, text_hash
 
     if folder.exists():  # a build that died half-way: start over
@@ -89,17 +89,27 @@ def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, fol
         store.upsert([ImageRow(i, collection="eval") for i in corpus],
                      [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
         seeded = _copy_embeddings(root / "embeddings.duckdb", store, key, key, hashes)
-    engine = Engine.open(folder / "store.duckdb", folder / "index", encoder=encoder)
-    if progress:
-        from vfr.progress import Progress
-
-        with Progress() as bar:
-            report = engine.update_index(full=True, config=config, progress=bar.callback())
-    else:
-        report = engine.update_index(full=True, config=config)
+    pair = IndexedStore(folder / "store.duckdb", folder / "index", encoder=encoder)
+    report = pair.update_index(full=True, config=config, progress=_tqdm_progress() if progress else None)
     with Store(folder / "store.duckdb") as store:
         _copy_embeddings(store, root / "embeddings.duckdb", key, key, hashes)
     return {"embeddings_from_cache": seeded, "build": report}
+
+
+def _tqdm_progress():
+    """A progress(stage, advance, total) callback drawing tqdm bars (the eval layer's progress style)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def report(stage: str, advance: int, total: int | None = None) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, leave=False, dynamic_ncols=True)
+        elif total is not None:
+            bar.total = total
+        bar.update(advance)
+    return report
 
 
 def _copy_embeddings(src: Any, dst: Any, src_model: str, dst_model: str, hashes: list[str]) -> int:

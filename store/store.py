@@ -30,6 +30,10 @@ class StoreError(RuntimeError):
     """A store problem the user can act on (message says what to do)."""
 
 
+DatabaseErrors = (duckdb.Error,)
+"""Errors of the database engine itself, for callers that report them (they must not import duckdb)."""
+
+
 class StoreBusy(StoreError):
     """Another process held the database's lock for longer than we were told to wait."""
 

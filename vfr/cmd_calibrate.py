@@ -97,3 +97,7 @@ def calibrate_cmd(
             console.print(f"[yellow]warning:[/] held-out R@1 fell by {-gain:.3f}; the base model may serve "
                           "better (try a lower --lr, --freeze-layers or more pairs)")
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node 4 -m vfr.cmd_calibrate …` (multi-GPU training)
+    typer.run(calibrate_cmd)

@@ -111,11 +111,9 @@ def describe_cmd(
 def _run_job(files: list[Path], describer: Any, cfg: Any, db: Path, out_parquet: Path | None,
              shard: tuple[int, int] | None, quiet: bool, engine: str, redact: bool,
              log_batches: bool = False) -> dict[str, Any]:
-    import duckdb
-
     from vfr.describe import job
     from vfr.describe.shards import ShardSink
-    from vfr.store.store import StoreError
+    from vfr.store.store import DatabaseErrors, StoreError
 
     note = lambda msg: console.print(f"note: {msg}", highlight=False, markup=False)  # noqa: E731
     worker = f"w{shard[0]}of{shard[1]}" if shard else "w0"
@@ -131,7 +129,7 @@ def _run_job(files: list[Path], describer: Any, cfg: Any, db: Path, out_parquet:
         return counts
     except KeyboardInterrupt:
         fail("interrupted: the batches already written are kept; run the same command again to continue", 130)
-    except (StoreError, duckdb.Error, OSError) as e:
+    except (StoreError, *DatabaseErrors, OSError) as e:
         fail(f"the job stopped: {str(e).splitlines()[0] if str(e) else type(e).__name__} (the batches already "
              "written are kept; run the same command again to continue)")
 
@@ -310,10 +308,8 @@ def ingest_cmd(
 
     The database is open for one shard's transaction at a time, so searches and other commands work
     meanwhile; an interrupted ingest keeps whole shards and the next one continues."""
-    import duckdb
-
     from vfr.describe.shards import ShardError, ingest
-    from vfr.store.store import StoreError
+    from vfr.store.store import DatabaseErrors, StoreError
 
     note = lambda msg: console.print(f"note: {msg}", highlight=False, markup=False)  # noqa: E731
     try:
@@ -322,7 +318,7 @@ def ingest_cmd(
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted: the shards already ingested are kept; run the same command again to continue", 130)
-    except (duckdb.Error, OSError) as e:
+    except (*DatabaseErrors, OSError) as e:
         fail(f"ingest stopped: {str(e).splitlines()[0] if str(e) else type(e).__name__} (the shards already "
              "ingested are kept; run the same command again to continue)")
     console.print(f"ingested {counts['ingested_shards']} shards ({counts['descriptions']} descriptions, "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vfr.common import DbOption, console, fail, out
+from vfr.common import DbOption, IndexOption, console, fail, out
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,9 @@ def import_cmd(
     from vfr.store.io import import_file
     from vfr.store.store import Store, StoreError
 
+    from vfr.retrieve.index import index_exists
+    from vfr.settings import default_index
+
     try:
         with Store(db) as store:
             for path in paths:
@@ -38,6 +41,8 @@ def import_cmd(
                 console.print(f"imported {n} records from {path} into {db}")
     except StoreError as e:
         fail(str(e))
+    if index_exists(default_index(db)):
+        console.print("run `vfr index` to make them searchable (it applies only what changed)")
 
 
 def export_cmd(
@@ -57,15 +62,25 @@ def export_cmd(
     console.print(f"exported {n} descriptions to {out_path}")
 
 
-def stats_cmd(db: DbOption,
+def stats_cmd(db: DbOption, index: IndexOption = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Counts of images, documents, descriptions by model, captions, cached embeddings and jobs."""
+    """Counts of images, documents, descriptions by model, captions, cached embeddings and jobs; and the
+    index: generation, documents, segments, deleted rows awaiting compaction, and store changes it lacks."""
+    from vfr.engine import Engine, EngineError
+    from vfr.retrieve.index import index_exists
     from vfr.store.store import Store, StoreError
 
     try:
         with Store(db, read_only=True) as store:
             stats = store.stats()
-    except StoreError as e:
+        engine = Engine.open(db, index)
+        if index_exists(engine.index_dir):
+            idx = engine.stats()
+            pending = engine.pending()
+            stats["index"] = {k: idx[k] for k in ("index", "generation", "documents", "segments", "deleted_rows",
+                                                  "applied_seq", "committed_at")}
+            stats["index"]["pending_changes"] = pending.describe()
+    except (StoreError, EngineError) as e:
         fail(str(e))
     if as_json:
         out.print_json(json.dumps(stats))

@@ -33,7 +33,7 @@ def db(tmp_path_factory) -> Path:
 def test_help_teaches_every_command():
     r = vfr("--help")
     assert r.returncode == 0
-    for cmd in ("import", "export", "stats", "index", "search", "demo"):
+    for cmd in ("import", "export", "stats", "index", "search", "demo", "delete", "compact"):
         assert cmd in r.stdout
     r = vfr("search", "--help")
     assert "--retriever" in r.stdout and "--queries" in r.stdout and "--format" in r.stdout
@@ -82,7 +82,7 @@ def test_errors_are_one_clear_line(db, tmp_path):
         assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_stale_index_refused_then_rebuilt(db, tmp_path):
+def test_stale_index_answers_with_a_note_then_updates(db, tmp_path):
     import shutil
 
     db2 = tmp_path / "s.duckdb"
@@ -91,11 +91,30 @@ def test_stale_index_refused_then_rebuilt(db, tmp_path):
     extra = tmp_path / "extra.jsonl"
     extra.write_text('{"id": "giraffe", "text": "a purple giraffe riding a skateboard"}\n')
     assert vfr("import", str(extra), "--db", str(db2)).returncode == 0
-    r = vfr("search", "purple giraffe", "--db", str(db2))
-    assert r.returncode != 0 and "stale" in r.stderr and "vfr index" in r.stderr
-    r = vfr("search", "purple giraffe", "--db", str(db2), "--rebuild", "-f", "jsonl", "-k", "1")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["hits"][0]["id"] == "giraffe"
+    r = vfr("search", "purple giraffe", "--db", str(db2), "-f", "jsonl", "-k", "1")
+    assert r.returncode == 0 and "1 added, 0 changed, 0 deleted" in r.stderr and "vfr index" in r.stderr
+    assert json.loads(r.stdout)["hits"][0]["id"] != "giraffe"  # the index's committed state answers
+    r = vfr("index", "--db", str(db2))
+    assert r.returncode == 0 and "1 added, 0 changed, 0 deleted" in r.stderr, r.stderr
+    r = vfr("search", "purple giraffe", "--db", str(db2), "-f", "jsonl", "-k", "1")
+    assert json.loads(r.stdout)["hits"][0]["id"] == "giraffe" and "note" not in r.stderr
+
+
+def test_delete_then_search_and_compact(db, tmp_path):
+    import shutil
+
+    db2 = tmp_path / "s.duckdb"
+    shutil.copy(db, db2)
+    assert vfr("index", "--db", str(db2), "--quiet").returncode == 0
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbfsample-126\nno-such-id\n")
+    r = vfr("delete", "--ids-file", str(ids), "--db", str(db2))
+    assert r.returncode == 0 and "deleted 1 images (1 ids were not in the store)" in r.stderr, r.stderr
+    r = vfr("search", "neon OPEN sign in a diner window", "--db", str(db2), "-f", "jsonl", "-k", "20")
+    assert "sample-126" not in r.stdout
+    r = vfr("compact", "--db", str(db2), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["bytes_after"] > 0, r.stderr
+    assert vfr("delete", "--db", str(db2)).returncode != 0  # nothing to delete: a clear error
 
 
 def test_index_from_an_older_vfr_refused_then_rebuilt(db, tmp_path):
@@ -103,11 +122,9 @@ def test_index_from_an_older_vfr_refused_then_rebuilt(db, tmp_path):
 
     db2 = tmp_path / "s.duckdb"
     shutil.copy(db, db2)
-    assert vfr("index", "--db", str(db2), "--quiet").returncode == 0
-    manifest = next(tmp_path.glob("*.index")) / "current" / "manifest.json"
-    m = json.loads(manifest.read_text())
-    del m["index_format"]  # as written before the BM25 forward index existed
-    manifest.write_text(json.dumps(m))
+    legacy = tmp_path / "s.index"
+    (legacy / "builds" / "x").mkdir(parents=True)
+    (legacy / "current").symlink_to("builds/x")  # the rebuild-only layout of format 1-2
     r = vfr("search", "dog", "--db", str(db2))
     assert r.returncode != 0 and "older vfr" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = vfr("search", "dog", "--db", str(db2), "--rebuild", "-f", "jsonl", "-k", "1")

@@ -4,8 +4,8 @@ each image), real Lucene and MiniLM, metrics by ranx. Floors sit ~1.5 points und
 import pytest
 from ranx import Qrels, Run, evaluate
 
+from vfr.engine import Engine
 from vfr.eval.datasets import load_joined
-from vfr.retrieve.index import build_index, open_index
 from vfr.store.store import DescriptionRow, ImageRow, Store
 
 pytestmark = pytest.mark.integration
@@ -27,12 +27,12 @@ def coco_results(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     with Store(root / "c.duckdb") as store:
         store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
-        build_index(store, root / "c.index", progress=False)
-    idx = open_index(root / "c.index")
-    out = {"_index": idx, "_queries": queries}
+    eng = Engine.open(root / "c.duckdb")
+    eng.update_index()
+    out = {"_engine": eng, "_queries": queries}
     for name in ("bm25", "dense", "hybrid"):
-        run = idx.searcher(name).batch_search(queries, 10)
-        run = {q: (r or {"__none__": 0.0}) for q, r in run.items()}
+        hits = eng.batch_search(queries, 10, retriever=name)
+        run = {q: ({h.id: h.score for h in hs} or {"__none__": 0.0}) for q, hs in hits.items()}
         out[name] = evaluate(Qrels(qrels), Run(run), ["recall@1", "recall@5", "recall@10"])
     print({n: {m: round(100 * v, 1) for m, v in r.items()} for n, r in out.items() if not n.startswith("_")})
     return out
@@ -51,14 +51,20 @@ def test_hybrid_beats_each_retriever(coco_results):
 
 
 def test_forward_bm25_equals_lucene_on_real_descriptions(coco_results):
-    """The hybrid's BM25 of candidates (forward index) must be Lucene's own score, over long real texts
-    (whose lengths Lucene quantises) and every document Lucene ranks in the top 100."""
-    bm25 = coco_results["_index"].sparse()
+    """The exact BM25 (forward index, live statistics) must be Lucene's own score on a fresh index, over
+    long real texts (whose lengths Lucene quantises) and every document Lucene ranks in the top 100."""
+    from vfr.retrieve import lucene
+
+    eng = coco_results["_engine"]
+    bm25 = eng.backend("bm25")
     checked = 0
-    for q in list(coco_results["_queries"].values())[::20]:
-        hits = bm25.search(q, 100)
-        scored = bm25.score(q, [h.id for h in hits])
-        for h in hits:
-            assert scored[h.id] == pytest.approx(h.score, rel=1e-5), (q, h.id)
-        checked += len(hits)
+    with eng.index.handle.acquire() as snap:
+        for q in list(coco_results["_queries"].values())[::20]:
+            docs, lucene_scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(q)), 100)
+            seg, rows = snap.lucene_rows(docs)
+            ids = [snap.segments[s].ids[r] for s, r in zip(seg.tolist(), rows.tolist())]
+            scored = bm25.score(q, ids)
+            for i, ls in zip(ids, lucene_scores):
+                assert scored[i] == pytest.approx(ls, rel=1e-5), (q, i)
+            checked += len(ids)
     assert checked > 5000

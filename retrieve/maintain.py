@@ -1,0 +1,299 @@
+"""Keeping a live index in step with its store: apply store changes, full builds, pending counts,
+compaction (erasure), stats. `IndexedStore` is the store + index pair that `vfr.Engine` extends with
+search and record-level writes; evaluation uses it directly.
+
+The store is opened for each short step (read a batch, write cached vectors), never for a whole build, so
+imports, describe jobs and deletes in other processes keep working while an index is built.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vfr.retrieve.types import IndexDoc
+
+Progress = Callable[[str, int, "int | None"], None]
+
+
+class MaintenanceError(RuntimeError):
+    """A problem with the store/index pair the caller can act on (message says what to do)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Store changes the index has not applied yet."""
+
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    full_rebuild_needed: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.added + self.changed + self.deleted
+
+    def describe(self) -> str:
+        if self.full_rebuild_needed:
+            return "the store's change log no longer reaches back to this index: run `vfr index --full`"
+        return f"{self.added} added, {self.changed} changed, {self.deleted} deleted"
+
+
+class IndexedStore:
+    """A DuckDB store and the live index that follows it (by default next to it: photos.index/)."""
+
+    def __init__(self, db: Path, index_dir: Path, encoder: str | None = None, encoder_backend: str | None = None,
+                 lock_timeout: float | None = None) -> None:
+        from vfr.store.store import lock_timeout_s
+
+        self.db, self.index_dir = Path(db), Path(index_dir)
+        self._encoder_name, self._encoder_backend = encoder, encoder_backend
+        self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
+        self._index = None
+
+    def store(self, read_only: bool = False):
+        """A short-lived store connection (waits up to `lock_timeout` for another process's lock)."""
+        from vfr.store.store import Store
+
+        return Store(self.db, read_only=read_only, lock_timeout=self.lock_timeout)
+
+    @property
+    def index(self):
+        from vfr.retrieve.generations import IndexError_, _missing_message
+        from vfr.retrieve.index import LiveIndex, index_exists
+
+        if self._index is None:
+            if not index_exists(self.index_dir):
+                raise IndexError_(_missing_message(self.index_dir))
+            self._index = LiveIndex(self.index_dir, self._encoder_name)
+        return self._index
+
+    def _writer(self, config=None, identity=None, progress: Progress | None = None):
+        from vfr.retrieve.writer import IndexWriter
+
+        return IndexWriter(self.index_dir, config, identity, self.lock_timeout, progress)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def update_index(self, full: bool = False, config=None, progress: Progress | None = None) -> dict:
+        """Apply the store's changes since the index's applied sequence (or rebuild everything with
+        `full=True`, or when there is no usable index). Returns counts and the new generation."""
+        try:
+            return update_index(self, full, config, progress)
+        finally:
+            self.close()  # a new encoder or settings take effect on the next search
+
+    def pending(self) -> Pending:
+        return pending(self)
+
+    def apply_deletions(self) -> int:
+        """Bring deletions the index missed (a deleting process died half-way) into the index at once."""
+        return apply_deletions(self)
+
+    def compact(self, store: bool = True, progress: Progress | None = None) -> dict:
+        """Rewrite index segments without deleted rows and (with `store`) the database file without
+        freed blocks, so deleted descriptions, captions and vectors leave no bytes behind."""
+        return compact(self, store, progress)
+
+    def stats(self) -> dict:
+        return stats(self)
+
+
+BATCH = 2048  # documents per store read and per encode call
+
+
+def _spec_for_build(target: "IndexedStore", manifest: dict | None, full: bool):
+    """The encoder a build uses: the one asked for, else the index's own (checked), else the default."""
+    from vfr.retrieve._encoder_shim import EncoderSpec, check_encoder, resolve_encoder
+
+    if target._encoder_name and (full or manifest is None):
+        return resolve_encoder(target._encoder_name, target._encoder_backend)
+    if manifest is not None:
+        return check_encoder(EncoderSpec.from_manifest(manifest["encoder"]), target._encoder_name)
+    return resolve_encoder(target._encoder_name or "default", target._encoder_backend)
+
+
+def _embed(target: "IndexedStore", encoder, records: Sequence[Any], progress: "Progress | None") -> np.ndarray:
+    """Vectors of the records' texts: from the store's embedding cache, encoding (and caching) the rest."""
+    key = encoder.spec.cache_key
+    hashes = [r.text_hash for r in records]
+    with target.store() as store:
+        found = store.cached_embeddings(key, hashes)
+    todo = {r.text_hash: r.text for r in records if r.text_hash not in found}
+    if todo:
+        vecs = encoder.encode(list(todo.values()))
+        with target.store() as store:
+            store.cache_embeddings(key, list(todo), vecs)
+        found.update(zip(todo, vecs))
+    progress and progress(f"embeddings ({encoder.spec.name})", len(records), None)
+    out = np.vstack([found[h] for h in hashes]).astype(np.float32)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress) -> list[IndexDoc]:
+    vectors = _embed(target, encoder, records, progress)
+    return [IndexDoc(r.id, r.text, v, r.collection, r.payload()) for r, v in zip(records, vectors)]
+
+
+def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
+    from vfr.retrieve import generations
+    from vfr.retrieve._encoder_shim import load_encoder
+    from vfr.retrieve.fusion import FusionConfig
+    from vfr.retrieve.writer import IndexWriter
+
+    t0 = time.perf_counter()
+    with target.store(read_only=True) as store:
+        uid, upto = store.uid(), store.current_seq()
+    manifest = None
+    if not full:
+        try:
+            manifest = generations.read_manifest(target.index_dir)
+        except (generations.IndexError_, FileNotFoundError):
+            full = True  # no index, an older format, or a damaged one: build it anew
+    if manifest is not None and manifest.get("store_uid") != uid:
+        full, manifest = True, None  # the index follows another store
+    if manifest is not None and config is not None and config.to_dict() != manifest["config"]:
+        full, manifest = True, None  # new settings take a full build
+    spec = _spec_for_build(target, manifest, full)
+    encoder = load_encoder(spec)
+    identity = {"encoder": spec.to_manifest(), "dimension": encoder.dimension, "store_uid": uid,
+                "store_path": str(target.db.resolve()), "fusion_default": FusionConfig().to_dict()}
+    with IndexWriter(target.index_dir, config, identity, target.lock_timeout, progress, fresh=full) as w:
+        with target.store(read_only=True) as store:
+            changes = store.changes_since(w.applied_seq)
+        if full or not changes.complete:
+            return _full(target, w, encoder, upto, progress, t0)
+        return _apply(target, w, encoder, changes, progress, t0)
+
+
+def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) -> dict:
+    w.drop_all()
+    if progress:
+        with target.store(read_only=True) as store:
+            progress(f"embeddings ({encoder.spec.name})", 0, store.count_documents())
+    n = 0
+    last = None
+    while True:
+        with target.store(read_only=True) as store:
+            records = store.document_records_after(last, BATCH)
+        if not records:
+            break
+        w.upsert(_docs(target, encoder, records, progress))
+        n += len(records)
+        last = records[-1].id
+    if n == 0:
+        raise MaintenanceError(f"{target.db} has no documents: run `vfr import FILE` or `vfr describe` first")
+    generation = w.commit(applied_seq=upto, operation="full build", extra={"documents": n})
+    return {"mode": "full", "documents": n, "added": n, "changed": 0, "deleted": 0, "generation": generation,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float) -> dict:
+    live = w.live_ids() if changes.ids else set()
+    added = changed = 0
+    deleted: list[str] = []
+    for start in range(0, len(changes.ids), BATCH):
+        chunk = changes.ids[start:start + BATCH]
+        with target.store(read_only=True) as store:
+            records = store.document_records(chunk)
+        deleted += [i for i in chunk if i not in records and i in live]
+        present = [records[i] for i in chunk if i in records]
+        added += sum(1 for r in present if r.id not in live)
+        changed += sum(1 for r in present if r.id in live)
+        if present:
+            w.upsert(_docs(target, encoder, present, progress))
+    w.delete(deleted)
+    if not (added or changed or deleted) and changes.upto == w.applied_seq:
+        generation = w.generation
+    else:
+        generation = w.commit(applied_seq=changes.upto, operation="update")
+    return {"mode": "update", "documents": w.manifest.get("documents", 0), "added": added, "changed": changed,
+            "deleted": len(deleted), "generation": generation, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def pending(target: "IndexedStore") -> "Pending":
+    """What the store has that the index has not applied (reads the store; no index lock)."""
+    from vfr.retrieve import generations
+
+    manifest = generations.read_manifest(target.index_dir)
+    with target.store(read_only=True) as store:
+        if manifest.get("store_uid") != store.uid():
+            return Pending(full_rebuild_needed=True)
+        changes = store.changes_since(manifest.get("applied_seq", 0))
+        if not changes.complete:
+            return Pending(full_rebuild_needed=True)
+        present = set(store.document_records(changes.ids)) if changes.ids else set()
+    if not changes.ids:
+        return Pending()
+    with target.index.handle.acquire() as snap:
+        indexed = set(snap.locate(changes.ids))
+    return Pending(added=len(present - indexed), changed=len(present & indexed),
+                   deleted=len(indexed - present))
+
+
+def compact(target: "IndexedStore", with_store: bool, progress) -> dict:
+    from vfr.retrieve.index import index_exists
+
+    from vfr.retrieve import generations
+
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {}
+    target.close()  # this process's own reader must not hold the generations being erased
+    if index_exists(target.index_dir):
+        with target._writer(progress=progress) as w:
+            before = sum(s.deleted for s in w.segments)
+            report["index_generation"] = w.compact()
+            report["index_rows_removed"] = before
+            applied = w.applied_seq
+        held = generations.held_generations(target.index_dir)
+        report["older_generations_held_by_readers"] = held
+    else:
+        applied = None
+    if with_store:
+        with target.store() as store:
+            if applied is not None:
+                report["change_rows_pruned"] = store.prune_changes(applied)
+            report.update(store.rewrite_file())
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def stats(target: "IndexedStore") -> dict:
+    from vfr.retrieve.index import index_exists
+
+    out: dict[str, Any] = {"database": str(target.db), "index": str(target.index_dir)}
+    if index_exists(target.index_dir):
+        with target.index.handle.acquire() as snap:
+            m = snap.manifest
+            out.update({"generation": m["generation"], "documents": snap.documents, "segments": len(m["segments"]),
+                        "deleted_rows": sum(s["deleted"] for s in m["segments"]), "applied_seq": m["applied_seq"],
+                        "encoder": m["encoder"], "config": m["config"], "collections": snap.collections(),
+                        "committed_at": m.get("committed_at"), "last_operation": m.get("last_operation")})
+    return out
+
+
+
+def apply_deletions(target: "IndexedStore") -> int:
+    """Remove from the index documents the store no longer has (a delete whose process died before it
+    reached the index); cheap: no encoder. Returns how many. Skips if another writer is busy."""
+    from vfr.retrieve import generations
+
+    manifest = generations.read_manifest(target.index_dir)
+    with target.store(read_only=True) as store:
+        if manifest.get("store_uid") != store.uid():
+            return 0
+        changes = store.changes_since(manifest.get("applied_seq", 0))
+        present = set(store.document_records(changes.ids)) if changes.ids else set()
+    with target.index.handle.acquire() as snap:
+        gone = [i for i in snap.locate([c for c in changes.ids if c not in present])]
+    if gone:
+        with target._writer() as w:
+            w.delete(gone)
+            w.commit(operation="delete")
+    return len(gone)
