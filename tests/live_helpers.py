@@ -76,3 +76,12 @@ def template_store(tmp_path_factory) -> Path:
     eng.update_index()
     eng.close()
     return db
+
+
+def lucene_top(snap, query: str, n: int) -> tuple[list[str], list[float]]:
+    """Lucene's own top n (ids, scores) for `query` in a snapshot: what the exact rescoring is checked against."""
+    from vfr.retrieve import lucene
+
+    docs, scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(query)), n)
+    seg, rows = snap.lucene_rows(docs)
+    return [snap.segments[s].ids[r] for s, r in zip(seg.tolist(), rows.tolist())], scores

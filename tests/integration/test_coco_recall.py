@@ -53,16 +53,14 @@ def test_hybrid_beats_each_retriever(coco_results):
 def test_forward_bm25_equals_lucene_on_real_descriptions(coco_results):
     """The exact BM25 (forward index, live statistics) must be Lucene's own score on a fresh index, over
     long real texts (whose lengths Lucene quantises) and every document Lucene ranks in the top 100."""
-    from vfr.retrieve import lucene
+    from tests.live_helpers import lucene_top
 
     eng = coco_results["_engine"]
     bm25 = eng.backend("bm25")
     checked = 0
     with eng.index.handle.acquire() as snap:
         for q in list(coco_results["_queries"].values())[::20]:
-            docs, lucene_scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(q)), 100)
-            seg, rows = snap.lucene_rows(docs)
-            ids = [snap.segments[s].ids[r] for s, r in zip(seg.tolist(), rows.tolist())]
+            ids, lucene_scores = lucene_top(snap, q, 100)
             scored = bm25.score(q, ids)
             for i, ls in zip(ids, lucene_scores):
                 assert scored[i] == pytest.approx(ls, rel=1e-5), (q, i)

@@ -90,14 +90,12 @@ def test_rrf_hybrid_runs(engine):
 def test_sparse_scores_equal_lucenes_own_on_a_fresh_index(engine):
     """With no deletions and no scope, Lucene's statistics are the live ones: its scores must equal the
     forward-index rescoring to 1e-5 for every candidate (this is what makes the rescoring trustworthy)."""
-    from vfr.retrieve import lucene
+    from tests.live_helpers import lucene_top
 
     sparse = engine.backend("bm25")
     with engine.index.handle.acquire() as snap:
         for q in ["dog", "red red bus", "neon sign OPEN", "a woman walks in the snow with a black umbrella"]:
-            docs, lucene_scores = snap.lucene.top(snap.lucene.build_query(lucene.query_terms(q)), 50)
-            seg, rows = snap.lucene_rows(docs)
-            ids = [snap.segments[s].ids[r] for s, r in zip(seg.tolist(), rows.tolist())]
+            ids, lucene_scores = lucene_top(snap, q, 50)
             exact = sparse.score(q, ids)
             for i, ls in zip(ids, lucene_scores):
                 assert exact[i] == pytest.approx(ls, rel=1e-5), (q, i)
