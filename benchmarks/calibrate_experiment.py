@@ -155,7 +155,7 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
 def evaluate_model(encoder: str, workdir: Path, hybrid: bool) -> dict[str, float]:
     from vfr.retrieve.encoder import load_encoder
 
-    model = load_encoder(encoder)
+    model = load_encoder(encoder).model  # the SentenceTransformer: these measures use its tensor output
     queries, docs, qrels = test_collection()
     out = {f"dense_{k}": v for k, v in dense_recall(model, queries, docs, qrels).items()}
     out |= sugarcrepe_accuracy(model, sugarcrepe_items())

@@ -89,7 +89,7 @@ def _bench(root: Path, docs: dict, queries: dict, warmup: list[str], faiss_kinds
     model = load_encoder("all-MiniLM-L6-v2")
     sample = list(docs.values())[: min(n_docs, 10_000)]
     t0 = time.perf_counter()
-    model.encode(sample, batch_size=batch_size, show_progress_bar=False)
+    model.encode(sample, batch_size=batch_size)
     out["raw_encode_docs_per_s"] = len(sample) / (time.perf_counter() - t0)
     with Store(root / "b.duckdb") as store:
         t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Temporary stores and indexes for evaluation, cached by content hash.
 
 Layout under the cache root (`--cache-dir`, else `$VFR_CACHE/eval`, else `~/.cache/vfr/eval`):
-    embeddings.duckdb          document embeddings shared by every corpus (keyed by text hash + encoder)
+    embeddings.duckdb          document and query embeddings shared by every corpus, keyed by text hash and
+                               the encoder's cache key (content fingerprint + backend; queries: + "#query")
     <key>/store.duckdb         the corpus as a store (one document per corpus entry)
     <key>/index/               retrieve.index folder built from it
 `key` hashes the corpus (ids and texts), the encoder and the index settings, so an unchanged
@@ -28,18 +29,18 @@ def cache_root(explicit: Path | None = None) -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "vfr") / "eval"
 
 
-def encoder_fingerprint(name: str) -> str:
-    """The encoder's cache id (a local folder's includes its newest file time)."""
-    from vfr.retrieve.encoder import encoder_id
+def encoder_spec(config: Any) -> Any:
+    """The index config's encoder, resolved (content fingerprint, backend) for cache keys."""
+    from vfr.retrieve.encoder import resolve_encoder
 
-    return encoder_id(name)
+    return resolve_encoder(config.encoder, getattr(config, "encoder_backend", None))
 
 
 def corpus_key(corpus: Mapping[str, str], config: Any) -> str:
     h = hashlib.sha256()
     from vfr.retrieve.index import INDEX_FORMAT
 
-    settings = {**asdict(config), "encoder": encoder_fingerprint(config.encoder), "cache_version": CACHE_VERSION,
+    settings = {**asdict(config), "encoder": encoder_spec(config).cache_key, "cache_version": CACHE_VERSION,
                 "index_format": INDEX_FORMAT}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
@@ -59,7 +60,7 @@ def open_corpus_index(corpus: Mapping[str, str], config: Any, root: Path | None 
     cached = manifest.exists()
     info = {} if cached else _build(corpus, config, root, folder, progress)
     index = open_index(folder / "index")
-    cache_query_embeddings(index, root / "embeddings.duckdb", encoder_fingerprint(config.encoder))
+    cache_query_embeddings(index, root / "embeddings.duckdb", encoder_spec(config))
     return index, {"key": key, "cached": cached, "folder": str(folder), "manifest": manifest_summary(index.manifest),
                    **info}
 
@@ -78,22 +79,20 @@ def manifest_summary(m: Mapping[str, Any]) -> dict:
 
 
 def _build(corpus: Mapping[str, str], config: Any, root: Path, folder: Path, progress: bool) -> dict:
-    from vfr.retrieve.encoder import encoder_id
     from vfr.retrieve.index import build_index
     from vfr.store.store import DescriptionRow, ImageRow, Store, text_hash
 
     if folder.exists():  # a build that died half-way: start over
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    model = encoder_id(config.encoder)           # the key build_index reads in the temporary store
-    shared_model = encoder_fingerprint(config.encoder)  # the key in the shared cache (survives retraining)
+    key = encoder_spec(config).cache_key  # content + backend: the same in the temporary store and the shared one
     hashes = sorted({text_hash(t) for t in corpus.values()})
     with Store(folder / "store.duckdb") as store:
         store.upsert([ImageRow(i, collection="eval") for i in corpus],
                      [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
-        seeded = _copy_embeddings(root / "embeddings.duckdb", store, shared_model, model, hashes)
+        seeded = _copy_embeddings(root / "embeddings.duckdb", store, key, key, hashes)
         manifest = build_index(store, folder / "index", config, progress=progress)
-        _copy_embeddings(store, root / "embeddings.duckdb", model, shared_model, hashes)
+        _copy_embeddings(store, root / "embeddings.duckdb", key, key, hashes)
     return {"embeddings_from_cache": seeded, "build": manifest.get("build", {})}
 
 
@@ -128,33 +127,16 @@ def _shared_store(path: Path) -> Any:
     return _open_stores[path]
 
 
-def cache_query_embeddings(index: Any, path: Path, encoder_key: str) -> bool:
-    """Memoise the dense searcher's query encoder in the shared embedding cache, so dense and hybrid
-    encode each query text once, and a rerun encodes none. Vectors are stored as the searcher returns
-    them (normalised) under their own key. Does nothing for an index without a dense `encode`."""
+def cache_query_embeddings(index: Any, path: Path, spec: Any) -> bool:
+    """Give the index's dense searcher a CachedEncoder over the shared embedding store, so dense and
+    hybrid encode each query text once and a rerun encodes none. Returns False when the index has no
+    dense side or its encoder is already cached."""
+    from vfr.retrieve.encoder import load_encoder
+    from vfr.retrieve.query_cache import CachedEncoder, StoreVectors
+
     dense = getattr(index, "dense", None)
     searcher = dense() if callable(dense) else None
-    encode = getattr(searcher, "encode", None)
-    if encode is None or getattr(encode, "_vfr_cached", False):
+    if searcher is None or not hasattr(searcher, "encoder") or isinstance(searcher.encoder, CachedEncoder):
         return False
-    model = f"{encoder_key}#query"
-
-    def cached_encode(texts: Any, *args: Any, **kwargs: Any) -> Any:
-        import numpy as np
-
-        from vfr.store.store import text_hash
-
-        store = _shared_store(path)
-        texts = list(texts)
-        hashes = [text_hash(t) for t in texts]
-        found = store.cached_embeddings(model, hashes)
-        todo = {h: t for h, t in zip(hashes, texts) if h not in found}
-        if todo:
-            vecs = np.atleast_2d(encode(list(todo.values()), *args, **kwargs))
-            store.cache_embeddings(model, list(todo), vecs)
-            found.update(zip(todo, vecs))
-        return np.vstack([found[h] for h in hashes]).astype(np.float32) if hashes else encode(texts)
-
-    cached_encode._vfr_cached = True  # type: ignore[attr-defined]
-    searcher.encode = cached_encode
+    searcher.encoder = CachedEncoder(searcher.encoder or load_encoder(spec), StoreVectors(_shared_store(path)))
     return True

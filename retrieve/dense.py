@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vfr.retrieve.types import Hit, Run, clean_text
+from vfr.retrieve.types import Hit, Run
 
 ENCODE_CHUNK = 2048  # texts per encode call: one progress step, one cache write
 
@@ -52,8 +52,7 @@ def embed_documents(store, encoder_name: str, encoder_key: str, rows: Sequence[t
         items = list(todo.items())
         for start in range(0, len(items), ENCODE_CHUNK):
             chunk = items[start:start + ENCODE_CHUNK]
-            vecs = model.encode([clean_text(t) for _, t in chunk], batch_size=batch_size, convert_to_numpy=True,
-                                show_progress_bar=False, normalize_embeddings=False)
+            vecs = model.encode([t for _, t in chunk], batch_size=batch_size)
             store.cache_embeddings(encoder_key, [h for h, _ in chunk], vecs)
             cached.update(zip((h for h, _ in chunk), vecs))
             on_progress and on_progress(len(chunk), len(rows))
@@ -90,7 +89,7 @@ def write_dense(out_dir: Path, index, ids: Sequence[str]) -> None:
 class FaissSearcher:
     """Cosine search over a FAISS index; queries are encoded with the index's own encoder."""
 
-    def __init__(self, index_dir: Path, encoder_name: str, ef_search: int = 128) -> None:
+    def __init__(self, index_dir: Path, encoder_name: str, ef_search: int = 128, encoder=None) -> None:
         import faiss
 
         self.index = faiss.read_index(str(index_dir / "index.faiss"))
@@ -99,20 +98,14 @@ class FaissSearcher:
         self.ids: list[str] = json.loads((index_dir / "ids.json").read_text())
         self.pos = {d: i for i, d in enumerate(self.ids)}
         self.encoder_name = encoder_name
-        self._model = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            from vfr.retrieve.encoder import load_encoder
-
-            self._model = load_encoder(self.encoder_name)
-        return self._model
+        self.encoder = encoder  # an Encoder or a CachedEncoder (retrieve/query_cache.py); loaded on first use
 
     def encode(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        vecs = self.model.encode([clean_text(q) for q in queries], batch_size=batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False, normalize_embeddings=False)
-        return normalise(np.atleast_2d(vecs))
+        if self.encoder is None:
+            from vfr.retrieve.encoder import load_encoder
+
+            self.encoder = load_encoder(self.encoder_name)
+        return self.encoder.encode(list(queries), batch_size=batch_size)
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         k = min(k, len(self.ids))
