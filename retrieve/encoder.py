@@ -181,6 +181,9 @@ def load_encoder(spec: EncoderSpec | str = DEFAULT_ENCODER, backend: str | None 
     if isinstance(spec, str):
         spec = resolve_encoder(spec, backend)
     key = (spec.fingerprint, spec.backend)
+    loaded = _loaded.get(key)
+    if loaded is not None:  # the hot path: no lock
+        return loaded
     with _load_lock:
         if key not in _loaded:
             from vfr.retrieve.encoder_backends import load_model
