@@ -65,6 +65,8 @@ def _managed(location: Path) -> bool:
 
 def load_model(location: str, fingerprint: str, backend: str) -> "SentenceTransformer":
     """A SentenceTransformer for `location` whose transformer body runs on `backend`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown encoder backend {backend!r}: use one of {', '.join(BACKENDS)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if Path(location).is_absolute():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,14 +79,15 @@ def load_model(location: str, fingerprint: str, backend: str) -> "SentenceTransf
         return model
     folder = export_folder(Path(location), fingerprint)
     transformer = model[0]
+    if not hasattr(transformer, "model") or not hasattr(transformer.model, "config"):
+        raise ValueError(f"the {backend} backend runs transformer models only ({location} starts with "
+                         f"{type(transformer).__name__}): use the torch backend")
     names = input_names(model)
     if backend in ("onnx", "onnx-int8"):
         path = ensure_onnx(model, folder, fingerprint, int8=backend == "onnx-int8")
         runner: Any = _ort_runner(path, names)
-    elif backend == "openvino":
-        runner = _openvino_runner(ensure_openvino(model, folder, fingerprint), names)
     else:
-        raise ValueError(f"unknown encoder backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        runner = _openvino_runner(ensure_openvino(model, folder, fingerprint), names)
     runner.config = transformer.model.config
     transformer.model = runner  # what ST does with an optimum model: same slot, same call contract
     prune_exports(Path(location), folder)
@@ -126,6 +129,7 @@ def ensure_openvino(model: "SentenceTransformer", folder: Path, fingerprint: str
 
                 tmp = folder / f"openvino.tmp{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(xml.parent, ignore_errors=True)  # what a killed export left
                 ov.save_model(ov.Core().read_model(str(onnx_path)), str(tmp / OPENVINO_FILE),
                               compress_to_fp16=False)  # fp16 weights would cost fidelity
                 os.replace(tmp, xml.parent)

@@ -10,7 +10,7 @@ import pytest
 
 from vfr.retrieve import encoder_fingerprint as fpm
 from vfr.retrieve.encoder import (DEFAULT_BACKEND, DEFAULT_ENCODER, EncoderError, EncoderSpec, check_encoder,
-                                  encoder_id, resolve_encoder)
+                                  encoder_id, load_encoder, resolve_encoder)
 
 
 @pytest.fixture(autouse=True)
@@ -133,3 +133,9 @@ def test_missing_model_and_moved_copy(tmp_path):
     other = fake_model(tmp_path / "other", weights=b"other weights")
     with pytest.raises(EncoderError, match="different weights"):
         check_encoder(recorded, override=str(other))
+
+
+def test_load_errors_are_encoder_errors(tmp_path):
+    spec = resolve_encoder(str(fake_model(tmp_path / "m")))
+    with pytest.raises(EncoderError, match="unknown encoder backend 'tpu'"):
+        load_encoder(EncoderSpec(spec.name, spec.location, spec.fingerprint, "tpu"))  # e.g. a hand-edited manifest
