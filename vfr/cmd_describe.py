@@ -56,6 +56,16 @@ def describe_cmd(
     log_batches: Annotated[bool, typer.Option("--log-batches", help="One line per committed batch on stderr "
                                                                      "(for logs of unattended jobs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON on stdout.")] = False,
+    executor: Annotated[str, typer.Option(help="local (this process) | ray (a Ray Data job on a cluster of vLLM "
+                                               "workers; needs `pip install vfr[ray]`).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:PORT (default: RAY_ADDRESS, "
+                                                            "else a local Ray instance).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray: vLLM engines, one actor each (default: the "
+                                                               "cluster's GPUs / --gpus-per-worker, else 1).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, help="Ray: GPUs per engine (default: "
+                                                                         "--tensor-parallel-size on GPU clusters, "
+                                                                         "else 0).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, help="Ray: CPUs reserved per engine actor.")] = 0.5,
 ) -> None:
     """Describe images with a vision LLM and store structured descriptions (resumable; skips done images).
 
@@ -69,6 +79,9 @@ def describe_cmd(
         fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     shard_t = _parse_shard(shard)
     redact = not no_redact
+    if executor != "local":
+        from vfr.cmd_describe_ray import describe_ray
+        return describe_ray(**{k: v for k, v in locals().items() if k not in ("shard_t", "redact", "prompt_version")})
     eng = _build_engine(engine, model, server_url, max_tokens, max_pixels, dtype, max_model_len,
                         tensor_parallel_size, data_parallel_size, gpu_memory_utilization, concurrency, timeout, seed)
     stored_model = model_name or _stored_model_name(model if engine == "offline" else eng.model, engine)

@@ -1,0 +1,333 @@
+"""`vfr describe --executor ray`: the describe job as a Ray Data pipeline on a cluster of vLLM workers.
+
+    list files (driver) → hash (CPU tasks) → skip described/duplicates (driver, before any engine)
+      → decode (CPU tasks) → describe (actor pool, one vLLM engine per actor) → one Parquet shard per batch
+      → one idempotent `vfr ingest` of the shard folder into DuckDB (driver)
+
+The driver keeps the job row (`vfr jobs`) up to date and shows progress; the workers are in
+`describe.ray_worker`. Shards are durable as soon as a batch is done, so a killed driver or worker loses
+at most the batches in flight: a rerun skips everything already in the store or in the folder's shards,
+describes the rest, and ingests the lot. A rerun also settles a killed run's job row from its shards, so
+the `described` counts of all describe jobs add up to the descriptions stored. Ray is imported only here,
+inside the functions that need it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vfr.describe import shards
+from vfr.describe.job import ErrorRow, JobConfig
+from vfr.describe.ray_worker import DescribeWorker, RunFolder, WorkerSpec, decode_files, hash_files
+from vfr.describe.reader import discover
+from vfr.store.store import Store, StoreError
+
+ProgressFn = Callable[[dict[str, Any]], None]
+SKIP_CHECK_CHUNK = 50_000          # image ids per "already described?" query
+HASH_BLOCK = 256                   # files per hashing task
+SAVE_EVERY_S = 10.0                # job row updates while running
+
+
+class RayJobError(RuntimeError):
+    """A problem the operator can act on; the message is one line that says what to do."""
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None          # None: RAY_ADDRESS, else a local Ray instance
+    workers: int | None = None          # actors (engines); None: GPUs // gpus_per_worker, or 1 without GPUs
+    gpus_per_worker: float | None = None  # None: tensor_parallel_size on a GPU cluster, else 0
+    cpus_per_worker: float = 0.5
+    decode_cpus: float = 1.0            # per hashing/decoding task
+    crash_limit: int = 1
+    engine_factory: Callable[[Any], Any] | str | None = None   # see WorkerSpec; tests inject faults with it
+    log_to_driver: bool = False         # workers' logs stay in each node's Ray log folder
+
+
+def run(specs: Sequence[str | Path], db: str | Path, out_dir: str | Path, cfg: JobConfig, engine: Any,
+        opts: RayOptions = RayOptions(), redact: bool = True, progress: ProgressFn = lambda s: None) -> dict[str, Any]:
+    """Describe every image under `specs` on a Ray cluster; returns the final counts (the job row's)."""
+    from filelock import FileLock, Timeout
+
+    db, out = Path(db), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(db.with_name(f"{db.name}.describe.lock")), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RayJobError(f"another describe job is running on {db}; wait for it (`vfr jobs --db {db}`) "
+                          "or use another --db") from None
+    try:
+        return _Job(db, out, cfg, engine, opts, redact, progress).run([str(p) for p in discover(specs)])
+    finally:
+        lock.release()
+
+
+class _Job:
+    def __init__(self, db: Path, out: Path, cfg: JobConfig, engine: Any, opts: RayOptions, redact: bool,
+                 progress: ProgressFn) -> None:
+        self.db, self.out, self.cfg, self.engine, self.opts = db, out, cfg, engine, opts
+        self.redact, self.progress = redact, progress
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        self.counts: dict[str, Any] = {"files": 0, "described": 0, "skipped": 0, "duplicates": 0, "failed": {},
+                                       "executor": "ray", "run": self.run_id}
+        self.failed: Counter = Counter()
+        self.t0 = time.perf_counter()
+        self.stages: Counter = Counter()
+        self.last_save = 0.0
+
+    def run(self, paths: list[str]) -> dict[str, Any]:
+        self.counts["files"] = len(paths)
+        params = {**self.cfg.params, "executor": "ray", "model": self.cfg.model, "out_dir": str(self.out.resolve()),
+                  "run": self.run_id, "prompt_version": self.cfg.prompt_version, "batch_size": self.cfg.batch_size,
+                  "collection": self.cfg.collection, "paths": self.cfg.keep_paths}
+        with Store(self.db) as store:
+            settle_stale_jobs(store)
+            self.job_id = store.start_job("describe", params)
+        self.counts["job"] = str(self.job_id)
+        folder = RunFolder(self.out, self.run_id)
+        folder.claim()
+        for tmp in self.out.glob(".tmp-shard-ray-*"):
+            tmp.unlink(missing_ok=True)   # left by a killed run; we hold the describe lock, no run is live
+        status, connected = "failed", False
+        try:
+            if paths:
+                connected = _connect(self.opts)
+                self._work(paths, folder)
+            status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except RayJobError:
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray's errors are long; the operator gets one line
+            raise RayJobError(f"the Ray job failed: {_short(e)} (the workers' logs are in each node's "
+                              "/tmp/ray/session_latest/logs); rerun to finish the rest") from e
+        finally:
+            self._finish(status, folder)
+            if connected:
+                import ray
+                ray.shutdown()
+        return self.counts
+
+    def _work(self, paths: list[str], folder: RunFolder) -> None:
+        import ray
+        workers, gpus = plan_resources(self.opts, self.engine, ray.cluster_resources())
+        self.counts.update(workers=workers, gpus_per_worker=gpus)
+        t = time.perf_counter()
+        hashed = hash_phase(paths, self.cfg, self._tick("hash"))
+        todo, errors = self._plan(hashed)
+        self.stages["hash"] = time.perf_counter() - t
+        if errors:
+            shards.write_table(shards.to_table([], [], errors), self.out, folder.shard_name("read"))
+        self._save()
+        spec = WorkerSpec(str(self.out), self.run_id, str(self.job_id), self.engine, self.cfg, self.redact,
+                          self.opts.crash_limit, self.opts.engine_factory)
+        t = time.perf_counter()
+        self.t_describe = time.time()
+        describe_phase(todo, spec, self.cfg, self.opts, workers, gpus, self._on_batch)
+        self.stages["describe"] = time.perf_counter() - t
+
+    def _plan(self, hashed: pa.Table) -> tuple[list[dict[str, Any]], list[ErrorRow]]:
+        """Read errors, duplicates by content, and images already described (store or folder) are settled
+        here, on the driver, so no engine ever sees them."""
+        rows = hashed.sort_by("idx").to_pylist()
+        errors: list[ErrorRow] = []
+        seen: set[str] = set()
+        fresh = []
+        for r in rows:
+            if r["reason"] is not None:
+                errors.append((None, r["path"] if self.cfg.keep_paths else None, r["reason"], r["detail"]))
+            elif r["id"] in seen:
+                self.counts["duplicates"] += 1
+            else:
+                seen.add(r["id"])
+                fresh.append(r)
+        done = shards.described_in(self.out).get((self.cfg.model, self.cfg.prompt_version), set())
+        ids = [r["id"] for r in fresh if r["id"] not in done]
+        with Store(self.db) as store:
+            for i in range(0, len(ids), SKIP_CHECK_CHUNK):
+                done |= store.already_described(self.cfg.model, self.cfg.prompt_version, ids[i:i + SKIP_CHECK_CHUNK])
+        todo = [{"idx": r["idx"], "path": r["path"]} for r in fresh if r["id"] not in done]
+        self.counts["skipped"] = len(fresh) - len(todo)
+        self.counts["to_describe"] = len(todo)
+        self.failed.update(e[2] for e in errors)
+        self.counts["failed"] = dict(sorted(self.failed.items()))
+        self.done_files = len(rows) - len(todo)
+        return todo, errors
+
+    def _tick(self, phase: str) -> Callable[[int], None]:
+        return lambda done: self.progress({"phase": phase, "total": self.counts["files"], "done": done})
+
+    def _on_batch(self, s: dict[str, Any]) -> None:
+        c = self.counts
+        self.failed.update(json.loads(s["failed"]))
+        self.done_files += s["files"]
+        c["described"] += s["described"]
+        c["failed"] = dict(sorted(self.failed.items()))
+        for k in ("retried", "prompt_tokens", "completion_tokens"):
+            c[k] = c.get(k, 0) + s[k]
+        self.stages["engine"] += s["engine_s"]
+        c["shards"] = c.get("shards", 0) + 1
+        c["recovered_batches"] = c.get("recovered_batches", 0) + int(s["recovered"])
+        self.first_start = min(getattr(self, "first_start", s["started"]), s["started"])
+        self.last_end = max(getattr(self, "last_end", s["ended"]), s["ended"])
+        elapsed = time.time() - self.t_describe
+        self.progress({"phase": "describe", "total": c["files"], "done": self.done_files,
+                       "described": c["described"], "failed": sum(self.failed.values()),
+                       "images_per_s": round(c["described"] / elapsed, 2) if elapsed > 0 else 0.0,
+                       "errors": json.loads(s["errors"])})
+        if time.perf_counter() - self.last_save > SAVE_EVERY_S:
+            self._save()
+
+    def _save(self, status: str | None = None, ended: bool = False) -> None:
+        self.last_save = time.perf_counter()
+        try:
+            with Store(self.db) as store:
+                store.update_job(self.job_id, self._final_counts(status or "running"), status=status, ended=ended)
+        except StoreError:
+            if ended:
+                raise          # the final row must be written; progress updates may wait for the next one
+
+    def _finish(self, status: str, folder: RunFolder) -> None:
+        """Counts from the run's shards (exact even after faults), then one idempotent ingest."""
+        from_shards = shard_counts(self.out, self.run_id)
+        self.counts["described"] = from_shards["described"]
+        self.failed = Counter(from_shards["failed"])
+        self.counts["failed"] = from_shards["failed"]
+        self.counts["worker_starts"] = len(folder.workers())   # > workers: Ray restarted dead ones
+        if status != "interrupted" and shards.shard_files(self.out):
+            t = time.perf_counter()
+            self.progress({"phase": "ingest", "total": self.counts["files"], "done": self.counts["files"]})
+            with Store(self.db) as store:
+                self.counts["ingest"] = shards.ingest(store, self.out)
+            self.stages["ingest"] = time.perf_counter() - t
+        self._save(status, ended=True)
+
+    def _final_counts(self, status: str) -> dict[str, Any]:
+        c = self.counts
+        elapsed = time.perf_counter() - self.t0
+        busy = getattr(self, "last_end", 0.0) - getattr(self, "first_start", 0.0)
+        tokens = c.get("prompt_tokens", 0) + c.get("completion_tokens", 0)
+        c.update(status=status, elapsed_s=round(elapsed, 3), stages_s={k: round(v, 3) for k, v in self.stages.items()},
+                 images_per_s=round(c["described"] / elapsed, 3) if elapsed else 0.0,
+                 images_per_s_engines_up=round(c["described"] / busy, 3) if busy > 0 else 0.0,
+                 tokens_per_s=round(tokens / self.stages["engine"], 1) if self.stages["engine"] else 0.0)
+        return c
+
+
+def _connect(opts: RayOptions) -> bool:
+    """Join the cluster (or start a local one); False when this process was already connected."""
+    import logging
+
+    import ray
+    from ray.data import DataContext
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": opts.log_to_driver, "logging_level": logging.WARNING}
+    if opts.address is None:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=opts.address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RayJobError(f"cannot reach the Ray cluster at {opts.address or 'RAY_ADDRESS / local'}: {_short(e)}; "
+                          "start it with `ray start --head` and pass --ray-address HOST:PORT") from None
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False      # our own progress line says images/s and errors
+    ctx.print_on_execution_start = False
+    ctx.issue_detectors_config.detectors = []   # its hints repeat every 30 s in the operator's terminal
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)   # "progress bars disabled"
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")   # small jobs
+    return True
+
+
+def plan_resources(opts: RayOptions, engine: Any, res: dict[str, float]) -> tuple[int, float]:
+    """Actors and GPUs per actor, checked against the cluster so a job never waits for resources forever."""
+    have_gpus, have_cpus = res.get("GPU", 0.0), res.get("CPU", 0.0)
+    tp = getattr(engine, "tensor_parallel_size", 1)
+    gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else (float(tp) if have_gpus else 0.0)
+    workers = opts.workers or (max(1, int(have_gpus // gpus)) if gpus else 1)
+    if gpus * workers > have_gpus:
+        raise RayJobError(f"--workers {workers} x --gpus-per-worker {gpus:g} needs {gpus * workers:g} GPUs; the "
+                          f"cluster has {have_gpus:g}. Lower --workers, or --gpus-per-worker 0 for vLLM's CPU build")
+    need = opts.cpus_per_worker * workers + opts.decode_cpus
+    if need > have_cpus:
+        raise RayJobError(f"--workers {workers} needs {need:g} CPUs ({opts.cpus_per_worker:g} per worker + "
+                          f"{opts.decode_cpus:g} for reading); the cluster has {have_cpus:g}. Lower --workers")
+    return workers, gpus
+
+
+def hash_phase(paths: list[str], cfg: JobConfig, tick: Callable[[int], None]) -> pa.Table:
+    import ray
+
+    items = [{"idx": i, "path": p} for i, p in enumerate(paths)]
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / HASH_BLOCK))
+    ds = ds.map_batches(hash_files, fn_args=(cfg.limits,), batch_format="pyarrow", batch_size=None)
+    tables, done = [], 0
+    for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        tables.append(t)
+        done += t.num_rows
+        tick(done)
+    return pa.concat_tables(tables)
+
+
+def describe_phase(todo: list[dict[str, Any]], spec: WorkerSpec, cfg: JobConfig, opts: RayOptions, workers: int,
+                   gpus: float, on_batch: Callable[[dict[str, Any]], None]) -> None:
+    """One block per batch (so a retried batch is the same batch), decoded by tasks, described by actors."""
+    if not todo:
+        return
+    import ray
+
+    ds = ray.data.from_items(todo, override_num_blocks=math.ceil(len(todo) / cfg.batch_size))
+    ds = ds.map_batches(decode_files, fn_args=(cfg.limits,), batch_format="pyarrow", batch_size=None,
+                        num_cpus=opts.decode_cpus)
+    ds = ds.map_batches(DescribeWorker, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=None,
+                        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=opts.cpus_per_worker,
+                        num_gpus=gpus)
+    for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for s in t.to_pylist():
+            on_batch(s)
+
+
+def shard_counts(out_dir: Path, run: str) -> dict[str, Any]:
+    """What a run really produced, from its shards: distinct images described, error rows by reason."""
+    described: set[str] = set()
+    failed: Counter = Counter()
+    for f in sorted(Path(out_dir).glob(f"shard-ray-{run}-*.parquet")):
+        for r in pq.read_table(f, columns=["kind", "image_id", "reason"]).to_pylist():
+            if r["kind"] == "description":
+                described.add(r["image_id"])
+            else:
+                failed[r["reason"]] += 1
+    return {"described": len(described), "failed": dict(sorted(failed.items()))}
+
+
+def settle_stale_jobs(store: Any) -> None:
+    """Ray jobs left `running` by a killed driver become `interrupted`, with the counts their shards prove."""
+    for j in store.jobs(10_000):
+        params = j["params"] or {}
+        if j["kind"] != "describe" or j["status"] != "running" or params.get("executor") != "ray":
+            continue
+        counts = dict(j["counts"] or {})
+        if Path(params.get("out_dir", "")).is_dir():
+            counts.update(shard_counts(Path(params["out_dir"]), params["run"]))
+        counts["status"] = "interrupted"
+        store.update_job(j["id"], counts, status="interrupted", ended=True)
+    store.interrupt_stale_jobs("describe")
+
+
+def _short(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]

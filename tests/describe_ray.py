@@ -1,0 +1,122 @@
+"""Fixtures for the Ray describe tests: one real local Ray cluster per test session, on loopback.
+
+The cluster is started with `ray start --head` (all its ports chosen free, its own temp folder), so it
+never meets another Ray instance on the machine, and it is stopped by ending exactly the processes it
+started (its daemons and their children, by pid): never `ray stop`, which ends every Ray on the machine.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+
+from tests.describe_vllm import subprocess_env
+
+PORT_OPTIONS = ("--port", "--node-manager-port", "--object-manager-port", "--ray-client-server-port",
+                "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port", "--metrics-export-port")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def ray_env() -> dict[str, str]:
+    """The cluster's (and so every worker's) environment: the vLLM test settings, this checkout first on
+    the path (workers import `vfr` and the test engine factories from it), no usage reports."""
+    return {**subprocess_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+
+
+def _cluster_processes(temp_dir: str) -> list[Any]:
+    import psutil
+
+    roots = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(temp_dir in a for a in (p.info["cmdline"] or [])):
+            roots.append(p)
+    procs = {p.pid: p for p in roots}
+    for r in roots:
+        try:
+            procs.update({c.pid: c for c in r.children(recursive=True)})
+        except psutil.Error:
+            continue
+    return list(procs.values())
+
+
+def stop_cluster(temp_dir: str) -> None:
+    import psutil
+
+    procs = _cluster_processes(temp_dir)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """`ray start --head` on 127.0.0.1 with 2 CPUs and no dashboard; yields its address."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.fail("Ray is not installed: pip install 'ray[data]==2.60.0' (the [ray] extra); tests never skip it")
+    temp_dir = tempfile.mkdtemp(prefix="vfr-ray-", dir="/tmp")   # short: Ray's socket paths must stay < 108 chars
+    ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS))))
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1",
+           "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}", *(f"{k}={v}" for k, v in ports.items())]
+    try:
+        started = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, f"ray start failed:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}"
+        yield f"127.0.0.1:{ports['--port']}"
+    finally:
+        stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def describe_cmd(images: Path, db: Path, model: Path, *extra: str, address: str | None = None) -> list[str]:
+    """The real CLI, with the Ray executor when `address` is given."""
+    cmd = [sys.executable, "-m", "vfr.cmd_describe", "describe", str(images), "--db", str(db), "--model", str(model),
+           "--max-model-len", "4096", *extra]
+    if address:
+        cmd += ["--executor", "ray", "--ray-address", address, "--workers", "2", "--cpus-per-worker", "0.5"]
+    return cmd
+
+
+def poison_engine(opts: Any, poison: Sequence[str] = ()) -> Any:
+    """The real vLLM engine, except that its process dies (like a segfault) when it meets a poison image."""
+    from vfr.describe.engine_vllm import VllmEngine
+
+    class Poisoned:
+        def __init__(self) -> None:
+            self.inner = VllmEngine(opts)
+            self.name = self.inner.name
+            self.max_pixels = self.inner.max_pixels
+
+        def generate(self, batch: Sequence[Any], retry: bool = False) -> list[Any]:
+            if any(ref.id in poison for ref in batch):
+                os._exit(3)
+            return self.inner.generate(batch, retry)
+
+    return Poisoned()

@@ -1,0 +1,111 @@
+"""`vfr describe --executor ray`: options, progress line and summary around `describe.ray_job`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from vfr.common import console, fail, out
+
+
+def describe_ray(paths: list[str], db: Path, model: Optional[str], engine: str, batch_size: int,
+                 collection: Optional[str], no_paths: bool, no_redact: bool, out_parquet: Optional[Path],
+                 shard: Optional[str], model_name: Optional[str], max_tokens: int, max_pixels: Optional[int],
+                 dtype: str, max_model_len: int, tensor_parallel_size: int, data_parallel_size: int,
+                 gpu_memory_utilization: float, seed: int, quiet: bool, log_batches: bool, as_json: bool,
+                 executor: str, ray_address: Optional[str], workers: Optional[int],
+                 gpus_per_worker: Optional[float], cpus_per_worker: float, **_local_only: Any) -> None:
+    """Validate what only the Ray executor accepts, run the job, print its summary."""
+    if executor != "ray":
+        fail(f"--executor must be local or ray, not {executor!r}")
+    if engine != "offline":
+        fail("--executor ray runs vLLM engines on the cluster: use it with --engine offline (the default)")
+    if shard is not None:
+        fail("--shard is for hand-made splits; --executor ray splits the files over its workers itself")
+    if data_parallel_size != 1:
+        fail("with --executor ray, use --workers N for more engines instead of --data-parallel-size")
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        fail(f"Ray is not installed ({e}); install the extra: pip install 'vfr[ray]' (or 'ray[data]==2.60.0')")
+
+    from vfr.cmd_describe import _stored_model_name
+    from vfr.describe.engine_vllm import DEFAULT_MODEL, VllmOptions, model_max_pixels
+    from vfr.describe.job import JobConfig
+    from vfr.describe.prompt import prompt_version
+    from vfr.describe.ray_job import RayJobError, RayOptions, run
+    from vfr.describe.reader import ReaderLimits
+    from vfr.store.store import StoreError
+
+    model = model or DEFAULT_MODEL
+    opts = VllmOptions(model=str(Path(model).resolve()) if Path(model).is_dir() else model, dtype=dtype,
+                       max_tokens=max_tokens, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, seed=seed, max_pixels=max_pixels)
+    if tensor_parallel_size > 1:
+        opts.extra["distributed_executor_backend"] = "mp"   # the TP ranks live inside the actor's GPUs
+    cfg = JobConfig(model=model_name or _stored_model_name(model, "offline"), prompt_version=prompt_version(not no_redact),
+                    batch_size=batch_size, collection=collection, keep_paths=not no_paths,
+                    limits=ReaderLimits(max_pixels=max_pixels or model_max_pixels(model)),
+                    params={"engine": "offline", "options": {**vars(opts)}})
+    ray_opts = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                          cpus_per_worker=cpus_per_worker)
+    shards_dir = out_parquet or db.with_name(db.name + ".shards")
+    show = _Progress(quiet, log_batches)
+    try:
+        with show:
+            counts = run(paths, db, shards_dir, cfg, opts, ray_opts, redact=not no_redact, progress=show.update)
+    except KeyboardInterrupt:
+        fail("interrupted: the shards already written are kept; run the same command again to continue", 130)
+    except (RayJobError, StoreError) as e:
+        fail(str(e))
+    _summary(counts, shards_dir)
+    if as_json:
+        out.print_json(json.dumps(counts))
+
+
+class _Progress:
+    """One rich bar (stderr): files settled, images/s and errors; or one line per batch with --log-batches."""
+
+    def __init__(self, quiet: bool, log_batches: bool) -> None:
+        self.quiet, self.log = quiet, log_batches
+        self.bar: Any = None
+        self.task: Any = None
+        self.phase = ""
+        self.t_last = 0.0
+
+    def __enter__(self) -> "_Progress":
+        if not (self.quiet or self.log):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+            self.task = self.bar.add_task("starting", total=None, rate="")
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, s: dict[str, Any]) -> None:
+        rate = (f"{s['images_per_s']} images/s, {s['failed']} errors" if "images_per_s" in s else "")
+        if self.bar is not None:
+            label = {"hash": "hashing", "describe": "describing", "ingest": "ingesting"}[s["phase"]]
+            self.bar.update(self.task, description=label, total=s["total"], completed=s["done"], rate=rate)
+        elif self.log and (s["phase"] != self.phase or s["phase"] == "describe" or time.time() - self.t_last > 10):
+            console.print(f"{s['phase']}: {s['done']}/{s['total']} files" + (f"; {rate}" if rate else ""),
+                          highlight=False)
+            self.t_last = time.time()
+        self.phase = s["phase"]
+
+
+def _summary(c: dict[str, Any], shards_dir: Path) -> None:
+    failed = c.get("failed") or {}
+    ing = c.get("ingest") or {}
+    console.print(
+        f"job {c.get('job')} {c.get('status')} on {c.get('workers', 0)} Ray worker(s): {c['described']} described, "
+        f"{c['skipped']} already done, {c['duplicates']} duplicate files, {sum(failed.values())} failed"
+        + (f" ({', '.join(f'{k} {v}' for k, v in failed.items())})" if failed else "")
+        + f"; {c.get('images_per_s', 0)} images/s ({c.get('images_per_s_engines_up', 0)} once the engines were up); "
+        f"shards in {shards_dir}, {ing.get('ingested_shards', 0)} ingested", highlight=False)
