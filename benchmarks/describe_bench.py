@@ -92,8 +92,8 @@ def main() -> int:
 
     # vfr describe: files → store, the full pipeline.
     cfg = JobConfig(model=model, prompt_version=prompt_version(True), batch_size=args.batch_size, limits=limits)
-    with Store(work / "bench.duckdb") as store:
-        counts = job.run([work / "img"], ValidatingDescriber(eng), StoreSink(store), cfg)
+    counts = job.run([work / "img"], ValidatingDescriber(eng), StoreSink(work / "bench.duckdb"), cfg)
+    with Store(work / "bench.duckdb", read_only=True) as store:   # the job opens it per batch, as the CLI does
         valid = store.con.execute("SELECT count(*) FROM descriptions").fetchone()[0]
 
     bare_ips = len(paths) / bare_s

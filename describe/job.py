@@ -14,11 +14,13 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from vfr.describe.describer import DescribeError, Describer
+from vfr.describe.jobstore import JobLock, job_lock_timeout, open_for_job
 from vfr.describe.reader import ImageRef, ReaderLimits, ReadError, decode, discover, read_bytes
 from vfr.describe.schema import RENDERER_VERSION, SceneDescription
 from vfr.store.store import DescriptionRow, ImageRow
@@ -51,26 +53,64 @@ class Sink(Protocol):
 
 
 class StoreSink:
-    """Writes each batch into DuckDB in one transaction with the job's counts."""
+    """Writes each batch into DuckDB in one transaction with its error rows and the job's counts.
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    The store is open only for that transaction and for each "already described?" check, so other
+    processes (search, import, delete, index updates) work between batches; see `describe.jobstore`.
+    `db` is the database path (a `Store` is accepted for its path). One describe job per store.
+    """
+
+    def __init__(self, db: str | Path | Any, lock_timeout: float | None = None,
+                 note: Callable[[str], None] = lambda msg: None) -> None:
+        self.path = Path(getattr(db, "path", db))
+        self.lock_timeout = job_lock_timeout() if lock_timeout is None else lock_timeout
+        self.note = note
+        self.lock = JobLock(self.path, "describe")
         self.job_id: int | None = None
+        self._turn = threading.Lock()   # the reader thread's checks and the writes open the store in turn
+
+    @contextmanager
+    def _store(self) -> Iterator[Any]:
+        with self._turn:
+            store = open_for_job(self.path, self.lock_timeout, self.note)
+            try:
+                yield store
+            finally:
+                store.close()
 
     def begin(self, params: dict[str, Any]) -> str:
-        self.store.interrupt_stale_jobs("describe")
-        self.job_id = self.store.start_job("describe", params)
+        self.lock.acquire()
+        try:
+            with self._store() as store:
+                store.interrupt_stale_jobs("describe")   # we hold the job lock: no other can be running
+                self.job_id = store.start_job("describe", params)
+        except BaseException:
+            self.lock.release()
+            raise
         return str(self.job_id)
 
     def done_ids(self, model: str, prompt_version: str, ids: Sequence[str]) -> set[str]:
-        return self.store.already_described(model, prompt_version, ids)
+        if not ids:
+            return set()
+        with self._store() as store:
+            return store.already_described(model, prompt_version, ids)
 
     def write(self, images: list[ImageRow], descriptions: list[DescriptionRow], errors: list[ErrorRow],
               counts: dict[str, Any]) -> None:
-        self.store.write_describe_batch(self.job_id, images, descriptions, errors, counts)
+        with self._store() as store:
+            store.write_describe_batch(self.job_id, images, descriptions, errors, counts)
 
     def end(self, counts: dict[str, Any], status: str) -> None:
-        self.store.update_job(self.job_id, counts, status=status, ended=True)
+        try:
+            with self._store() as store:
+                store.update_job(self.job_id, counts, status=status, ended=True)
+        finally:
+            self.lock.release()
+
+    def errors(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The job's first error rows (after `end`), for the summary."""
+        with self._store() as store:
+            return store.job_errors(int(self.job_id))[:limit] if self.job_id is not None else []
 
 
 @dataclass
@@ -187,11 +227,13 @@ def rows_for(batch: Prepared, results: Sequence[SceneDescription | DescribeError
 
 
 def run(specs: Sequence[str | Path], describer: Describer, sink: Sink, cfg: JobConfig,
-        progress: Progress = Progress(), engine_name: str = "offline", redacted: bool = True) -> dict[str, Any]:
-    """Describe every image under `specs`; returns the final counts (also stored in the job row)."""
+        progress: Progress = Progress(), engine_name: str = "offline", redacted: bool = True,
+        files: Sequence[Path] | None = None) -> dict[str, Any]:
+    """Describe every image under `specs` (or exactly `files`, when the caller already expanded them,
+    e.g. `describe.inputs.collect`); returns the final counts (also stored in the job row)."""
     t_start = time.perf_counter()
     timings: Counter = Counter()
-    paths = select_shard(list(discover(specs)), cfg.shard)
+    paths = select_shard(list(files) if files is not None else list(discover(specs)), cfg.shard)
     counts: dict[str, Any] = {"files": len(paths), "described": 0, "skipped": 0, "duplicates": 0, "failed": {}}
     job_id = sink.begin({**cfg.params, "model": cfg.model, "prompt_version": cfg.prompt_version,
                          "batch_size": cfg.batch_size, "collection": cfg.collection, "paths": cfg.keep_paths,

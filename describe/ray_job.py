@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from vfr.describe import shards
 from vfr.describe.job import ErrorRow, JobConfig
+from vfr.describe.jobstore import JobLock, job_lock_timeout, open_for_job
 from vfr.describe.ray_worker import DescribeWorker, RunFolder, WorkerSpec, decode_files, hash_files
 from vfr.describe.reader import discover
 from vfr.store.store import Store, StoreError
@@ -55,29 +56,23 @@ class RayOptions:
 
 
 def run(specs: Sequence[str | Path], db: str | Path, out_dir: str | Path, cfg: JobConfig, engine: Any,
-        opts: RayOptions = RayOptions(), redact: bool = True, progress: ProgressFn = lambda s: None) -> dict[str, Any]:
-    """Describe every image under `specs` on a Ray cluster; returns the final counts (the job row's)."""
-    from filelock import FileLock, Timeout
-
+        opts: RayOptions = RayOptions(), redact: bool = True, progress: ProgressFn = lambda s: None,
+        files: Sequence[Path] | None = None, note: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Describe every image under `specs` (or exactly `files`) on a Ray cluster; returns the final counts
+    (the job row's). Holds the store's describe job lock throughout, like the single-process job."""
     db, out = Path(db), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(db.with_name(f"{db.name}.describe.lock")), thread_local=False)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RayJobError(f"another describe job is running on {db}; wait for it (`vfr jobs --db {db}`) "
-                          "or use another --db") from None
-    try:
-        return _Job(db, out, cfg, engine, opts, redact, progress).run([str(p) for p in discover(specs)])
-    finally:
-        lock.release()
+    paths = [str(p) for p in (files if files is not None else discover(specs))]
+    with JobLock(db, "describe"):
+        return _Job(db, out, cfg, engine, opts, redact, progress, note).run(paths)
 
 
 class _Job:
     def __init__(self, db: Path, out: Path, cfg: JobConfig, engine: Any, opts: RayOptions, redact: bool,
-                 progress: ProgressFn) -> None:
+                 progress: ProgressFn, note: Callable[[str], None]) -> None:
         self.db, self.out, self.cfg, self.engine, self.opts = db, out, cfg, engine, opts
-        self.redact, self.progress = redact, progress
+        self.redact, self.progress, self.note = redact, progress, note
+        self.lock_timeout = job_lock_timeout()
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         self.counts: dict[str, Any] = {"files": 0, "described": 0, "skipped": 0, "duplicates": 0, "failed": {},
                                        "executor": "ray", "run": self.run_id}
@@ -91,7 +86,7 @@ class _Job:
         params = {**self.cfg.params, "executor": "ray", "model": self.cfg.model, "out_dir": str(self.out.resolve()),
                   "run": self.run_id, "prompt_version": self.cfg.prompt_version, "batch_size": self.cfg.batch_size,
                   "collection": self.cfg.collection, "paths": self.cfg.keep_paths}
-        with Store(self.db) as store:
+        with self._store() as store:
             settle_stale_jobs(store)
             self.job_id = store.start_job("describe", params)
         self.counts["job"] = str(self.job_id)
@@ -155,7 +150,7 @@ class _Job:
                 fresh.append(r)
         done = shards.described_in(self.out).get((self.cfg.model, self.cfg.prompt_version), set())
         ids = [r["id"] for r in fresh if r["id"] not in done]
-        with Store(self.db) as store:
+        with self._store() as store:
             for i in range(0, len(ids), SKIP_CHECK_CHUNK):
                 done |= store.already_described(self.cfg.model, self.cfg.prompt_version, ids[i:i + SKIP_CHECK_CHUNK])
         todo = [{"idx": r["idx"], "path": r["path"]} for r in fresh if r["id"] not in done]
@@ -165,6 +160,11 @@ class _Job:
         self.counts["failed"] = dict(sorted(self.failed.items()))
         self.done_files = len(rows) - len(todo)
         return todo, errors
+
+    def _store(self, progress_only: bool = False) -> Store:
+        """The store for one short transaction; other processes use it in between (`describe.jobstore`).
+        A progress update does not wait long for it: the next one, or the final row, will do."""
+        return open_for_job(self.db, 1.0 if progress_only else self.lock_timeout, self.note)
 
     def _tick(self, phase: str) -> Callable[[int], None]:
         return lambda done: self.progress({"phase": phase, "total": self.counts["files"], "done": done})
@@ -193,7 +193,7 @@ class _Job:
     def _save(self, status: str | None = None, ended: bool = False) -> None:
         self.last_save = time.perf_counter()
         try:
-            with Store(self.db) as store:
+            with self._store(progress_only=not ended) as store:
                 store.update_job(self.job_id, self._final_counts(status or "running"), status=status, ended=ended)
         except StoreError:
             if ended:
@@ -209,8 +209,7 @@ class _Job:
         if status != "interrupted" and shards.shard_files(self.out):
             t = time.perf_counter()
             self.progress({"phase": "ingest", "total": self.counts["files"], "done": self.counts["files"]})
-            with Store(self.db) as store:
-                self.counts["ingest"] = shards.ingest(store, self.out)
+            self.counts["ingest"] = shards.ingest(self.db, self.out, self.lock_timeout, self.note)
             self.stages["ingest"] = time.perf_counter() - t
         self._save(status, ended=True)
 

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,14 @@ def _expand(spec: str) -> Iterator[Path]:
         return
     p = Path(spec)
     if p.is_dir():
-        for root, dirs, files in os.walk(p):
+        unlisted: list[OSError] = []   # folders os.walk could not list: yielded, so they become error rows
+        for root, dirs, files in os.walk(p, onerror=unlisted.append):
+            yield from _drain(unlisted)
             dirs.sort()
             for name in sorted(files):
                 if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                     yield Path(root) / name
+        yield from _drain(unlisted)
     elif p.exists() or p.is_symlink() or not glob.has_magic(spec):
         yield p  # missing files too: they become "unreadable" error rows
     else:
@@ -95,11 +99,21 @@ def _expand(spec: str) -> Iterator[Path]:
             yield from _expand(match)
 
 
+def _drain(errors: list[OSError]) -> Iterator[Path]:
+    while errors:
+        e = errors.pop(0)
+        if e.filename is not None:
+            yield Path(e.filename)
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def read_bytes(path: Path, limits: ReaderLimits) -> tuple[bytes, str] | ReadError:
     """The file's bytes and sha256, or why they cannot be had."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            return ReadError(str(path), UNREADABLE, _folder_detail(path))
+        size = st.st_size
         if size == 0:
             return ReadError(str(path), EMPTY, "zero-byte file")
         if size > limits.max_file_bytes:
@@ -108,6 +122,16 @@ def read_bytes(path: Path, limits: ReaderLimits) -> tuple[bytes, str] | ReadErro
     except OSError as e:
         return ReadError(str(path), UNREADABLE, f"{type(e).__name__}: {e.strerror or e}")
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _folder_detail(path: Path) -> str:
+    """Folders reach the reader only when they could not be listed (or were named in a file list)."""
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as e:
+        return f"folder could not be listed: {type(e).__name__}: {e.strerror or e}"
+    return "a folder, not an image file"
 
 
 def decode(data: bytes, path: str, image_id: str, limits: ReaderLimits) -> ImageRef | ReadError:

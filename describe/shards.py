@@ -13,11 +13,12 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vfr.describe.jobstore import JobLock, job_lock_timeout, open_for_job
 from vfr.store.store import DescriptionRow, ImageRow
 
 SCHEMA = pa.schema([
@@ -109,9 +110,23 @@ def described_in(directory: str | Path) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+class ShardError(ValueError):
+    """A file named like a shard that is not one (damaged, or written by something else)."""
+
+
 def read_shard(path: Path) -> tuple[list[ImageRow], list[DescriptionRow], list[tuple]]:
+    try:
+        table = pq.read_table(path)
+        if not set(SCHEMA.names) <= set(table.column_names):
+            missing = sorted(set(SCHEMA.names) - set(table.column_names))
+            raise ShardError(f"{path} is not a vfr description shard (no column {', '.join(missing)}); "
+                             "move it out of the folder")
+        rows = table.to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise ShardError(f"cannot read shard {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "delete it and rerun the worker that wrote it, then ingest again") from None
     images, descs, errors = [], [], []
-    for r in pq.read_table(path).to_pylist():
+    for r in rows:
         if r["kind"] == "error":
             errors.append((r["image_id"], r["path"], r["reason"], r["detail"]))
             continue
@@ -122,28 +137,56 @@ def read_shard(path: Path) -> tuple[list[ImageRow], list[DescriptionRow], list[t
     return images, descs, errors
 
 
-def ingest(store: Any, directory: str | Path) -> dict[str, Any]:
-    """Load every new or changed shard of `directory` into `store`; returns counts (also the job row's)."""
+def ingest(db: str | Path | Any, directory: str | Path, lock_timeout: float | None = None,
+           note: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Load every new or changed shard of `directory` into the store at `db` (a `Store` is accepted for
+    its path); returns counts (also the job row's). The store is open for one shard's transaction at a
+    time (the shard, its error rows and the job's counts commit together), so other processes work
+    between shards; one ingest job per store (`JobLock`)."""
     files = shard_files(directory)
     if not files:
-        raise FileNotFoundError(f"no shard-*.parquet files in {directory}")
-    known = store.ingested_shard_digests()
-    job_id = store.start_job("ingest", {"dir": str(directory)})
+        raise FileNotFoundError(f"no shard-*.parquet files in {directory}: pass the folder given to "
+                                "`vfr describe --out-parquet`")
+    path = Path(getattr(db, "path", db))
+    timeout = job_lock_timeout() if lock_timeout is None else lock_timeout
     counts: dict[str, Any] = {"shards": len(files), "ingested_shards": 0, "unchanged_shards": 0,
                               "descriptions": 0, "errors": 0}
-    try:
-        for f in files:
-            digest = hashlib.sha256(f.read_bytes()).hexdigest()
-            if known.get(f.name) == digest:
-                counts["unchanged_shards"] += 1
-                continue
-            images, descs, errors = read_shard(f)
-            store.ingest_shard(f.name, digest, images, descs, errors, job_id)
-            counts["ingested_shards"] += 1
-            counts["descriptions"] += len(descs)
-            counts["errors"] += len(errors)
-    except BaseException:
-        store.update_job(job_id, counts, status="failed", ended=True)
-        raise
-    store.update_job(job_id, counts, status="done", ended=True)
+    with JobLock(path, "ingest"):
+        with open_for_job(path, timeout, note) as store:
+            store.interrupt_stale_jobs("ingest")   # we hold the ingest lock: no other can be running
+            known = store.ingested_shard_digests()
+            job_id = store.start_job("ingest", {"dir": str(directory)})
+        status = "failed"
+        try:
+            for f in files:
+                digest = hashlib.sha256(f.read_bytes()).hexdigest()
+                if known.get(f.name) == digest:
+                    counts["unchanged_shards"] += 1
+                    continue
+                images, descs, errors = read_shard(f)
+                after = {**counts, "ingested_shards": counts["ingested_shards"] + 1,
+                         "descriptions": counts["descriptions"] + len(descs), "errors": counts["errors"] + len(errors)}
+                with open_for_job(path, timeout, note) as store:
+                    store.ingest_shard(f.name, digest, images, descs, errors, job_id, after)
+                counts = after
+            status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            with open_for_job(path, timeout, note) as store:
+                store.update_job(job_id, counts, status=status, ended=True)
     return counts
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Before anything heavy: the shard folder exists (or can be made) and is writable."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ShardError(f"--out-parquet {path} is a file; pass a folder for the shards")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ShardError(f"cannot create the shard folder {path} ({e.strerror or e}); pass a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ShardError(f"the shard folder {path} is not writable; pass a writable folder")

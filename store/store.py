@@ -30,6 +30,10 @@ class StoreError(RuntimeError):
     """A store problem the user can act on (message says what to do)."""
 
 
+class StoreBusy(StoreError):
+    """Another process held the database's lock for longer than we were told to wait."""
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -300,7 +304,8 @@ class Store:
         return {r[0] for r in rows}
 
     def interrupt_stale_jobs(self, kind: str) -> int:
-        """Mark `running` jobs of this kind as interrupted: we hold the only write lock, so none can be running."""
+        """Mark `running` jobs of this kind as interrupted. Only for a caller that knows none can be running
+        (a describe or ingest job holds its job lock, `describe.job.JobLock`, while it runs)."""
         n = self.con.execute("UPDATE jobs SET status = 'interrupted' WHERE kind = ? AND status = 'running' "
                              "RETURNING id", [kind]).fetchall()
         return len(n)
@@ -325,11 +330,15 @@ class Store:
 
     def ingest_shard(self, name: str, digest: str, images: Sequence[ImageRow],
                      descriptions: Sequence[DescriptionRow],
-                     errors: Sequence[tuple[str | None, str | None, str, str | None]], job_id: int) -> None:
-        """One shard in one transaction, remembered by name and digest so ingesting again is a no-op."""
+                     errors: Sequence[tuple[str | None, str | None, str, str | None]], job_id: int,
+                     counts: dict[str, Any] | None = None) -> None:
+        """One shard in one transaction, remembered by name and digest so ingesting again is a no-op;
+        with `counts`, the job row's running counts commit with it (they agree with the rows after a crash)."""
         with self.transaction():
             self.upsert_in_transaction(images, descriptions)
             self.record_errors(job_id, errors)
+            if counts is not None:
+                self.update_job(job_id, counts)
             self.con.execute("INSERT OR REPLACE INTO ingested_shards (name, sha256, rows, errors) VALUES (?, ?, ?, ?)",
                              [name, digest, len(descriptions), len(errors)])
 
@@ -353,7 +362,7 @@ def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConn
             if "lock" not in str(e).lower():
                 raise StoreError(f"cannot open {path}: {e}") from None
             if time.monotonic() >= deadline:
-                raise StoreError(
+                raise StoreBusy(
                     f"{path} is in use by another process (DuckDB allows one writer and no reader beside it); "
                     f"waited {timeout:g}s. Wait for it to finish, raise VFR_LOCK_TIMEOUT (seconds), "
                     "or use another --db") from None

