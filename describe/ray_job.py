@@ -205,7 +205,9 @@ class _Job:
         self.counts["described"] = from_shards["described"]
         self.failed = Counter(from_shards["failed"])
         self.counts["failed"] = from_shards["failed"]
-        self.counts["worker_starts"] = len(folder.workers())   # > workers: Ray restarted dead ones
+        workers = folder.workers()
+        self.counts["worker_starts"] = len(workers)   # more than `workers`: Ray restarted dead ones
+        self.counts["engine_load_s"] = max((w.get("load_s", 0.0) for w in workers), default=0.0)
         if status != "interrupted" and shards.shard_files(self.out):
             t = time.perf_counter()
             self.progress({"phase": "ingest", "total": self.counts["files"], "done": self.counts["files"]})

@@ -58,6 +58,7 @@ def _cluster_processes(temp_dir: str) -> list[Any]:
 
 
 def stop_cluster(temp_dir: str) -> None:
+    """End exactly this cluster's processes (by pid), then remove its temp folder."""
     import psutil
 
     procs = _cluster_processes(temp_dir)
@@ -66,33 +67,42 @@ def stop_cluster(temp_dir: str) -> None:
             p.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=8)
     for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start_cluster(env: dict[str, str], num_cpus: int = 2) -> tuple[str, str]:
+    """`ray start --head` on 127.0.0.1 (free ports, its own temp folder, no dashboard); returns its
+    address and temp folder (for `stop_cluster`)."""
+    temp_dir = tempfile.mkdtemp(prefix="vfr-ray-", dir="/tmp")   # short: Ray's socket paths must stay < 108 chars
+    ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS))))
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}", *(f"{k}={v}" for k, v in ports.items())]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if started.returncode != 0:
+        stop_cluster(temp_dir)
+        raise RuntimeError(f"ray start failed:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}")
+    return f"127.0.0.1:{ports['--port']}", temp_dir
 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """`ray start --head` on 127.0.0.1 with 2 CPUs and no dashboard; yields its address."""
+    """One local cluster for the whole test session: 2 CPUs, loopback; yields its address."""
     try:
         import ray  # noqa: F401
     except ImportError:
         pytest.fail("Ray is not installed: pip install 'ray[data]==2.60.0' (the [ray] extra); tests never skip it")
-    temp_dir = tempfile.mkdtemp(prefix="vfr-ray-", dir="/tmp")   # short: Ray's socket paths must stay < 108 chars
-    ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS))))
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1",
-           "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-           f"--temp-dir={temp_dir}", *(f"{k}={v}" for k, v in ports.items())]
+    address, temp_dir = start_cluster(ray_env())
     try:
-        started = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True, timeout=180)
-        assert started.returncode == 0, f"ray start failed:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}"
-        yield f"127.0.0.1:{ports['--port']}"
+        yield address
     finally:
         stop_cluster(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def describe_cmd(images: Path, db: Path, model: Path, *extra: str, address: str | None = None) -> list[str]:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from vfr.common import console, fail, out
+from vfr.common import console, fail, stdout_for_results
 
 
 def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], engine: str, batch_size: int,
@@ -47,17 +47,19 @@ def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], eng
     ray_opts = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                           cpus_per_worker=cpus_per_worker)
     show = _Progress(quiet, log_batches)
-    try:
-        with show:
-            counts = run([], db, shards_dir, cfg, opts, ray_opts, redact=not no_redact, progress=show.update,
-                         files=files)
-    except KeyboardInterrupt:
-        fail("interrupted: the shards already written are kept; run the same command again to continue", 130)
-    except (RayJobError, StoreError) as e:
-        fail(str(e))
-    _summary(counts, shards_dir)
-    if as_json:
-        out.print_json(json.dumps(counts))
+    note = lambda msg: console.print(f"note: {msg}", highlight=False, markup=False)  # noqa: E731
+    with stdout_for_results() as results:      # --json stays parseable whatever Ray prints
+        try:
+            with show:
+                counts = run([], db, shards_dir, cfg, opts, ray_opts, redact=not no_redact, progress=show.update,
+                             files=files, note=note)
+        except KeyboardInterrupt:
+            fail("interrupted: the shards already written are kept; run the same command again to continue", 130)
+        except (RayJobError, StoreError) as e:
+            fail(str(e))
+        _summary(counts, shards_dir)
+        if as_json:
+            results.print_json(json.dumps(counts))
     if counts["files"] and not counts["described"] and not counts["skipped"] and counts["failed"]:
         fail(f"nothing was described: all {sum(counts['failed'].values())} files that were tried failed "
              f"(`vfr jobs --db {db}` keeps the counts)")
