@@ -1,14 +1,15 @@
 """`vfr describe --executor ray`: the describe job as a Ray Data pipeline on a cluster of vLLM workers.
 
-    list files (driver) → hash (CPU tasks) → skip described/duplicates (driver, before any engine)
-      → decode (CPU tasks) → describe (actor pool, one vLLM engine per actor) → one Parquet shard per batch
-      → one idempotent `vfr ingest` of the shard folder into DuckDB (driver)
+    list files (driver) → read + hash (CPU tasks) → skip described / duplicates (the job's `Planner`
+      actor: no engine sees them) → decode (same CPU tasks) → describe (actor pool, one vLLM engine per
+      actor) → one Parquet shard per batch → one idempotent `vfr ingest` of the shard folder (driver)
 
+It is one streaming pipeline: files are read and decoded while the engines describe earlier blocks.
 The driver keeps the job row (`vfr jobs`) up to date and shows progress; the workers are in
 `describe.ray_worker`. Shards are durable as soon as a batch is done, so a killed driver or worker loses
 at most the batches in flight: a rerun skips everything already in the store or in the folder's shards,
 describes the rest, and ingests the lot. A rerun also settles a killed run's job row from its shards, so
-the `described` counts of all describe jobs add up to the descriptions stored. Ray is imported only here,
+the `described` counts of all describe jobs add up to the descriptions stored. Ray is imported only
 inside the functions that need it.
 """
 from __future__ import annotations
@@ -23,19 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfr.describe import shards
-from vfr.describe.job import ErrorRow, JobConfig
+from vfr.describe.job import JobConfig
 from vfr.describe.jobstore import JobLock, job_lock_timeout, open_for_job
-from vfr.describe.ray_worker import DescribeWorker, RunFolder, WorkerSpec, decode_files, hash_files
+from vfr.describe.ray_worker import DescribeWorker, Planner, RunFolder, WorkerSpec, prepare_files
 from vfr.describe.reader import discover
 from vfr.store.store import Store, StoreError
 
 ProgressFn = Callable[[dict[str, Any]], None]
-SKIP_CHECK_CHUNK = 50_000          # image ids per "already described?" query
-HASH_BLOCK = 256                   # files per hashing task
 SAVE_EVERY_S = 10.0                # job row updates while running
 
 
@@ -49,7 +47,7 @@ class RayOptions:
     workers: int | None = None          # actors (engines); None: GPUs // gpus_per_worker, or 1 without GPUs
     gpus_per_worker: float | None = None  # None: tensor_parallel_size on a GPU cluster, else 0
     cpus_per_worker: float = 0.5
-    decode_cpus: float = 1.0            # per hashing/decoding task
+    decode_cpus: float = 1.0            # per read/hash/decode task
     crash_limit: int = 1
     engine_factory: Callable[[Any], Any] | str | None = None   # see WorkerSpec; tests inject faults with it
     log_to_driver: bool = False         # workers' logs stay in each node's Ray log folder
@@ -80,6 +78,7 @@ class _Job:
         self.t0 = time.perf_counter()
         self.stages: Counter = Counter()
         self.last_save = 0.0
+        self.done_files = 0
 
     def run(self, paths: list[str]) -> dict[str, Any]:
         self.counts["files"] = len(paths)
@@ -98,7 +97,7 @@ class _Job:
         try:
             if paths:
                 connected = _connect(self.opts)
-                self._work(paths, folder)
+                self._work(paths)
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -115,73 +114,41 @@ class _Job:
                 ray.shutdown()
         return self.counts
 
-    def _work(self, paths: list[str], folder: RunFolder) -> None:
+    def _work(self, paths: list[str]) -> None:
         import ray
         workers, gpus = plan_resources(self.opts, self.engine, ray.cluster_resources())
         self.counts.update(workers=workers, gpus_per_worker=gpus)
         t = time.perf_counter()
-        hashed = hash_phase(paths, self.cfg, self._tick("hash"))
-        todo, errors = self._plan(hashed)
-        self.stages["hash"] = time.perf_counter() - t
-        if errors:
-            shards.write_table(shards.to_table([], [], errors), self.out, folder.shard_name("read"))
+        done = shards.described_in(self.out).get((self.cfg.model, self.cfg.prompt_version), set())
+        with self._store() as store:
+            done.update(store.described_ids(self.cfg.model, self.cfg.prompt_version))
+        self.stages["plan"] = time.perf_counter() - t
         self._save()
         spec = WorkerSpec(str(self.out), self.run_id, str(self.job_id), self.engine, self.cfg, self.redact,
                           self.opts.crash_limit, self.opts.engine_factory)
         t = time.perf_counter()
         self.t_describe = time.time()
-        describe_phase(todo, spec, self.cfg, self.opts, workers, gpus, self._on_batch)
+        describe_phase(paths, sorted(done), spec, self.cfg, self.opts, workers, gpus, self._on_batch)
         self.stages["describe"] = time.perf_counter() - t
-
-    def _plan(self, hashed: pa.Table) -> tuple[list[dict[str, Any]], list[ErrorRow]]:
-        """Read errors, duplicates by content, and images already described (store or folder) are settled
-        here, on the driver, so no engine ever sees them."""
-        rows = hashed.sort_by("idx").to_pylist()
-        errors: list[ErrorRow] = []
-        seen: set[str] = set()
-        fresh = []
-        for r in rows:
-            if r["reason"] is not None:
-                errors.append((None, r["path"] if self.cfg.keep_paths else None, r["reason"], r["detail"]))
-            elif r["id"] in seen:
-                self.counts["duplicates"] += 1
-            else:
-                seen.add(r["id"])
-                fresh.append(r)
-        done = shards.described_in(self.out).get((self.cfg.model, self.cfg.prompt_version), set())
-        ids = [r["id"] for r in fresh if r["id"] not in done]
-        with self._store() as store:
-            for i in range(0, len(ids), SKIP_CHECK_CHUNK):
-                done |= store.already_described(self.cfg.model, self.cfg.prompt_version, ids[i:i + SKIP_CHECK_CHUNK])
-        todo = [{"idx": r["idx"], "path": r["path"]} for r in fresh if r["id"] not in done]
-        self.counts["skipped"] = len(fresh) - len(todo)
-        self.counts["to_describe"] = len(todo)
-        self.failed.update(e[2] for e in errors)
-        self.counts["failed"] = dict(sorted(self.failed.items()))
-        self.done_files = len(rows) - len(todo)
-        return todo, errors
 
     def _store(self, progress_only: bool = False) -> Store:
         """The store for one short transaction; other processes use it in between (`describe.jobstore`).
         A progress update does not wait long for it: the next one, or the final row, will do."""
         return open_for_job(self.db, 1.0 if progress_only else self.lock_timeout, self.note)
 
-    def _tick(self, phase: str) -> Callable[[int], None]:
-        return lambda done: self.progress({"phase": phase, "total": self.counts["files"], "done": done})
-
     def _on_batch(self, s: dict[str, Any]) -> None:
         c = self.counts
         self.failed.update(json.loads(s["failed"]))
         self.done_files += s["files"]
-        c["described"] += s["described"]
         c["failed"] = dict(sorted(self.failed.items()))
-        for k in ("retried", "prompt_tokens", "completion_tokens"):
+        for k in ("described", "skipped", "duplicates", "retried", "prompt_tokens", "completion_tokens"):
             c[k] = c.get(k, 0) + s[k]
         self.stages["engine"] += s["engine_s"]
-        c["shards"] = c.get("shards", 0) + 1
-        c["recovered_batches"] = c.get("recovered_batches", 0) + int(s["recovered"])
-        self.first_start = min(getattr(self, "first_start", s["started"]), s["started"])
-        self.last_end = max(getattr(self, "last_end", s["ended"]), s["ended"])
+        if s["shard"]:
+            c["shards"] = c.get("shards", 0) + 1
+            c["recovered_batches"] = c.get("recovered_batches", 0) + int(s["recovered"])
+            self.first_start = min(getattr(self, "first_start", s["started"]), s["started"])
+            self.last_end = max(getattr(self, "last_end", s["ended"]), s["ended"])
         elapsed = time.time() - self.t_describe
         self.progress({"phase": "describe", "total": c["files"], "done": self.done_files,
                        "described": c["described"], "failed": sum(self.failed.values()),
@@ -270,36 +237,27 @@ def plan_resources(opts: RayOptions, engine: Any, res: dict[str, float]) -> tupl
     return workers, gpus
 
 
-def hash_phase(paths: list[str], cfg: JobConfig, tick: Callable[[int], None]) -> pa.Table:
+def describe_phase(paths: list[str], done: list[str], spec: WorkerSpec, cfg: JobConfig, opts: RayOptions,
+                   workers: int, gpus: float, on_batch: Callable[[dict[str, Any]], None]) -> None:
+    """One streaming pipeline: blocks of `batch_size` files are read, hashed, settled by the planner and
+    decoded by CPU tasks while the actors describe earlier blocks (one block per engine batch, so a
+    retried batch is the same batch)."""
     import ray
 
+    planner = ray.remote(Planner).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote(done)
     items = [{"idx": i, "path": p} for i, p in enumerate(paths)]
-    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / HASH_BLOCK))
-    ds = ds.map_batches(hash_files, fn_args=(cfg.limits,), batch_format="pyarrow", batch_size=None)
-    tables, done = [], 0
-    for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        tables.append(t)
-        done += t.num_rows
-        tick(done)
-    return pa.concat_tables(tables)
-
-
-def describe_phase(todo: list[dict[str, Any]], spec: WorkerSpec, cfg: JobConfig, opts: RayOptions, workers: int,
-                   gpus: float, on_batch: Callable[[dict[str, Any]], None]) -> None:
-    """One block per batch (so a retried batch is the same batch), decoded by tasks, described by actors."""
-    if not todo:
-        return
-    import ray
-
-    ds = ray.data.from_items(todo, override_num_blocks=math.ceil(len(todo) / cfg.batch_size))
-    ds = ds.map_batches(decode_files, fn_args=(cfg.limits,), batch_format="pyarrow", batch_size=None,
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
+    ds = ds.map_batches(prepare_files, fn_args=(cfg.limits, planner), batch_format="pyarrow", batch_size=None,
                         num_cpus=opts.decode_cpus)
     ds = ds.map_batches(DescribeWorker, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=None,
                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=opts.cpus_per_worker,
                         num_gpus=gpus)
-    for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for s in t.to_pylist():
-            on_batch(s)
+    try:
+        for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for s in t.to_pylist():
+                on_batch(s)
+    finally:
+        ray.kill(planner)
 
 
 def shard_counts(out_dir: Path, run: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """What runs on the Ray cluster for `vfr describe --executor ray` (the driver is `describe.ray_job`).
 
-CPU tasks hash files (`hash_files`) and decode them (`decode_files`); an actor pool of `DescribeWorker`s,
-one vLLM engine each, describes decoded batches with the same `ValidatingDescriber` (prompt, schema,
-structured decoding, retry, redaction) as the single-process job and writes each batch as one Parquet
-shard (the `describe.shards` schema, so `vfr ingest` loads it). Nothing here imports Ray: Ray Data calls
-plain functions and a plain class, and the unit tests drive them directly with a fake engine.
+CPU tasks (`prepare_files`) read each file once, hash it, ask the job's `Planner` whether it is new,
+already described or a duplicate of another file, and decode the new ones exactly as the local reader
+does. An actor pool of `DescribeWorker`s, one vLLM engine each, describes each block with the same
+`ValidatingDescriber` (prompt, schema, structured decoding, retry, redaction) as the single-process job
+and writes it as one Parquet shard (the `describe.shards` schema, so `vfr ingest` loads it). Nothing
+here imports Ray at module level: Ray Data calls plain functions and classes, and the unit tests drive
+them directly with a fake engine and a plain `Planner`.
 
 Faults. A shard is named after its batch's content and written atomically, so a batch that Ray retries
 after its actor died finds its shard (if it was written) instead of describing it twice. Marker files in
@@ -37,58 +39,87 @@ from vfr.describe.shards import to_table, write_table
 
 WORKER_CRASH = "worker_crash"   # error reason: the worker process died on this image again and again
 
-HASHED = pa.schema([("idx", pa.int64()), ("path", pa.string()), ("id", pa.string()), ("size", pa.int64()),
-                    ("reason", pa.string()), ("detail", pa.string())])
-DECODED = pa.schema([("idx", pa.int64()), ("path", pa.string()), ("id", pa.string()), ("size", pa.int64()),
-                     ("width", pa.int32()), ("height", pa.int32()), ("pw", pa.int32()), ("ph", pa.int32()),
-                     ("pixels", pa.large_binary()), ("reason", pa.string()), ("detail", pa.string())])
+TODO, SKIPPED, DUPLICATE = "todo", "skipped", "duplicate"
+PREPARED = pa.schema([("idx", pa.int64()), ("path", pa.string()), ("status", pa.string()), ("id", pa.string()),
+                      ("size", pa.int64()), ("width", pa.int32()), ("height", pa.int32()), ("pw", pa.int32()),
+                      ("ph", pa.int32()), ("pixels", pa.large_binary()), ("reason", pa.string()),
+                      ("detail", pa.string())])
 SUMMARY = pa.schema([("shard", pa.string()), ("files", pa.int64()), ("described", pa.int64()),
-                     ("failed", pa.string()), ("errors", pa.string()), ("retried", pa.int64()),
-                     ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("engine_s", pa.float64()),
-                     ("started", pa.float64()), ("ended", pa.float64()), ("recovered", pa.bool_()),
-                     ("pid", pa.int64())])
+                     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("failed", pa.string()),
+                     ("errors", pa.string()), ("retried", pa.int64()), ("prompt_tokens", pa.int64()),
+                     ("completion_tokens", pa.int64()), ("engine_s", pa.float64()), ("started", pa.float64()),
+                     ("ended", pa.float64()), ("recovered", pa.bool_()), ("pid", pa.int64())])
 
 
-def hash_files(batch: pa.Table, limits: ReaderLimits) -> pa.Table:
-    """CPU task: sha256 of each file (its image id) or why it cannot be read."""
-    rows = []
+class Planner:
+    """The job's one decision point, as a Ray actor: is this content new, already described (in the store
+    or the shard folder when the job started), or a second file with the same content? The first file
+    to claim a content wins; a retried task claiming again with the same file gets the same answer."""
+
+    def __init__(self, done_ids: Sequence[str]) -> None:
+        self.done = set(done_ids)
+        self.first: dict[str, int] = {}
+
+    def claim(self, ids: Sequence[str], idxs: Sequence[int]) -> list[str]:
+        out = []
+        for image_id, idx in zip(ids, idxs):
+            if image_id in self.done:
+                out.append(SKIPPED)
+            else:
+                out.append(TODO if self.first.setdefault(image_id, idx) == idx else DUPLICATE)
+        return out
+
+
+def _claim(planner: Any, ids: list[str], idxs: list[int]) -> list[str]:
+    if not ids:
+        return []
+    if hasattr(planner.claim, "remote"):       # a Ray actor handle
+        import ray
+        return ray.get(planner.claim.remote(ids, idxs))
+    return planner.claim(ids, idxs)
+
+
+def prepare_files(batch: pa.Table, limits: ReaderLimits, planner: Any) -> pa.Table:
+    """CPU task: read each file once, hash it, settle it with the planner (skipped and duplicate files
+    never reach an engine), and decode the new ones as the local reader does; the pixels travel to the
+    engine as raw RGB bytes (lossless, so the outputs match the local job's)."""
+    rows: list[dict[str, Any]] = []
+    data: dict[int, bytes] = {}
     for idx, path in zip(batch.column("idx").to_pylist(), batch.column("path").to_pylist()):
         got = read_bytes(Path(path), limits)
         if isinstance(got, ReadError):
-            rows.append({"idx": idx, "path": path, "reason": got.reason, "detail": got.detail})
+            rows.append({"idx": idx, "path": path, "status": "error", "reason": got.reason, "detail": got.detail})
         else:
-            rows.append({"idx": idx, "path": path, "id": got[1], "size": len(got[0])})
-    return pa.Table.from_pylist(rows, schema=HASHED)
-
-
-def decode_files(batch: pa.Table, limits: ReaderLimits) -> pa.Table:
-    """CPU task: decode, orient and downscale each file exactly as the single-process reader does; the
-    pixels travel to the engine as raw RGB bytes (lossless, so outputs match the local job's)."""
-    rows = []
-    for idx, path in zip(batch.column("idx").to_pylist(), batch.column("path").to_pylist()):
-        got = read_bytes(Path(path), limits)
-        res = got if isinstance(got, ReadError) else decode(got[0], path, got[1], limits)
+            data[idx] = got[0]
+            rows.append({"idx": idx, "path": path, "status": TODO, "id": got[1], "size": len(got[0])})
+    hashed = [r for r in rows if r["status"] == TODO]
+    for r, status in zip(hashed, _claim(planner, [r["id"] for r in hashed], [r["idx"] for r in hashed])):
+        r["status"] = status
+        if status != TODO:
+            continue
+        res = decode(data[r["idx"]], r["path"], r["id"], limits)
         if isinstance(res, ReadError):
-            rows.append({"idx": idx, "path": path, "id": res.image_id, "reason": res.reason, "detail": res.detail})
+            r.update(status="error", reason=res.reason, detail=res.detail)
         else:
-            rows.append({"idx": idx, "path": path, "id": res.id, "size": res.size, "width": res.width,
-                         "height": res.height, "pw": res.image.width, "ph": res.image.height,
-                         "pixels": res.image.tobytes()})
-    return pa.Table.from_pylist(rows, schema=DECODED)
+            r.update(width=res.width, height=res.height, pw=res.image.width, ph=res.image.height,
+                     pixels=res.image.tobytes())
+    return pa.Table.from_pylist(rows, schema=PREPARED)
 
 
 def to_prepared(rows: Sequence[dict[str, Any]]) -> Prepared:
-    """Decoded rows back into engine inputs (and the read errors that travel with them)."""
+    """Prepared rows back into engine inputs and the read errors that travel with them (skipped and
+    duplicate files are only counted)."""
     from PIL import Image
 
     refs, errors = [], []
     for r in rows:
-        if r["reason"] is not None:
+        if r["status"] == "error":
             errors.append(ReadError(r["path"], r["reason"], r["detail"] or "", r["id"]))
-        else:
+        elif r["status"] == TODO:
             image = Image.frombytes("RGB", (r["pw"], r["ph"]), r["pixels"])
             refs.append(ImageRef(r["id"], r["path"], r["size"], r["width"], r["height"], image))
-    return Prepared(refs, errors)
+    return Prepared(refs, errors, skipped=sum(r["status"] == SKIPPED for r in rows),
+                    duplicates=sum(r["status"] == DUPLICATE for r in rows))
 
 
 def batch_key(rows: Sequence[dict[str, Any]]) -> str:
@@ -193,11 +224,14 @@ class DescribeWorker:
         rows = batch.to_pylist()
         key = batch_key(rows)
         name = self.folder.shard_name(key)
+        prepared = to_prepared(rows)
+        tally = {"skipped": prepared.skipped, "duplicates": prepared.duplicates}
+        if not prepared.refs and not prepared.errors:    # nothing new in this block: no engine, no shard
+            return _summary("", len(rows), 0, [], tally, started, False)
         if (self.folder.out / name).exists():      # written before this batch's worker died: reuse it
-            return summary_of_shard(self.folder.out / name, len(rows), started)
+            return summary_of_shard(self.folder.out / name, len(rows), tally, started)
         self._status(current=key)
         careful = self.folder.enter(f"b-{key}") > 0
-        prepared = to_prepared(rows)
         before = _stats(self.describer)
         results = self._describe(prepared.refs, careful)
         images, descs, errors = rows_for(prepared, results, self.spec.config, self.meta)
@@ -208,7 +242,7 @@ class DescribeWorker:
         self.folder.leave(f"b-{key}")
         self._status(current=None, batches=self.status["batches"] + 1)
         delta = {k: v - before[k] for k, v in _stats(self.describer).items()}
-        return _summary(name, len(rows), len(descs), errors, delta, started, careful)
+        return _summary(name, len(rows), len(descs), errors, {**delta, **tally}, started, careful)
 
     def _describe(self, refs: list[ImageRef], careful: bool) -> list[SceneDescription | DescribeError]:
         if not refs:
@@ -248,17 +282,18 @@ def _summary(shard: str, files: int, described: int, errors: Sequence[tuple], st
              started: float, recovered: bool) -> pa.Table:
     failed = Counter(e[2] for e in errors)
     return pa.Table.from_pylist([{
-        "shard": shard, "files": files, "described": described, "failed": json.dumps(dict(failed)),
+        "shard": shard, "files": files, "described": described, "skipped": int(stats.get("skipped", 0)),
+        "duplicates": int(stats.get("duplicates", 0)), "failed": json.dumps(dict(failed)),
         "errors": json.dumps([[e[1] or e[0], e[2], e[3]] for e in errors[:10]]),
         "retried": int(stats.get("retried", 0)), "prompt_tokens": int(stats.get("prompt_tokens", 0)),
         "completion_tokens": int(stats.get("completion_tokens", 0)), "engine_s": float(stats.get("engine_s", 0.0)),
         "started": started, "ended": time.time(), "recovered": recovered, "pid": os.getpid()}], schema=SUMMARY)
 
 
-def summary_of_shard(path: Path, files: int, started: float) -> pa.Table:
+def summary_of_shard(path: Path, files: int, tally: dict[str, int], started: float) -> pa.Table:
     rows = pq.read_table(path, columns=["kind", "image_id", "path", "reason", "detail"]).to_pylist()
     errors = [(r["image_id"], r["path"], r["reason"], r["detail"]) for r in rows if r["kind"] == "error"]
-    return _summary(path.name, files, len(rows) - len(errors), errors, {}, started, True)
+    return _summary(path.name, files, len(rows) - len(errors), errors, dict(tally), started, True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

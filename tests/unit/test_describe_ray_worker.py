@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -15,8 +14,8 @@ from vfr.cli import app
 from vfr.describe import ray_job, shards
 from vfr.describe.job import JobConfig
 from vfr.describe.prompt import prompt_version
-from vfr.describe.ray_worker import (DECODED, WORKER_CRASH, DescribeWorker, RunFolder, WorkerSpec, batch_key,
-                                     decode_files, hash_files, to_prepared)
+from vfr.describe.ray_worker import (PREPARED, WORKER_CRASH, DescribeWorker, Planner, RunFolder, WorkerSpec,
+                                     batch_key, prepare_files, to_prepared)
 from vfr.describe.reader import ReaderLimits, read
 from vfr.store.store import Store
 from tests.describe_helpers import FakeEngine, make_bad_files, make_images
@@ -32,7 +31,7 @@ def _decoded(tmp_path: Path, n: int = 5, bad: bool = False) -> pa.Table:
     paths = make_images(tmp_path / "img", n, sizes=[(64, 48), (300, 200), (800, 600)])
     if bad:
         paths += sorted((tmp_path / "img" / name) for name in make_bad_files(tmp_path / "img", paths[0]))
-    return decode_files(_table(paths), LIMITS)
+    return prepare_files(_table(paths), LIMITS, Planner([]))
 
 
 class Engines:
@@ -53,21 +52,34 @@ def _worker(tmp_path: Path, engines: Engines, run: str = "r1", crash_limit: int 
     return DescribeWorker(WorkerSpec(str(tmp_path / "out"), run, "7", None, cfg, True, crash_limit, engines))
 
 
-def test_hash_and_decode_tasks_match_the_local_reader(tmp_path):
+def test_prepare_task_matches_the_local_reader(tmp_path):
     paths = make_images(tmp_path / "img", 4, sizes=[(64, 48), (1200, 900)])
     expected = make_bad_files(tmp_path / "img", paths[0])
     bad = sorted(tmp_path / "img" / name for name in expected)
-    hashed = hash_files(_table(paths + bad), LIMITS).to_pylist()
-    assert [h["id"] for h in hashed[:4]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    assert {Path(h["path"]).name: h["reason"] for h in hashed[4:] if h["reason"]} == {"zero.jpg": "empty"}
-    decoded = decode_files(_table(paths + bad), LIMITS)
-    assert decoded.schema == DECODED
-    prepared = to_prepared(decoded.to_pylist())
-    assert {Path(e.path).name: e.reason for e in prepared.errors} == expected
-    for ref, path in zip(prepared.refs, paths):
+    prepared = prepare_files(_table(paths + bad), LIMITS, Planner([]))
+    assert prepared.schema == PREPARED
+    rows = prepared.to_pylist()
+    assert [r["id"] for r in rows[:4]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    batch = to_prepared(rows)
+    assert {Path(e.path).name: e.reason for e in batch.errors} == expected
+    for ref, path in zip(batch.refs, paths):
         local = read(path, LIMITS)
         assert (ref.id, ref.width, ref.height, ref.size) == (local.id, local.width, local.height, local.size)
         assert ref.image.tobytes() == local.image.tobytes()        # the engine sees the very same pixels
+
+
+def test_planner_skips_described_and_duplicate_content_before_decoding(tmp_path):
+    paths = make_images(tmp_path / "img", 3, sizes=[(64, 48)])
+    (tmp_path / "img" / "copy.jpg").write_bytes(paths[0].read_bytes())
+    described = hashlib.sha256(paths[1].read_bytes()).hexdigest()
+    planner = Planner([described])
+    rows = prepare_files(_table([*paths, tmp_path / "img" / "copy.jpg"]), LIMITS, planner).to_pylist()
+    assert [r["status"] for r in rows] == ["todo", "skipped", "todo", "duplicate"]
+    assert rows[1]["pixels"] is None and rows[3]["pixels"] is None      # never decoded, never sent
+    again = prepare_files(_table([*paths, tmp_path / "img" / "copy.jpg"]), LIMITS, planner).to_pylist()
+    assert [r["status"] for r in again] == ["todo", "skipped", "todo", "duplicate"]   # a retried task
+    batch = to_prepared(rows)
+    assert (len(batch.refs), batch.skipped, batch.duplicates) == (2, 1, 1)
 
 
 def test_worker_writes_one_shard_per_batch_and_a_retried_batch_reuses_it(tmp_path):
@@ -184,3 +196,13 @@ def test_cli_rejects_an_unknown_executor(tmp_path):
     r = CliRunner().invoke(app, ["describe", str(tmp_path), "--db", str(tmp_path / "db.duckdb"),
                                  "--executor", "spark"])
     assert r.exit_code == 1 and "--executor must be local or ray" in r.output
+
+
+def test_block_with_nothing_new_reaches_no_engine_and_writes_no_shard(tmp_path):
+    paths = make_images(tmp_path / "img", 3, sizes=[(64, 48)])
+    done = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    block = prepare_files(_table(paths), LIMITS, Planner(done))
+    engines = Engines()
+    s = _worker(tmp_path, engines)(block).to_pylist()[0]
+    assert (s["files"], s["skipped"], s["described"], s["shard"]) == (3, 3, 0, "")
+    assert not engines.made[0].calls and not shards.shard_files(tmp_path / "out")
