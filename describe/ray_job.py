@@ -128,6 +128,7 @@ class _Job:
                           self.opts.crash_limit, self.opts.engine_factory)
         t = time.perf_counter()
         self.t_describe = time.time()
+        self.progress({"phase": "describe", "total": len(paths), "done": 0})   # engines loading
         describe_phase(paths, sorted(done), spec, self.cfg, self.opts, workers, gpus, self._on_batch)
         self.stages["describe"] = time.perf_counter() - t
 
