@@ -62,7 +62,7 @@ def describe_cmd(
     check: Annotated[bool, typer.Option("--check", help="Only verify the engine: load it, describe generated "
                                                          "images, print engine, model, device and images/s.")] = False,
     executor: Annotated[str, typer.Option(help="local (this process) | ray (a Ray Data job on a cluster of vLLM "
-                                               "workers; needs `pip install vfr[ray]`).")] = "local",
+                                               "workers; needs the ray extra of vfr).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:PORT (default: RAY_ADDRESS, "
                                                             "else a local Ray instance).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray: vLLM engines, one actor each (default: the "
