@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def main() -> int:
         "ratio": round(ray_job_ips / local["images_per_s"], 3),
         "ratio_engines_up": round(ray["images_per_s_engines_up"] / local["images_per_s"], 3),
     }
+    shutil.rmtree(work, ignore_errors=True)
     for k, v in figures.items():
         print(f"{k:36s} {v}")
     if args.json:

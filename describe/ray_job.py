@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
+import socket
 import time
 import warnings
 from collections import Counter
@@ -81,6 +83,15 @@ class _Job:
         self.done_files = 0
 
     def run(self, paths: list[str]) -> dict[str, Any]:
+        connected = _connect(self.opts) if paths else False   # an unreachable cluster leaves no job row
+        try:
+            return self._run(paths)
+        finally:
+            if connected:
+                import ray
+                ray.shutdown()
+
+    def _run(self, paths: list[str]) -> dict[str, Any]:
         self.counts["files"] = len(paths)
         params = {**self.cfg.params, "executor": "ray", "model": self.cfg.model, "out_dir": str(self.out.resolve()),
                   "run": self.run_id, "prompt_version": self.cfg.prompt_version, "batch_size": self.cfg.batch_size,
@@ -93,10 +104,9 @@ class _Job:
         folder.claim()
         for tmp in self.out.glob(".tmp-shard-ray-*"):
             tmp.unlink(missing_ok=True)   # left by a killed run; we hold the describe lock, no run is live
-        status, connected = "failed", False
+        status = "failed"
         try:
             if paths:
-                connected = _connect(self.opts)
                 self._work(paths)
             status = "done"
         except KeyboardInterrupt:
@@ -109,9 +119,6 @@ class _Job:
                               "/tmp/ray/session_latest/logs); rerun to finish the rest") from e
         finally:
             self._finish(status, folder)
-            if connected:
-                import ray
-                ray.shutdown()
         return self.counts
 
     def _work(self, paths: list[str]) -> None:
@@ -204,14 +211,17 @@ def _connect(opts: RayOptions) -> bool:
 
     if ray.is_initialized():
         return False
+    address = opts.address or os.environ.get("RAY_ADDRESS") or "local"   # never a stale or stranger's cluster
     kwargs: dict[str, Any] = {"log_to_driver": opts.log_to_driver, "logging_level": logging.WARNING}
-    if opts.address is None:
+    if address == "local":
         kwargs["include_dashboard"] = False
+    else:
+        check_reachable(address)
     try:
-        ray.init(address=opts.address, **kwargs)
+        ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayJobError(f"cannot reach the Ray cluster at {opts.address or 'RAY_ADDRESS / local'}: {_short(e)}; "
-                          "start it with `ray start --head` and pass --ray-address HOST:PORT") from None
+        raise RayJobError(f"cannot join the Ray cluster at {address}: {_short(e)}; start it with "
+                          "`ray start --head` and pass --ray-address HOST:PORT") from None
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False      # our own progress line says images/s and errors
     ctx.print_on_execution_start = False
@@ -220,6 +230,18 @@ def _connect(opts: RayOptions) -> bool:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)   # "progress bars disabled"
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")   # small jobs
     return True
+
+
+def check_reachable(address: str | None) -> None:
+    """Ray waits minutes for an address nobody answers on; a closed port is worth one line at once."""
+    if not address or "://" in address or address in ("auto", "local"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        raise RayJobError(f"nothing answers at --ray-address {address} ({type(e).__name__}: {e}); start the head "
+                          "with `ray start --head --port=PORT` and pass HOST:PORT") from None
 
 
 def plan_resources(opts: RayOptions, engine: Any, res: dict[str, float]) -> tuple[int, float]:

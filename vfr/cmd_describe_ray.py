@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import time
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,7 @@ def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], eng
     database, shard folder), run the job, print its summary."""
     from vfr.cmd_describe import _check_output, _collect_inputs, _resolve_model, _stored_model_name
 
-    _check_ray_options(executor, engine, shard, data_parallel_size, check)
+    _check_ray_options(executor, engine, shard, data_parallel_size, check, ray_address)
     files = _collect_inputs(paths or [])
     _resolve_model(model)
     shards_dir = out_parquet or db.with_name(db.name + ".shards")
@@ -66,7 +66,7 @@ def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], eng
 
 
 def _check_ray_options(executor: str, engine: str, shard: Optional[str], data_parallel_size: int,
-                       check: bool) -> None:
+                       check: bool, ray_address: Optional[str]) -> None:
     if executor != "ray":
         fail(f"--executor must be local or ray, not {executor!r}")
     if engine != "offline":
@@ -82,6 +82,12 @@ def _check_ray_options(executor: str, engine: str, shard: Optional[str], data_pa
         import ray.data  # noqa: F401
     except ImportError as e:
         fail(f"Ray is not installed ({e}); install the extra: pip install 'vfr[ray]' (or 'ray[data]==2.60.0')")
+    from vfr.describe.ray_job import RayJobError, check_reachable
+
+    try:
+        check_reachable(ray_address or os.environ.get("RAY_ADDRESS"))
+    except RayJobError as e:
+        fail(str(e))
 
 
 class _Progress:
@@ -91,17 +97,17 @@ class _Progress:
         self.quiet, self.log = quiet, log_batches
         self.bar: Any = None
         self.task: Any = None
-        self.phase = ""
-        self.t_last = 0.0
 
     def __enter__(self) -> "_Progress":
-        if not (self.quiet or self.log):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
-            self.task = self.bar.add_task("starting", total=None, rate="")
-            self.bar.start()
         return self
+
+    def _start_bar(self) -> None:
+        """On the first update, so a first-contact error is not preceded by an empty bar."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task("starting", total=None, rate="")
+        self.bar.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -109,14 +115,14 @@ class _Progress:
 
     def update(self, s: dict[str, Any]) -> None:
         rate = (f"{s['images_per_s']} images/s, {s['failed']} errors" if "images_per_s" in s else "")
+        if self.bar is None and not (self.quiet or self.log):
+            self._start_bar()
         if self.bar is not None:
-            label = {"hash": "hashing", "describe": "describing", "ingest": "ingesting"}[s["phase"]]
+            label = {"describe": "describing", "ingest": "ingesting"}[s["phase"]]
             self.bar.update(self.task, description=label, total=s["total"], completed=s["done"], rate=rate)
-        elif self.log and (s["phase"] != self.phase or s["phase"] == "describe" or time.time() - self.t_last > 10):
-            console.print(f"{s['phase']}: {s['done']}/{s['total']} files" + (f"; {rate}" if rate else ""),
+        elif self.log:      # one line per finished batch (and one when the engines start, one for the ingest)
+            console.print(f"{s['phase']}: {s['done']}/{s['total']} files settled" + (f"; {rate}" if rate else ""),
                           highlight=False)
-            self.t_last = time.time()
-        self.phase = s["phase"]
 
 
 def _summary(c: dict[str, Any], shards_dir: Path) -> None:

@@ -206,3 +206,23 @@ def test_block_with_nothing_new_reaches_no_engine_and_writes_no_shard(tmp_path):
     s = _worker(tmp_path, engines)(block).to_pylist()[0]
     assert (s["files"], s["skipped"], s["described"], s["shard"]) == (3, 3, 0, "")
     assert not engines.made[0].calls and not shards.shard_files(tmp_path / "out")
+
+
+def test_an_address_nobody_answers_on_fails_at_once(tmp_path):
+    from tests.describe_ray import free_ports
+
+    port = free_ports(1)[0]          # free, so nothing listens there
+    with pytest.raises(ray_job.RayJobError, match=f"nothing answers at --ray-address 127.0.0.1:{port}"):
+        ray_job.check_reachable(f"127.0.0.1:{port}")
+
+
+def test_cli_unreachable_cluster_is_one_line_before_anything_is_created(tmp_path):
+    from tests.describe_ray import free_ports
+
+    (tmp_path / "img").mkdir()
+    make_images(tmp_path / "img", 1, sizes=[(64, 48)])
+    port = free_ports(1)[0]
+    r = CliRunner().invoke(app, ["describe", str(tmp_path / "img"), "--db", str(tmp_path / "db.duckdb"),
+                                 "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"])
+    assert r.exit_code == 1 and f"nothing answers at --ray-address 127.0.0.1:{port}" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "db.duckdb").exists()
