@@ -47,12 +47,12 @@ def main() -> int:
     args = ap.parse_args()
 
     from benchmarks.describe_bench import make_images
-    from tests.describe_ray import start_cluster, stop_cluster
+    from tests.describe_ray import AUTH_ENV, start_cluster, stop_cluster
     from vfr.describe import tiny_vlm
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1",
            "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **AUTH_ENV}
     if args.model is None:      # tiny model on CPU: one unbound thread is fastest, in both passes
         env.update(OMP_NUM_THREADS="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
     work = Path(tempfile.mkdtemp(prefix="vfr-ray-bench-"))

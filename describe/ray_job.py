@@ -215,6 +215,7 @@ def _connect(opts: RayOptions) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": opts.log_to_driver, "logging_level": logging.WARNING}
     if address == "local":
         kwargs["include_dashboard"] = False
+        _local_token_auth()
     else:
         check_reachable(address)
     try:
@@ -230,6 +231,18 @@ def _connect(opts: RayOptions) -> bool:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)   # "progress bars disabled"
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")   # small jobs
     return True
+
+
+def _local_token_auth() -> None:
+    """A local instance gets token authentication with a token of its own, given by environment (its
+    workers inherit it). Ray's default would write ~/.ray/auth_token, which then switches token
+    authentication on for every later `ray start` on the machine while drivers that join those clusters
+    still come without a token. An operator's own RAY_AUTH_MODE wins."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    from ray._raylet import Config
+    Config.initialize("")     # Ray read its configuration at import; this is how Ray itself refreshes it
 
 
 def check_reachable(address: str | None) -> None:

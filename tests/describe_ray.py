@@ -7,6 +7,7 @@ started (its daemons and their children, by pid): never `ray stop`, which ends e
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -35,18 +36,27 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+# Token authentication with a token of this test session, given by environment to the cluster and to
+# every driver: nothing else can join the cluster, and nothing is read from or written to ~/.ray
+# (a token file there would switch on authentication for every later `ray start` on the machine).
+AUTH_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 def ray_env() -> dict[str, str]:
-    """The cluster's (and so every worker's) environment: the vLLM test settings, this checkout first on
-    the path (workers import `vfr` and the test engine factories from it), no usage reports."""
-    return {**subprocess_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+    """The cluster's (and so every worker's) and the drivers' environment: the vLLM test settings, this
+    checkout first on the path (workers import `vfr` and the test engine factories from it), the
+    session's auth token, no usage reports."""
+    return {**subprocess_env(), **AUTH_ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
 def _cluster_processes(temp_dir: str) -> list[Any]:
     import psutil
 
+    mark = f"{temp_dir}/session_"          # in every daemon's arguments (log and socket paths), not in ours
+    mine = {os.getpid(), *(a.pid for a in psutil.Process().parents())}
     roots = []
     for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(temp_dir in a for a in (p.info["cmdline"] or [])):
+        if p.pid not in mine and any(mark in a for a in (p.info["cmdline"] or [])):
             roots.append(p)
     procs = {p.pid: p for p in roots}
     for r in roots:
@@ -99,10 +109,17 @@ def ray_cluster() -> Iterator[str]:
     except ImportError:
         pytest.fail("Ray is not installed: pip install 'ray[data]==2.60.0' (the [ray] extra); tests never skip it")
     address, temp_dir = start_cluster(ray_env())
+    saved = {k: os.environ.get(k) for k in AUTH_ENV}
+    os.environ.update(AUTH_ENV)              # for tests that drive the job from this process
     try:
         yield address
     finally:
         stop_cluster(temp_dir)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def describe_cmd(images: Path, db: Path, model: Path, *extra: str, address: str | None = None) -> list[str]:
