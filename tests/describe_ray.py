@@ -104,13 +104,14 @@ def start_cluster(env: dict[str, str], num_cpus: int = 2) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One local cluster for the whole test session: 2 CPUs, loopback; yields its address."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pytest.fail("Ray is not installed: pip install 'ray[data]==2.60.0' (the [ray] extra); tests never skip it")
-    address, temp_dir = start_cluster(ray_env())
     saved = {k: os.environ.get(k) for k in AUTH_ENV}
     os.environ.update(AUTH_ENV)              # for tests that drive the job from this process
+    try:
+        from ray._raylet import Config
+    except ImportError:
+        pytest.fail("Ray is not installed: pip install 'ray[data]==2.60.0' (the [ray] extra); tests never skip it")
+    Config.initialize("")                    # Ray reads RAY_AUTH_MODE when imported: refresh it
+    address, temp_dir = start_cluster(ray_env())
     try:
         yield address
     finally:
@@ -120,6 +121,7 @@ def ray_cluster() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        Config.initialize("")
 
 
 def describe_cmd(images: Path, db: Path, model: Path, *extra: str, address: str | None = None) -> list[str]:
