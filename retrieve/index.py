@@ -34,7 +34,7 @@ class LiveIndex:
         wrapper keeps the Encoder interface (`spec`, `dimension`, `encode`). `encoder_backend`: run the
         query encoder on another backend than the index was built with (their vectors agree: docs/encoders.md)."""
         self._encoder_backend = encoder_backend
-        self.dir = Path(index_dir)
+        self.dir = Path(index_dir).absolute()
         self.handle = IndexHandle(self.dir)
         self._encoder_override = encoder_override
         self._wrap_encoder = wrap_encoder

@@ -115,7 +115,8 @@ def query_terms(text: str) -> Counter[str]:
 
 # -- writing ---------------------------------------------------------------------------------------
 def _directory(path: Path):
-    return J().FSDirectory.open(J().Paths.get(str(path)))
+    # absolute: the JVM resolves relative paths against its start-up directory, not Python's current one
+    return J().FSDirectory.open(J().Paths.get(os.path.abspath(path)))
 
 
 def _config(create: bool, commit=None):

@@ -49,7 +49,8 @@ class IndexedStore:
                  lock_timeout: float | None = None) -> None:
         from vfr.store.store import lock_timeout_s
 
-        self.db, self.index_dir = Path(db), Path(index_dir)
+        # absolute: a long-lived process may change its working directory (and the JVM never follows)
+        self.db, self.index_dir = Path(db).absolute(), Path(index_dir).absolute()
         self._encoder_name, self._encoder_backend = encoder, encoder_backend
         self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
         self._index = None
