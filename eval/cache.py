@@ -53,9 +53,24 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
     return h.hexdigest()[:24]
 
 
+def resolve_fusion(encoder: str, config: Any, mode: str = "auto") -> tuple[Any, dict]:
+    """The hybrid's fusion for an evaluation: `auto` = what an index built with this encoder and these
+    settings uses by default (the fusion tuned for it by `vfr tune` / `vfr calibrate`, else the built-in
+    default); `fixed` = the built-in default whatever was tuned. Returns (FusionConfig, source)."""
+    from vfr.retrieve.fusion import FusionConfig
+    from vfr.retrieve.tuning import default_fusion
+
+    if mode == "fixed":
+        return FusionConfig(), {"kind": "built-in"}
+    if mode != "auto":
+        raise ValueError(f"unknown fusion mode {mode!r}: use auto or fixed")
+    return default_fusion(encoder_spec(encoder), config.scoring())
+
+
 def open_corpus_index(corpus: Mapping[str, str], encoder: str, config: Any, root: Path | None = None,
-                      progress: bool = True) -> tuple[Any, dict]:
-    """An opened index over `corpus` (built on first use). Returns (index, info about the cache)."""
+                      progress: bool = True, fusion: str = "auto") -> tuple[Any, dict]:
+    """An opened index over `corpus` (built on first use) whose hybrid uses the fusion `fusion` names
+    (`resolve_fusion`: the cached index may predate a tuning). Returns (index, info about the cache)."""
     from vfr.retrieve.index import LiveIndex, index_exists
 
     root = cache_root(root)
@@ -64,21 +79,23 @@ def open_corpus_index(corpus: Mapping[str, str], encoder: str, config: Any, root
     cached = index_exists(folder / "index")
     info = {} if cached else _build(corpus, encoder, config, root, folder, progress)
     index = LiveIndex(folder / "index", wrap_encoder=query_cache(root / "embeddings.duckdb"))
-    return index, {"key": key, "cached": cached, "folder": str(folder), "manifest": manifest_summary(index.manifest),
-                   **info}
+    index.fusion, source = resolve_fusion(encoder, config, fusion)
+    return index, {"key": key, "cached": cached, "folder": str(folder),
+                   "manifest": manifest_summary(index.manifest, index.fusion, source), **info}
 
 
-def manifest_summary(m: Mapping[str, Any]) -> dict:
-    """The index settings a results table must state."""
-    from vfr.retrieve.fusion import FusionConfig
+def manifest_summary(m: Mapping[str, Any], fusion: Any = None, source: Mapping[str, Any] | None = None) -> dict:
+    """The index settings a results table must state, with the fusion the hybrid really used."""
+    from vfr.retrieve.tuning import manifest_fusion
 
     config, encoder = m.get("config", {}), m.get("encoder", {})
-    # The hybrid searches with the engine's current default (runner passes no FusionConfig); a cached
-    # index's manifest records the default at its build time, which may be older.
-    fusion = json.loads(json.dumps(FusionConfig().to_dict()))
+    used = (fusion or manifest_fusion(m)).to_dict()
+    source = dict(source or m.get("fusion_source") or {"kind": "built-in"})
     return {"k1": config.get("k1"), "b": config.get("b"), "encoder_id": encoder.get("fingerprint"),
             "dimension": m.get("dimension"), "faiss": config.get("faiss"),
-            "fusion": ", ".join(f"{k}={v}" for k, v in fusion.items()) if fusion else None}
+            "fusion": ", ".join(f"{k}={v}" for k, v in used.items()),
+            "fusion_source": source.get("kind", "built-in"),
+            "fusion_tuned_on": source.get("dataset")}
 
 
 def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool) -> dict:

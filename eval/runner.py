@@ -31,6 +31,7 @@ class EvalConfig:
     progress: bool = True
     stat_test: str = "fisher"
     seed: int = 0
+    fusion: str = "auto"            # auto: tuned for the encoder if stored (vfr tune), else built-in; fixed
 
 
 @dataclass
@@ -48,7 +49,8 @@ def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[An
     index_config = IndexConfig(faiss=config.faiss)
 
     def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
-        return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress)
+        return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress,
+                                 config.fusion)
     return opener
 
 

@@ -49,9 +49,15 @@ exports: Counter[str] = Counter()  # what this process exported ("onnx", "onnx-i
 def export_folder(location: Path, fingerprint: str) -> Path:
     """Where the exports of this model content live (next to the model if we may write there)."""
     short = fingerprint.split(":")[-1]
-    if location.is_dir() and os.access(location, os.W_OK) and not _managed(location):
+    if ours_to_write(location):
         return location / EXPORT_DIR / short[:16]
     return vfr_cache_dir() / "encoders" / short[:32]
+
+
+def ours_to_write(location: Path) -> bool:
+    """May vfr keep files in this model folder (exports, the tuned fusion)? Not in one a package manager
+    or the hub cache owns, nor one we cannot write."""
+    return location.is_dir() and os.access(location, os.W_OK) and not _managed(location)
 
 
 def _managed(location: Path) -> bool:

@@ -21,6 +21,9 @@ HASHED_SUFFIXES = {".json", ".txt", ".model", ".safetensors", ".bin", ".pt", ".p
 # Folders whose files do not feed the torch model sentence-transformers loads: exports (ours and the
 # hub's onnx/openvino copies, which vfr never loads: it exports from the weights itself), VCS, training.
 SKIPPED_DIRS = {"vfr_export", "onnx", "openvino", ".git", ".cache", "runs", "__pycache__"}
+# Files vfr writes beside the weights that do not change the vectors: the fusion chosen for this model
+# (retrieve/tuning.py). Hashing it would give the model a new identity each time it is tuned.
+SKIPPED_FILES = {"fusion.json"}
 MEMO_NAME = "encoder-hashes.json"
 MEMO_MAX_ENTRIES = 5000
 
@@ -38,7 +41,8 @@ def model_files(folder: Path) -> list[Path]:
     out = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("checkpoint-"))
-        out += [Path(root) / f for f in files if Path(f).suffix.lower() in HASHED_SUFFIXES]
+        out += [Path(root) / f for f in files
+                if Path(f).suffix.lower() in HASHED_SUFFIXES and not (root == str(folder) and f in SKIPPED_FILES)]
     return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
 
 

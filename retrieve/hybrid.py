@@ -55,17 +55,26 @@ class HybridBackend:
         queries = [as_query(q) for q in queries]
         if not queries:
             return []
-        depth = max(self.fusion.depth, k)
+        sparse, dense = self.candidate_scores(queries, max(self.fusion.depth, k), scope,
+                                              exact=self.fusion.method == "convex")
+        fused = fuse_batch(sparse, dense, self.fusion)
+        return [hits_from_scores(f, k) if not q.empty else [] for q, f in zip(queries, fused)]
+
+    def candidate_scores(self, queries: Sequence[Query], depth: int, scope: Scope | None = None,
+                         exact: bool = True) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        """Each query's `depth` candidates from both sides and, with `exact`, every candidate of the union
+        scored on both sides (one call per side). Fusion settings can then be compared on the same
+        candidates without searching again (retrieve/tuning.py)."""
+        queries = [as_query(q) for q in queries]
         sparse_all = self._first_side(self.sparse.batch_search, queries, depth, scope)
         dense_all = self.dense.batch_search(queries, depth, scope)
         sparse = [{h.id: h.score for h in hits} for hits in sparse_all()]
         dense = [{h.id: h.score for h in hits} for hits in dense_all]
-        if self.fusion.method == "convex":  # every candidate scored on both sides, one call per side
+        if exact:
             union = [list(dict.fromkeys([*s, *d])) for s, d in zip(sparse, dense)]
             self._fill(self.sparse, queries, sparse, union, scope)
             self._fill(self.dense, queries, dense, union, scope)
-        fused = fuse_batch(sparse, dense, self.fusion)
-        return [hits_from_scores(f, k) if not q.empty else [] for q, f in zip(queries, fused)]
+        return sparse, dense
 
     @staticmethod
     def _fill(side: Backend, queries: Sequence[Query], scores: list[dict[str, float]], union: list[list[str]],

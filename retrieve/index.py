@@ -40,6 +40,7 @@ class LiveIndex:
         self._wrap_encoder = wrap_encoder
         self._encoder = None
         self._sparse = self._dense = None
+        self.fusion: FusionConfig | None = None  # overrides the manifest's default (evaluation sets it)
 
     @property
     def manifest(self) -> dict:
@@ -89,10 +90,13 @@ class LiveIndex:
     searcher = backend  # the name callers used before the live engine
 
     def default_fusion(self) -> FusionConfig:
-        stored = self.manifest.get("fusion_default")
-        if not stored:
-            return FusionConfig()
-        return FusionConfig(**{**stored, "weights": tuple(stored["weights"])})
+        """The hybrid's fusion when a search names none: `fusion` if set on this object, else the one the
+        manifest records (tuned for this index's encoder, or the built-in default; retrieve/tuning.py)."""
+        if self.fusion is not None:
+            return self.fusion
+        from vfr.retrieve.tuning import manifest_fusion
+
+        return manifest_fusion(self.manifest)
 
     def writer(self, config: IndexConfig | None = None, identity: dict | None = None, lock_timeout: float = 10.0,
                progress: Callable[[str, int, int | None], None] | None = None) -> IndexWriter:

@@ -145,7 +145,6 @@ def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress) -> 
 def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
     from vfr.retrieve import generations
     from vfr.retrieve.encoder import load_encoder
-    from vfr.retrieve.fusion import FusionConfig
     from vfr.retrieve.writer import IndexWriter
 
     t0 = time.perf_counter()
@@ -167,13 +166,28 @@ def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
     spec = _spec_for_build(target, manifest, full)
     encoder = load_encoder(spec)
     identity = {"encoder": spec.to_manifest(), "dimension": encoder.dimension, "store_uid": uid,
-                "store_path": str(target.db.resolve()), "fusion_default": FusionConfig().to_dict()}
+                "store_path": str(target.db.resolve())}
     with IndexWriter(target.index_dir, config, identity, target.lock_timeout, progress, fresh=full) as w:
+        fusion_changed = _record_fusion(w, spec)
         with target.store(read_only=True) as store:
             changes = store.changes_since(w.applied_seq)
         if full or not changes.complete:
             return _full(target, w, encoder, upto, progress, t0)
-        return _apply(target, w, encoder, changes, progress, t0)
+        return _apply(target, w, encoder, changes, progress, t0, fusion_changed)
+
+
+def _record_fusion(w, spec) -> bool:
+    """Put the encoder's tuned fusion (or the built-in default) into the manifest the writer publishes;
+    True if it differs from what the current generation records (an update then commits it)."""
+    from vfr.retrieve.tuning import default_fusion
+
+    import json
+
+    fusion, source = default_fusion(spec, w.config.scoring())
+    now = json.loads(json.dumps({"fusion_default": fusion.to_dict(), "fusion_source": source}))  # as stored
+    before = {k: w.manifest.get(k) for k in now}
+    w.manifest.update(now)
+    return before != now
 
 
 def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) -> dict:
@@ -198,7 +212,8 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float) -> dict:
+def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, settings_changed: bool = False
+           ) -> dict:
     live = w.live_ids() if changes.ids else set()
     added = changed = 0
     deleted: list[str] = []
@@ -213,10 +228,11 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float) -> 
         if present:
             w.upsert(_docs(target, encoder, present, progress))
     w.delete(deleted)
-    if not (added or changed or deleted) and changes.upto == w.applied_seq:
+    if not (added or changed or deleted) and changes.upto == w.applied_seq and not settings_changed:
         generation = w.generation
     else:
-        generation = w.commit(applied_seq=changes.upto, operation="update")
+        generation = w.commit(applied_seq=changes.upto, operation="update" if added or changed or deleted
+                              or changes.upto != w.applied_seq else "settings")
     return {"mode": "update", "documents": w.manifest.get("documents", 0), "added": added, "changed": changed,
             "deleted": len(deleted), "generation": generation, "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -278,7 +294,9 @@ def stats(target: "IndexedStore") -> dict:
             out.update({"generation": m["generation"], "documents": snap.documents, "segments": len(m["segments"]),
                         "deleted_rows": sum(s["deleted"] for s in m["segments"]), "applied_seq": m["applied_seq"],
                         "encoder": m["encoder"], "config": m["config"], "collections": snap.collections(),
-                        "committed_at": m.get("committed_at"), "last_operation": m.get("last_operation")})
+                        "committed_at": m.get("committed_at"), "last_operation": m.get("last_operation"),
+                        "fusion": {"default": target.index.default_fusion().to_dict(),
+                                   "source": m.get("fusion_source") or {"kind": "built-in"}}})
     return out
 
 

@@ -48,6 +48,11 @@ class IndexConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def scoring(self) -> dict:
+        """The settings that change scores (not the FAISS kind or merge policy): a tuned fusion
+        (retrieve/tuning.py) is kept per encoder and per these."""
+        return {"k1": self.k1, "b": self.b}
+
 
 class IndexWriter:
     """Use as a context manager: `with IndexWriter(dir, ...) as w: w.upsert(docs); w.delete(ids); w.commit()`."""

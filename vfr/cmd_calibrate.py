@@ -1,6 +1,7 @@
 """`vfr calibrate`: contrastive fine-tuning of the dense encoder on caption↔description pairs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -52,6 +53,14 @@ def calibrate_cmd(
     gather: Annotated[bool, typer.Option("--gather-across-devices", help="Multi-GPU: use every device's "
                                          "batch as negatives.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="After training, choose the hybrid's fusion for "
+                                       "the new model on validation pairs and save it in the model folder "
+                                       "(fusion.json; indexes built with the model use it).")] = True,
+    tune_on: Annotated[Optional[str], typer.Option("--tune-on", help="Dev set for that choice instead of the "
+                                                   "held-out pairs: a built-in validation benchmark, a BEIR "
+                                                   "folder or a generic JSONL (what `vfr tune` reads).")] = None,
+    tune_metric: Annotated[str, typer.Option(help="What the fusion choice maximises (see `vfr tune`).")]
+    = "mrr@10",
 ) -> None:
     """Fine-tune the dense encoder so short queries land near the long descriptions of their image.
 
@@ -62,7 +71,10 @@ def calibrate_cmd(
     --threads 1 when other busy processes share them).
     """
     from vfr.retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
+    from vfr.retrieve.tuning import METRICS
 
+    if tune_metric not in METRICS:
+        fail(f"unknown --tune-metric {tune_metric!r}: use one of {', '.join(METRICS)}")
     if out.exists() and any(out.iterdir()) and not force:
         fail(f"{out} exists and is not empty: choose another --out or pass --force")
     if descriptions not in ("all", "longest"):
@@ -96,7 +108,39 @@ def calibrate_cmd(
         if gain < 0:
             console.print(f"[yellow]warning:[/] held-out R@1 fell by {-gain:.3f}; the base model may serve "
                           "better (try a lower --lr, --freeze-layers or more pairs)")
+    if tune and os.environ.get("RANK", "0") == "0":
+        _tune_fusion(out, held, tune_on, tune_metric)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
+
+
+def _tune_fusion(model: Path, held: list, tune_on: str | None, metric: str) -> None:
+    """Choose the fusion for the new model on validation data (never its training pairs) and keep it in
+    the model folder: the best BM25 weight moves when the dense side gets better (docs/fusion.md)."""
+    import shutil
+    import tempfile
+
+    from vfr.eval.datasets import BenchmarkError
+    from vfr.eval.tune import TuneInputError, dev_task, describe, pairs_task, tune_task
+    from vfr.retrieve.encoder import EncoderError
+    from vfr.retrieve.tuning import TuningError
+
+    if tune_on is None and not held:
+        console.print("note: no held-out pairs (--heldout 0) and no --tune-on: the fusion stays the built-in "
+                      "default; run `vfr tune DEV --encoder MODEL` to choose one", highlight=False)
+        return
+    cache = Path(tempfile.mkdtemp(prefix="vfr-calibrate-tune-"))
+    try:
+        name, task = dev_task(tune_on) if tune_on else ("calibration held-out pairs", pairs_task(held))
+        tuned = tune_task(task, str(model), name, metric=metric, cache_dir=cache, progress=False,
+                          log=lambda m: console.print(m, highlight=False))
+    except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
+        fail(f"the model is saved in {model}, but choosing its fusion failed: {e}")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    c = tuned.choice
+    console.print(f"fusion for the new model: {describe(tuned.result.best)} ({metric} {100 * c.value:.1f} on "
+                  f"{c.dataset}, {c.queries} queries; built-in default {100 * c.baseline_value:.1f}); saved to "
+                  f"{tuned.saved_to}", highlight=False)
 
 
 if __name__ == "__main__":  # `torchrun --nproc_per_node 4 -m vfr.cmd_calibrate …` (multi-GPU training)

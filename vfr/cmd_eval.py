@@ -36,6 +36,9 @@ def eval_cmd(
                                                       "are cached (default ~/.cache/vfr/eval).")] = None,
     depth: Annotated[int, typer.Option("--depth", min=10, help="Results kept per query (run files, curves).")] = 20,
     faiss: Annotated[str, typer.Option("--faiss", help="flat | hnsw")] = "flat",
+    fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: auto (tuned for this encoder by `vfr "
+                                        "tune` / `vfr calibrate` if stored, else the built-in default) or fixed "
+                                        "(the built-in default).")] = "auto",
     stat_test: Annotated[str, typer.Option("--test", help="Paired test: fisher (randomisation) | student.")]
     = "fisher",
     results_md: Annotated[Optional[Path], typer.Option("--results-md", help="Also write the full results "
@@ -52,6 +55,7 @@ def eval_cmd(
     """
     from vfr.eval import benchmarks
     from vfr.eval.datasets import BenchmarkError
+    from vfr.retrieve.encoder import EncoderError
 
     if list_:
         for name, b in benchmarks.BUILTINS.items():
@@ -65,6 +69,8 @@ def eval_cmd(
         fail(f"unknown retriever {', '.join(bad) or '(none)'}: use bm25, dense and/or hybrid")
     if stat_test not in ("fisher", "student"):
         fail("--test must be fisher or student")
+    if fusion not in ("auto", "fixed"):
+        fail("--fusion must be auto or fixed")
     names = benchmarks.names() if bench == "all" else [bench]
     base = out_dir or Path("out") / "eval"
     docs = []
@@ -73,8 +79,8 @@ def eval_cmd(
         target = base / _folder(name) if (bench == "all" or out_dir is None) else base
         try:
             docs.append(_run_one(name, target, retrievers, encoder, source, data_dir, cache_dir, depth, faiss,
-                                 stat_test, progress, not no_plots))
-        except (BenchmarkError, ValueError) as e:
+                                 stat_test, progress, not no_plots, fusion))
+        except (BenchmarkError, ValueError, EncoderError) as e:
             fail(str(e))
     total = time.perf_counter() - started
     if results_md:
@@ -91,19 +97,19 @@ def _folder(name: str) -> str:
 
 def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str, source: str,
              data_dir: Path | None, cache_dir: Path | None, depth: int, faiss: str, stat_test: str,
-             progress: bool, plots: bool) -> dict:
+             progress: bool, plots: bool, fusion: str = "auto") -> dict:
     from vfr.eval import benchmarks, report
     from vfr.eval.runner import EvalConfig, run_tasks
 
     t0 = time.perf_counter()
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
-                        faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test)
+                        faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion)
     console.print(f"[bold]{bench_name}[/]: {len(tasks)} task(s)")
     results = run_tasks(tasks, config)
     seconds = time.perf_counter() - t0
     cfg = {"retrievers": list(retrievers), "encoder": encoder, "description_source": source, "depth": depth,
-           "faiss": faiss, "stat_test": stat_test}
+           "faiss": faiss, "stat_test": stat_test, "fusion": fusion}
     doc = report.write_outputs(bench_name, results, target, provenance, cfg, {"seconds": round(seconds, 1)})
     if plots:
         from vfr.eval.plots import write_plots

@@ -77,7 +77,7 @@ def search_cmd(
     if query is not None and not query.strip():
         fail("the query is empty: give some words to search for")
     try:
-        fusion_cfg = fusion_config(fusion and fusion.value, weights, norm and norm.value, depth)
+        fusion_config(fusion and fusion.value, weights, norm and norm.value, depth)  # bad options fail first
         if encoder_backend is not None:
             from vfr.retrieve.encoder import check_backend
 
@@ -85,6 +85,10 @@ def search_cmd(
         engine = Engine.open(db, index, encoder_backend=encoder_backend)
         if rebuild or update:
             engine.update_index(full=rebuild)
+        fusion_cfg = None  # the index's default: tuned for its encoder (`vfr tune`), else the built-in one
+        if any(x is not None for x in (fusion, weights, norm, depth)):
+            fusion_cfg = fusion_config(fusion and fusion.value, weights, norm and norm.value, depth,
+                                       default=engine.default_fusion())
         _note_pending(engine)
         stream = chunks(iter_queries(queries)) if queries else iter([{"q1": query or ""}])
         printer = _Printer(fmt, retriever.value, single=queries is None, query=query)

@@ -39,11 +39,12 @@ def _user_errors(fn: F) -> F:
         from vfr.retrieve.lucene import LuceneError
         from vfr.retrieve.maintain import MaintenanceError
         from vfr.retrieve.segments import SegmentError
+        from vfr.retrieve.tuning import TuningError
         from vfr.store.store import StoreError
 
         try:
             return fn(*args, **kwargs)
-        except (StoreError, IndexError_, MaintenanceError, SegmentError, LuceneError, EncoderError) as e:
+        except (StoreError, IndexError_, MaintenanceError, SegmentError, LuceneError, EncoderError, TuningError) as e:
             raise EngineError(str(e)) from None
     return wrapper  # type: ignore[return-value]
 
@@ -79,6 +80,12 @@ class Engine(IndexedStore):
     def backend(self, retriever: str = "hybrid", fusion: FusionConfig | None = None):
         """The backend behind a retriever name (bm25, dense, hybrid): search/batch_search/score."""
         return self.index.backend(retriever, fusion)
+
+    @_user_errors
+    def default_fusion(self) -> FusionConfig:
+        """The fusion a hybrid search uses when given none: the index's (tuned for its encoder by
+        `vfr tune` / `vfr calibrate`, else the built-in default)."""
+        return self.index.default_fusion()
 
     @_user_errors
     def search(self, query: str, k: int = 10, *, retriever: str = "hybrid", fusion: FusionConfig | None = None,

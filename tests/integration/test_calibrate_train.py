@@ -61,3 +61,33 @@ def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
     low, top = "layer.0.attention.self.query.weight", "layer.5.attention.self.query.weight"
     assert (w(new, low) == w(old, low)).all()
     assert not (w(new, top) == w(old, top)).all()
+
+
+def test_cli_chooses_the_new_models_fusion_on_held_out_pairs(slice_pairs, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from vfr import cmd_calibrate
+    from vfr.retrieve.encoder import resolve_encoder
+    from vfr.retrieve.tuning import default_fusion, read_choices
+    from vfr.retrieve.writer import IndexConfig
+
+    app = typer.Typer()
+    cmd_calibrate.register(app)
+    app.command("noop", hidden=True)(lambda: None)
+    src = tmp_path / "pairs.jsonl"
+    write_jsonl(slice_pairs, src)
+    out = tmp_path / "m"
+    r = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--out", str(out), "--heldout", "0.3",
+                                 "--batch-size", "8", "--max-seq-length", "32", "--early-stopping", "0",
+                                 "--device", "cpu", "--threads", "1", "--tune-metric", "r@1"])
+    assert r.exit_code == 0, r.output
+    assert "fusion for the new model" in r.output and "noisy" in r.output  # 3 held-out images: said so
+    spec = resolve_encoder(str(out))
+    [choice] = read_choices(out / "fusion.json")
+    assert choice.encoder_fingerprint == spec.fingerprint and choice.metric == "r@1"
+    assert choice.dataset == "calibration held-out pairs" and choice.queries == len({p.query for p in split_by_group(
+        slice_pairs, 0.3, seed=0)[1]})
+    fusion, source = default_fusion(spec, IndexConfig().scoring())
+    assert source["kind"] == "tuned" and fusion == choice.config()
+    assert default_fusion(resolve_encoder("default"), IndexConfig().scoring())[1] == {"kind": "built-in"}

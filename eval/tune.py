@@ -1,0 +1,130 @@
+"""Tune the hybrid's fusion for an encoder on a labelled dev set (`vfr tune`; `vfr calibrate` after
+training): the dev set's corpus is indexed through the evaluation cache (eval/cache.py), every query's
+candidates are scored once on both sides, the grid of retrieve/tuning.py is compared on them, and the
+winner is saved with the model, keyed by its fingerprint and the index's scoring settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from vfr.eval.tasks import RetrievalTask
+
+
+class TuneInputError(ValueError):
+    """A dev set that cannot be tuned on (message says what to do)."""
+
+
+@dataclass(frozen=True)
+class Tuned:
+    result: Any          # retrieve.tuning.TuneResult
+    choice: Any          # retrieve.tuning.FusionChoice
+    saved_to: Path | None
+    documents: int
+
+
+def dev_task(bench: str, data_dir: Path | None = None, source: str = "longest", task: str | None = None,
+             allow_test: bool = False) -> tuple[str, RetrievalTask]:
+    """The retrieval task of a dev set: a built-in benchmark (never a test split unless `allow_test`), a
+    BEIR folder or a generic JSONL file (the formats `vfr eval` reads). `task` picks one of several."""
+    from vfr.eval import benchmarks
+
+    if bench in benchmarks.BUILTINS and bench.endswith("-test") and not allow_test:
+        raise TuneInputError(f"{bench} is a test set: tune on validation data (e.g. coco-val, flickr30k-val, "
+                             "coco-5k-val, or your own dev JSONL) and keep the test set for reporting")
+    name, tasks, _ = benchmarks.resolve(bench, data_dir, source)
+    retrieval = [t for t in tasks if isinstance(t, RetrievalTask)]
+    if task is not None:
+        retrieval = [t for t in retrieval if t.name == task]
+    if not retrieval:
+        have = ", ".join(t.name for t in tasks if isinstance(t, RetrievalTask)) or "none"
+        raise TuneInputError(f"{bench}: no retrieval task {task or ''} to tune on (retrieval tasks: {have})")
+    return name, retrieval[0]
+
+
+def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs") -> RetrievalTask:
+    """Calibration pairs (query, document, group) as a dev set: each distinct document once, each distinct
+    query once, relevant = every document of the query's group (image)."""
+    docs: dict[str, str] = {}
+    doc_groups: dict[str, set[str]] = {}
+    for p in pairs:
+        did = docs.setdefault(p.document, f"d{len(docs)}")
+        doc_groups.setdefault(p.group, set()).add(did)
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for p in pairs:
+        qid = queries.setdefault(p.query, f"q{len(queries)}")
+        qrels.setdefault(qid, {}).update(dict.fromkeys(doc_groups[p.group], 1))
+    return RetrievalTask("t2i", name, {v: k for k, v in docs.items()}, {v: k for k, v in queries.items()}, qrels)
+
+
+def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | None = None,
+              cache_dir: Path | None = None, faiss: str = "flat", save: bool = True, progress: bool = True,
+              log=lambda msg: None) -> Tuned:
+    """Choose the fusion for `encoder` on `task`, and (with `save`) keep it with the model."""
+    from vfr.eval.cache import encoder_spec, open_corpus_index
+    from vfr.eval.metrics import to_target_run
+    from vfr.retrieve.tuning import DEFAULT_METRIC, FEW_QUERIES, FusionChoice, save_choice, tune
+    from vfr.retrieve.writer import IndexConfig
+
+    if len(task.corpus) < 2 or not task.queries:
+        raise TuneInputError(f"{dataset}: too small to tune on ({len(task.corpus)} documents, "
+                             f"{len(task.queries)} queries)")
+    config = IndexConfig(faiss=faiss)  # type: ignore[arg-type]
+    index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed")
+    try:
+        hybrid = index.backend("hybrid")
+        to_target = (lambda run: to_target_run(run, task.doc_target)) if task.doc_target else None
+        result = tune(hybrid, task.queries, task.qrels, metric or DEFAULT_METRIC, to_target=to_target,
+                      progress=_bar(progress, f"{dataset} candidates"))
+    finally:
+        index.close()
+    if result.queries < FEW_QUERIES:
+        log(f"note: only {result.queries} judged queries: the choice is noisy (use a larger dev set if you have one)")
+    spec = encoder_spec(encoder)
+    choice = FusionChoice.from_result(result, spec.fingerprint, config.scoring(), dataset, len(task.corpus))
+    saved = save_choice(spec, choice) if save else None
+    return Tuned(result, choice, saved, len(task.corpus))
+
+
+def _bar(enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(n: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc=desc, total=total, leave=False, dynamic_ncols=True, unit="query")
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+    return update
+
+
+def table_lines(result: Any, top: int = 8) -> list[str]:
+    """The chosen setting, the built-in default and the best others, as Markdown rows (all metrics, %)."""
+    from vfr.retrieve.tuning import METRICS
+
+    ranked = sorted(result.table, key=lambda cm: -cm[1][result.metric])
+    shown = list(dict.fromkeys([result.best, result.baseline]))
+    shown += [c for c, _ in ranked if c not in shown][:top]
+    lines = ["| fusion | " + " | ".join(("**" + m + "**") if m == result.metric else m for m in METRICS) + " | |",
+             "|---|" + "---:|" * len(METRICS) + "---|"]
+    for c in shown:
+        m = result.value(c)
+        tag = "chosen" if c == result.best else ("built-in default" if c == result.baseline else "")
+        if c == result.best and c == result.baseline:
+            tag = "chosen (= built-in default)"
+        lines.append(f"| {describe(c)} | " + " | ".join(f"{100 * m[k]:.1f}" for k in METRICS) + f" | {tag} |")
+    return lines
+
+
+def describe(c: Any) -> str:
+    if c.method == "rrf":
+        return f"rrf k={c.rrf_k}"
+    if c.weights[0] == 0:
+        return "dense alone"
+    return f"convex {c.norm} w_sparse={c.weights[0]:g}"

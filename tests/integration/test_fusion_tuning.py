@@ -1,0 +1,83 @@
+"""Fusion that follows its encoder, on the real stack: `vfr tune` on a labelled dev set (generic JSONL) saves
+a choice for the encoder's fingerprint; an index built or updated afterwards records it in its manifest and
+searches with it by default; a re-tune reaches an existing index with `vfr index` (a settings commit)."""
+import json
+import shutil
+
+import pytest
+
+from tests.integration.test_cli import vfr
+from tests.live_helpers import copy_store, ranking
+from vfr.engine import Engine
+from vfr.retrieve.encoder import resolve_encoder
+from vfr.retrieve.fusion import FusionConfig
+from vfr.retrieve.generations import read_manifest
+from vfr.retrieve.tuning import FusionChoice, read_choices, save_choice
+from vfr.store.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def dev_jsonl(template_store, tmp_path):
+    """The sample as a dev set: each image's human captions query its description."""
+    with Store(template_store, read_only=True) as s:
+        caps = s.captions()
+        docs = s.get(sorted({i for i, _ in caps}))
+    by_id: dict[str, list[str]] = {}
+    for i, c in caps:
+        by_id.setdefault(i, []).append(c)
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "document": docs[i].text, "queries": q}) + "\n"
+                            for i, q in by_id.items()))
+    return path
+
+
+def test_tune_saves_a_choice_that_indexes_then_search_with(template_store, dev_jsonl, tmp_path, monkeypatch):
+    fusion_dir = tmp_path / "fusion"
+    monkeypatch.setenv("VFR_FUSION_DIR", str(fusion_dir))
+    r = vfr("tune", str(dev_jsonl), "--cache-dir", str(tmp_path / "cache"), "--json", "--no-progress",
+            env={"VFR_FUSION_DIR": str(fusion_dir)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    spec = resolve_encoder("default")
+    assert out["choice"]["encoder_fingerprint"] == spec.fingerprint
+    assert out["saved_to"].startswith(str(fusion_dir))  # the packaged model's folder is not ours to write
+    assert 0 <= out["choice"]["baseline_value"] <= out["choice"]["value"] <= 1
+    tuned = FusionChoice.model_validate(out["choice"]).config()
+
+    db = copy_store(template_store, tmp_path / "s")
+    eng = Engine.open(db)
+    try:
+        eng.update_index(full=True)
+        m = read_manifest(eng.index_dir)
+        assert m["fusion_source"]["kind"] == "tuned" and m["fusion_source"]["encoder_fingerprint"] == spec.fingerprint
+        assert eng.default_fusion() == tuned and eng.stats()["fusion"]["default"] == tuned.to_dict()
+        for q in ("a dog chasing a cat", "neon OPEN sign in a diner window"):
+            assert ranking(eng.search(q, 10)) == ranking(eng.search(q, 10, fusion=tuned))
+
+        # a new choice reaches the existing index at the next update, with no document change
+        other = FusionConfig(weights=(0.45, 0.55), norm="minmax")
+        choice = read_choices(fusion_dir / next(p.name for p in fusion_dir.iterdir()))[0]
+        save_choice(spec, choice.model_copy(update={"fusion": other.to_dict()}))
+        before = m["generation"]
+        report = eng.update_index()
+        m = read_manifest(eng.index_dir)
+        assert report["generation"] == before + 1 and m["last_operation"]["kind"] == "settings"
+        assert eng.default_fusion() == other
+        assert eng.update_index()["generation"] == before + 1  # nothing new: no commit
+
+        # without a stored choice the index goes back to the built-in default
+        shutil.rmtree(fusion_dir)
+        eng.update_index()
+        assert read_manifest(eng.index_dir)["fusion_source"] == {"kind": "built-in"}
+        assert eng.default_fusion() == FusionConfig()
+    finally:
+        eng.close()
+
+
+def test_tune_refuses_a_test_set_and_a_bad_metric(tmp_path):
+    r = vfr("tune", "coco-test", "--dry-run")
+    assert r.returncode == 1 and "test set" in r.stderr and "Traceback" not in r.stderr
+    r = vfr("tune", "coco-val", "--metric", "p@3")
+    assert r.returncode == 1 and "unknown metric" in r.stderr

@@ -1,0 +1,73 @@
+"""`vfr tune`: choose the hybrid's fusion for an encoder on a labelled dev set and keep it with the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vfr.common import console, fail, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune_cmd)
+
+
+def tune_cmd(
+    dev: Annotated[str, typer.Argument(help="Labelled dev set: a built-in validation benchmark (coco-val, "
+                                       "flickr30k-val, coco-5k-val), a BEIR folder or a JSONL of "
+                                       '{"id", "document", "queries": [...]} lines (the formats `vfr eval` reads).')],
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="The encoder to tune for: the packaged default, "
+                                         "a model folder (e.g. from `vfr calibrate`) or an installed model.")]
+    = "all-MiniLM-L6-v2",
+    metric: Annotated[str, typer.Option(help="What to maximise: mrr@10, r@1, r@5, r@10 or ndcg@10.")] = "mrr@10",
+    task: Annotated[Optional[str], typer.Option(help="Which retrieval task of a built-in benchmark "
+                                                "(default: the first, text→image).")] = None,
+    source: Annotated[str, typer.Option("--description-source", "-s", help="Built-in benchmarks with machine "
+                                        "descriptions: which description stands for an image.")] = "longest",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Shared data folder (env VFR_DATA).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Evaluation cache (default "
+                                                      "~/.cache/vfr/eval).")] = None,
+    save: Annotated[bool, typer.Option("--save/--dry-run", help="Keep the choice with the model (default), or "
+                                       "only print it.")] = True,
+    allow_test: Annotated[bool, typer.Option("--allow-test", help="Tune on a built-in *-test benchmark anyway "
+                                             "(its results are then no longer held out).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
+) -> None:
+    """Choose the hybrid's fusion (BM25/dense weights, normalisation, or RRF) for ENCODER on a labelled
+    dev set, and store it with the model, keyed by the model's content fingerprint.
+
+    Every dev query's candidates are scored once on both sides, then a grid of fusion settings is compared
+    on them. The choice is written to fusion.json in the model folder (for the packaged default:
+    ~/.cache/vfr/fusion/). New index builds with that encoder record it in their manifest and search
+    with it by default; `vfr index` brings an existing index up to date. A different or retrained model
+    never inherits it.
+    """
+    from vfr.eval.datasets import BenchmarkError
+    from vfr.eval.tune import TuneInputError, dev_task, table_lines, tune_task
+    from vfr.retrieve.encoder import EncoderError
+    from vfr.retrieve.tuning import METRICS, TuningError
+
+    if metric not in METRICS:
+        fail(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    try:
+        name, dev_set = dev_task(dev, data_dir, source, task, allow_test)
+        console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {len(dev_set.queries)} queries, "
+                      f"{len(dev_set.corpus)} documents)", highlight=False)
+        tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
+                          progress=progress, log=lambda m: console.print(m, highlight=False))
+    except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        out.print_json(json.dumps({"choice": tuned.choice.model_dump(),
+                                   "saved_to": str(tuned.saved_to) if tuned.saved_to else None}))
+        return
+    out.print("\n".join(table_lines(tuned.result)), highlight=False)
+    c = tuned.choice
+    console.print(f"chosen on {c.dataset} ({c.queries} queries): {metric} {100 * c.value:.1f} "
+                  f"(built-in default {100 * c.baseline_value:.1f})", highlight=False)
+    if tuned.saved_to:
+        console.print(f"saved to {tuned.saved_to}; new indexes built with this encoder use it; run `vfr index` "
+                      "to bring an existing index up to date", highlight=False)
