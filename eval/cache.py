@@ -47,6 +47,8 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
 
     settings = {**asdict(config), "encoder": encoder_fingerprint(encoder), "cache_version": CACHE_VERSION,
                 "index_format": INDEX_FORMAT}
+    if not settings.get("fields"):  # plain BM25: the key indexes cached before field BM25 existed still match
+        settings.pop("fields", None)
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
         h.update(doc_id.encode("utf-8") + b"\x00" + corpus[doc_id].encode("utf-8") + b"\x01")

@@ -32,6 +32,7 @@ class EvalConfig:
     stat_test: str = "fisher"
     seed: int = 0
     fusion: str = "auto"            # auto: tuned for the encoder if stored (vfr tune), else built-in; fixed
+    bm25_fields: tuple[tuple[str, float], ...] = ()  # field-aware BM25 (retrieve/fields.py); () = plain
 
 
 @dataclass
@@ -46,7 +47,7 @@ def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[An
     from vfr.eval.cache import open_corpus_index
     from vfr.retrieve.writer import IndexConfig
 
-    index_config = IndexConfig(faiss=config.faiss)
+    index_config = IndexConfig(faiss=config.faiss, fields=config.bm25_fields)  # type: ignore[arg-type]
 
     def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
         return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress,

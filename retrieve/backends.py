@@ -10,6 +10,7 @@ Dense: every segment is searched (with a selector for a scope) and the per-segme
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from vfr.retrieve import lucene
 from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
 from vfr.retrieve.dense import merge_topk, selector
+from vfr.retrieve.fields import LUCENE_PREFIX
 from vfr.retrieve.snapshot import IndexHandle, Snapshot
 from vfr.retrieve.types import Hit, Query, Scope, as_query, hits_from_scores
 
@@ -26,6 +28,25 @@ TERMS = "bm25_terms"
 
 def _terms(q: Query):
     return q.derived(TERMS, lucene.query_terms)
+
+
+def _terms_for(snap: Snapshot, q: Query) -> Counter:
+    """The query's terms for this index: with BM25 fields each term is a clause per field, so the most
+    frequent terms are kept within Lucene's clause limit (the same terms for search and score)."""
+    terms = _terms(q)
+    n = 1 + len(snap.manifest["config"].get("fields") or ())
+    if n > 1 and len(terms) * n > lucene.MAX_CLAUSES:
+        terms = Counter(dict(terms.most_common(lucene.MAX_CLAUSES // n)))
+    return terms
+
+
+def _parts(snap: Snapshot, terms: Counter) -> list[tuple[str | None, Counter]]:
+    """(field, term boosts) of each scored part: the whole text (None) with the query's term counts, and each
+    BM25 field with counts × its weight, rounded to float32 as the Lucene query carries them."""
+    out: list[tuple[str | None, Counter]] = [(None, terms)]
+    for field, weight in snap.manifest["config"].get("fields") or ():
+        out.append((field, Counter({t: float(np.float32(c * float(weight))) for t, c in terms.items()})))
+    return out
 
 
 class SparseBackend:
@@ -48,7 +69,7 @@ class SparseBackend:
         with self.handle.acquire() as snap:
             where = snap.locate(ids, scope)
             out = dict.fromkeys(ids, 0.0)
-            terms = _terms(q)
+            terms = _terms_for(snap, q)
             if not where or not terms:
                 return out
             by_seg: dict[int, list[tuple[str, int]]] = {}
@@ -65,7 +86,7 @@ class SparseBackend:
         with self.handle.acquire() as snap:
             for q, wanted in zip(queries, ids):
                 row = dict.fromkeys(wanted, 0.0)
-                terms = _terms(as_query(q))
+                terms = _terms_for(snap, as_query(q))
                 where = snap.locate(wanted, scope) if terms and wanted else {}
                 by_seg: dict[int, list[tuple[str, int]]] = {}
                 for d, (i, r) in where.items():
@@ -77,22 +98,31 @@ class SparseBackend:
 
     def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
                ) -> dict[str, float]:
+        """BM25 of the whole text plus, with field-aware BM25, Σ w_f · BM25_f, each part with the live
+        statistics of its own field (what Lucene's boosted per-field clauses sum to)."""
         names = list(terms)
-        stats = term_stats(names, snap.forward, snap.stats(scope))
         segs = list(by_seg)
         rows = [np.fromiter((r for _, r in by_seg[i]), dtype=np.int64) for i in segs]
         scorer = Bm25Scorer(snap.manifest["config"]["k1"], snap.manifest["config"]["b"])
-        scores = scorer.score(terms, [snap.forward[i] for i in segs], stats, rows)
-        return {d: float(s) for i, sc in zip(segs, scores) for (d, _), s in zip(by_seg[i], sc)}
+        total = [np.zeros(len(r), dtype=np.float32) for r in rows]
+        for field, boosts in _parts(snap, terms):
+            forward = snap.forward_of(field)
+            stats = term_stats(names, forward, snap.stats(scope, field=field))
+            for acc, sc in zip(total, scorer.score(boosts, [forward[i] for i in segs], stats, rows)):
+                acc += sc
+        return {d: float(s) for i, sc in zip(segs, total) for (d, _), s in zip(by_seg[i], sc)}
 
     def _search(self, snap: Snapshot, q: Query, k: int, scope: Scope | None) -> list[Hit]:
-        terms = _terms(q)
+        terms = _terms_for(snap, q)
+        fields = [(f, float(w)) for f, w in snap.manifest["config"].get("fields") or ()]
         if not terms or k <= 0:
             return []
         names = list(terms)
-        ratio = bound_ratio(term_stats(names, snap.forward, snap.stats(scope)),
-                            term_stats(names, snap.forward, snap.stats(None, lucene_view=True)))
-        query = snap.lucene.build_query(terms, sorted(scope.collections) if scope is not None else None)
+        ratio = max(bound_ratio(term_stats(names, snap.forward_of(f), snap.stats(scope, field=f)),
+                                term_stats(names, snap.forward_of(f), snap.stats(None, lucene_view=True, field=f)))
+                    for f in [None, *(f for f, _ in fields)])  # Σ_f exact_f ≤ max_f R_f · Σ_f lucene_f
+        query = snap.lucene.build_query(terms, sorted(scope.collections) if scope is not None else None,
+                                        [(LUCENE_PREFIX + f, w) for f, w in fields])
         n = k + max(10, k // 4)
         while True:
             docs, lscores = snap.lucene.top(query, n)

@@ -63,7 +63,12 @@ def quantise(lengths: np.ndarray) -> np.ndarray:
 
 
 # -- one segment's forward index -----------------------------------------------------------------------
-def save_forward(folder: Path, token_lists: Sequence[Sequence[str]]) -> None:
+def field_file(field: str | None) -> str:
+    """The forward index file of the whole text (None) or of one BM25 field (retrieve/fields.py)."""
+    return FILE if field is None else f"forward-{field}.npz"
+
+
+def save_forward(folder: Path, token_lists: Sequence[Sequence[str]], file: str = FILE) -> None:
     vocab: dict[str, int] = {}
     indptr, indices, counts, lengths = [0], [], [], []
     for tokens in token_lists:
@@ -73,7 +78,7 @@ def save_forward(folder: Path, token_lists: Sequence[Sequence[str]]) -> None:
         indptr.append(len(indices))
         lengths.append(len(tokens))
     terms = sorted(vocab, key=vocab.__getitem__)
-    np.savez(folder / FILE, indptr=np.asarray(indptr, dtype=np.int64), indices=np.asarray(indices, dtype=np.int32),
+    np.savez(folder / file, indptr=np.asarray(indptr, dtype=np.int64), indices=np.asarray(indices, dtype=np.int32),
              counts=np.asarray(counts, dtype=np.float32), lengths=np.asarray(lengths, dtype=np.int64),
              vocab=np.asarray(terms, dtype=str))
 
@@ -81,8 +86,8 @@ def save_forward(folder: Path, token_lists: Sequence[Sequence[str]]) -> None:
 class ForwardSegment:
     """Term counts of one segment's rows (immutable once written)."""
 
-    def __init__(self, folder: Path) -> None:
-        with np.load(folder / FILE, allow_pickle=False) as z:
+    def __init__(self, folder: Path, file: str = FILE) -> None:
+        with np.load(folder / file, allow_pickle=False) as z:
             self.lengths = z["lengths"]
             vocab = z["vocab"].tolist()
             self.tf = sp.csr_matrix((z["counts"], z["indices"], z["indptr"]), shape=(len(self.lengths), len(vocab)))
@@ -132,7 +137,8 @@ def term_stats(names: Sequence[str], segments: Sequence[ForwardSegment], stats: 
     df = np.zeros(len(names), dtype=np.int64)
     for seg, st in zip(segments, stats):
         cols = np.array([seg.vocab.get(t, -1) for t in names], dtype=np.int64)
-        df += np.where(cols >= 0, st.df[np.maximum(cols, 0)], 0)
+        if len(st.df):  # a segment whose field is empty everywhere has no vocabulary
+            df += np.where(cols >= 0, st.df[np.maximum(cols, 0)], 0)
     return TermStats(doc_count, float(np.float32(total / doc_count)) if doc_count else 0.0, df)
 
 

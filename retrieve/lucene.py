@@ -19,6 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from vfr.retrieve.jvm import ensure_jvm
 from vfr.retrieve.types import clean_text
 
@@ -143,19 +145,23 @@ def _latest_commit_name(directory) -> str:
     return commits.get(commits.size() - 1).getSegmentsFileName()
 
 
-def write_segment(path: Path, docs: Iterable[tuple[str, str | None, str]], generation: int) -> str:
-    """A new Lucene index at `path` of (id, collection, text) in order; returns its commit's name."""
+def write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
+    """A new Lucene index at `path` of (id, collection, text[, {field: text}]) in order (fields: the BM25
+    fields of retrieve/fields.py, each its own Lucene field); returns its commit's name."""
     j = J()
     directory = _directory(path)
     ids: list[str] = []
     try:
         writer = j.IW(directory, _config(create=True))
         try:
-            for doc_id, collection, text in docs:
+            for doc_id, collection, text, *extra in docs:
                 doc = j.Document()
                 doc.add(j.StringField("id", doc_id, j.Store.YES))
                 doc.add(j.StringField("collection", collection or _NO_COLLECTION, j.Store.NO))
                 doc.add(j.TextField("contents", clean_text(text), j.Store.NO))
+                for name, value in (extra[0] if extra else {}).items():
+                    if value.strip():
+                        doc.add(j.TextField(name, clean_text(value), j.Store.NO))
                 writer.addDocument(doc)
                 ids.append(doc_id)
             writer.forceMerge(1)
@@ -321,9 +327,14 @@ class MultiSearcher:
             self._local.parser = J().QueryParser("contents", J().Keyword())
         return self._local.parser
 
-    def build_query(self, terms: Counter[str], collections: Sequence[str] | None = None):
+    def build_query(self, terms: Counter[str], collections: Sequence[str] | None = None,
+                    fields: Sequence[tuple[str, float]] = ()):
+        """BM25 of the analysed terms over `contents`, plus each (Lucene field, weight) of `fields` with its
+        term boosts multiplied by the weight (a sum of per-field BM25 scores); optionally filtered."""
         j = J()
         text = " ".join(_quote(t) + (f"^{c}" if c > 1 else "") for t, c in terms.items())
+        for name, weight in fields:
+            text += " " + " ".join(f"{name}:{_quote(t)}^{float(np.float32(c * weight))!r}" for t, c in terms.items())
         query = self._parser().parse(text)
         if collections is None:
             return query

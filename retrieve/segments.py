@@ -3,6 +3,7 @@
     segments/<name>/rows.json        ids and collections, row by row (row = Lucene doc number = FAISS id)
     segments/<name>/lucene/          Lucene index (one Lucene segment; deletions are later commits)
     segments/<name>/forward.npz      BM25 forward index (retrieve/bm25.py)
+    segments/<name>/forward-<f>.npz  forward index of BM25 field <f>, when the index scores fields (retrieve/fields.py)
     segments/<name>/dense.faiss      vectors (retrieve/dense.py)
     segments/<name>/docs.jsonl       payload per row (the description shown with a hit) + docs.offsets.npy
     segments/<name>/del-<gen>.npy    rows deleted as of generation <gen> (the manifest names the current one)
@@ -22,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from vfr.retrieve import bm25, dense, lucene
+from vfr.retrieve.fields import FIELDS, LUCENE_PREFIX
 from vfr.store.faults import point
 from vfr.retrieve.types import IndexDoc
 
@@ -80,15 +82,22 @@ def _finish(tmp: Path, final: Path) -> None:
 
 
 def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Sequence[str]], generation: int,
-                  dense_kind: str, hnsw_m: int) -> SegmentInfo:
-    """Write `docs` (with their analysed tokens and vectors) as a new segment at `folder`."""
+                  dense_kind: str, hnsw_m: int, fields: dict[str, tuple[list[str], list[list[str]]]] | None = None
+                  ) -> SegmentInfo:
+    """Write `docs` (with their analysed tokens and vectors) as a new segment at `folder`. `fields`: BM25
+    field name → (each document's field text, its tokens), indexed as Lucene fields with forward indexes."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True)
     ids = [d.id for d in docs]
+    fields = fields or {}
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": [d.collection for d in docs]}))
-    commit = lucene.write_segment(tmp / "lucene", ((d.id, d.collection, d.text) for d in docs), generation)
+    per_doc = [{LUCENE_PREFIX + name: texts[i] for name, (texts, _) in fields.items()} for i in range(len(docs))]
+    commit = lucene.write_segment(tmp / "lucene", ((d.id, d.collection, d.text, f) for d, f in zip(docs, per_doc)),
+                                  generation)
     point("segment:lucene-written")
     bm25.save_forward(tmp, tokens)
+    for name, (_, field_tokens) in fields.items():
+        bm25.save_forward(tmp, field_tokens, bm25.field_file(name))
     kind = dense.write_dense(tmp, np.vstack([d.vector for d in docs]), dense_kind, hnsw_m)
     _write_docs(tmp, [d.payload for d in docs])
     _finish(tmp, folder)
@@ -107,6 +116,9 @@ def merge_segments(folder: Path, sources: Sequence["LoadedSegment"], live_rows: 
                                    ids, generation)
     counts: list[Counter[str]] = [c for s, rows in zip(sources, live_rows) for c in s.forward.terms_of(rows)]
     bm25.save_forward(tmp, [list(c.elements()) for c in counts])
+    for name in sources[0].fields if sources else ():
+        counts = [c for s, rows in zip(sources, live_rows) for c in s.fields[name].terms_of(rows)]
+        bm25.save_forward(tmp, [list(c.elements()) for c in counts], bm25.field_file(name))
     vectors = [s.dense.vectors(rows) for s, rows in zip(sources, live_rows)]
     dim = sources[0].dense.index.d
     kind = dense.write_dense(tmp, np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32), dense_kind, hnsw_m)
@@ -140,16 +152,26 @@ class LoadedSegment:
             self.ids: list[str] = rows["ids"]
             self.collections: list[str | None] = rows["collections"]
             self.forward = bm25.ForwardSegment(folder)
+            self.fields = {name: bm25.ForwardSegment(folder, bm25.field_file(name))  # field-aware BM25
+                           for name in FIELDS if (folder / bm25.field_file(name)).is_file()}
             self.dense = dense.DenseSegment(folder, info.dense)
             self._offsets = np.load(folder / OFFSETS, allow_pickle=False)
             self._docs = os.open(folder / DOCS, os.O_RDONLY)  # kept open: survives the folder's removal
         except (OSError, ValueError, KeyError) as e:
             raise SegmentError(f"index segment {folder} is damaged or missing ({e}); "
                                "run `vfr index --full` to rebuild the index") from None
-        if not (len(self.ids) == self.forward.rows == self.dense.rows == len(self._offsets) - 1 == info.rows):
+        if not (len(self.ids) == self.forward.rows == self.dense.rows == len(self._offsets) - 1 == info.rows) or \
+                any(f.rows != info.rows for f in self.fields.values()):
             raise SegmentError(f"index segment {folder} has parts of different lengths; run `vfr index --full`")
         self.id_array = np.asarray(self.ids, dtype=object)
         self.collection_array = np.asarray(["" if c is None else c for c in self.collections], dtype=object)
+
+    def forward_of(self, field: str | None) -> "bm25.ForwardSegment":
+        if field is None:
+            return self.forward
+        if field not in self.fields:
+            raise SegmentError(f"index segment {self.folder} has no BM25 field {field!r}; run `vfr index --full`")
+        return self.fields[field]
 
     def payload(self, row: int) -> dict:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])

@@ -138,16 +138,21 @@ class Snapshot:
                                 for seg, live in zip(self.segments, self.live)]
         return self._masks[key]
 
-    def stats(self, scope: Scope | None, lucene_view: bool = False) -> list[SegmentStats]:
-        """BM25 statistics per segment: of the visible rows, or (lucene_view) of every row Lucene counts."""
-        key = ("lucene",) if lucene_view else ("scope", scope.key if scope else None)
+    def stats(self, scope: Scope | None, lucene_view: bool = False, field: str | None = None) -> list[SegmentStats]:
+        """BM25 statistics per segment: of the visible rows, or (lucene_view) of every row Lucene counts;
+        of the whole text, or of one BM25 `field`."""
+        key = (("lucene",) if lucene_view else ("scope", scope.key if scope else None)) + (field,)
         if key not in self._stats:
             if lucene_view:
                 masks = [np.ones(len(s.ids), dtype=bool) for s in self.segments]
             else:
                 masks = self.masks(scope)
-            self._stats[key] = [s.forward.subset_stats(m) for s, m in zip(self.segments, masks)]
+            self._stats[key] = [s.forward_of(field).subset_stats(m) for s, m in zip(self.segments, masks)]
         return self._stats[key]
+
+    def forward_of(self, field: str | None) -> list:
+        """Each segment's forward index of the whole text (None) or of a BM25 field."""
+        return self.forward if field is None else [s.fields[field] for s in self.segments]
 
     def collections(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -36,8 +36,16 @@ class IndexConfig:
     b: float = 0.4
     max_segments: int = 8          # more than this after a commit: merge the small ones
     compact_deleted: float = 0.25  # a larger share of deleted rows: compact (rewrite) the whole index
+    # field-aware BM25 (retrieve/fields.py): ((field, weight), ...) added to the plain BM25; () = plain only
+    fields: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        from vfr.retrieve.fields import FIELDS
+
+        fields = tuple((str(n), float(w)) for n, w in (self.fields or ()))  # JSON gives lists
+        object.__setattr__(self, "fields", fields)
+        if any(n not in FIELDS or not 0 < w < 100 for n, w in fields) or len({n for n, _ in fields}) != len(fields):
+            raise ValueError(f"BM25 fields must be distinct names of {', '.join(FIELDS)} with weights in (0, 100)")
         if self.faiss not in ("flat", "hnsw"):
             raise ValueError(f"faiss must be flat or hnsw, not {self.faiss!r}")
         if not (0 < self.k1 < 10 and 0 <= self.b <= 1 and self.hnsw_m >= 4 and self.max_segments >= 2
@@ -46,12 +54,16 @@ class IndexConfig:
                              "0<compact_deleted<=1")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As the manifest stores it (JSON shapes, so a stored config compares equal)."""
+        return {**asdict(self), "fields": [list(f) for f in self.fields]}
 
     def scoring(self) -> dict:
         """The settings that change scores (not the FAISS kind or merge policy): a tuned fusion
         (retrieve/tuning.py) is kept per encoder and per these."""
-        return {"k1": self.k1, "b": self.b}
+        out: dict = {"k1": self.k1, "b": self.b}
+        if self.fields:
+            out["fields"] = [list(f) for f in self.fields]
+        return out
 
 
 class IndexWriter:
@@ -174,10 +186,11 @@ class IndexWriter:
                 part = chunk[i:i + ANALYSE_BATCH]
                 tokens.extend(lucene.analyse([d.text for d in part]))
                 self.progress("BM25 (Lucene)", len(part), len(added))
+            fields = self._fields(chunk)
             name = f"g{gen:08d}-{start // 500_000}"
             point("commit:analysed")
             segments.append(write_segment(self.dir / "segments" / name, chunk, tokens, gen,
-                                          self.config.faiss, self.config.hnsw_m))
+                                          self.config.faiss, self.config.hnsw_m, fields))
             point("commit:segment-written")
         self._publish(gen, segments, applied_seq, operation,
                       {"added": len(added), "removed": len(self._removes), "seconds": time.perf_counter() - t0,
@@ -189,6 +202,23 @@ class IndexWriter:
         generations.collect_garbage(self.dir)
         _remove_legacy(self.dir)
         return self.generation
+
+    def _fields(self, docs: Sequence[IndexDoc]) -> dict[str, tuple[list[str], list[list[str]]]]:
+        """The configured BM25 fields of `docs` (from the structured description in the payload, else the
+        text's first sentence as the caption): field → (texts, tokens)."""
+        from vfr.retrieve.fields import document_fields
+
+        if not self.config.fields:
+            return {}
+        per_doc = [document_fields(d.text, (d.payload or {}).get("json")) for d in docs]
+        out = {}
+        for name, _ in self.config.fields:
+            texts = [f[name] for f in per_doc]
+            tokens: list[list[str]] = []
+            for i in range(0, len(texts), ANALYSE_BATCH):
+                tokens.extend(lucene.analyse(texts[i:i + ANALYSE_BATCH]))
+            out[name] = (texts, tokens)
+        return out
 
     def _tombstone(self, gen: int) -> list[SegmentInfo]:
         """Existing segments with the staged removals applied (tombstones + Lucene deletions)."""

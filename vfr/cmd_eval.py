@@ -36,6 +36,8 @@ def eval_cmd(
                                                       "are cached (default ~/.cache/vfr/eval).")] = None,
     depth: Annotated[int, typer.Option("--depth", min=10, help="Results kept per query (run files, curves).")] = 20,
     faiss: Annotated[str, typer.Option("--faiss", help="flat | hnsw")] = "flat",
+    bm25_fields: Annotated[str, typer.Option("--bm25-fields", help="Field-aware BM25: FIELD=WEIGHT,... added to "
+                                             "the plain BM25 (docs/fusion.md); none = plain.")] = "none",
     fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: auto (tuned for this encoder by `vfr "
                                         "tune` / `vfr calibrate` if stored, else the built-in default) or fixed "
                                         "(the built-in default).")] = "auto",
@@ -71,6 +73,12 @@ def eval_cmd(
         fail("--test must be fisher or student")
     if fusion not in ("auto", "fixed"):
         fail("--fusion must be auto or fixed")
+    from vfr.retrieve.fields import parse_weights
+
+    try:
+        fields = parse_weights(bm25_fields)
+    except ValueError as e:
+        fail(str(e))
     names = benchmarks.names() if bench == "all" else [bench]
     base = out_dir or Path("out") / "eval"
     docs = []
@@ -79,7 +87,7 @@ def eval_cmd(
         target = base / _folder(name) if (bench == "all" or out_dir is None) else base
         try:
             docs.append(_run_one(name, target, retrievers, encoder, source, data_dir, cache_dir, depth, faiss,
-                                 stat_test, progress, not no_plots, fusion))
+                                 stat_test, progress, not no_plots, fusion, fields))
         except (BenchmarkError, ValueError, EncoderError) as e:
             fail(str(e))
     total = time.perf_counter() - started
@@ -97,19 +105,21 @@ def _folder(name: str) -> str:
 
 def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str, source: str,
              data_dir: Path | None, cache_dir: Path | None, depth: int, faiss: str, stat_test: str,
-             progress: bool, plots: bool, fusion: str = "auto") -> dict:
+             progress: bool, plots: bool, fusion: str = "auto", fields: tuple = ()) -> dict:
     from vfr.eval import benchmarks, report
     from vfr.eval.runner import EvalConfig, run_tasks
 
     t0 = time.perf_counter()
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
-                        faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion)
+                        faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,
+                        bm25_fields=fields)
     console.print(f"[bold]{bench_name}[/]: {len(tasks)} task(s)")
     results = run_tasks(tasks, config)
     seconds = time.perf_counter() - t0
     cfg = {"retrievers": list(retrievers), "encoder": encoder, "description_source": source, "depth": depth,
-           "faiss": faiss, "stat_test": stat_test, "fusion": fusion}
+           "faiss": faiss, "stat_test": stat_test, "fusion": fusion,
+           "bm25_fields": [list(f) for f in fields]}
     doc = report.write_outputs(bench_name, results, target, provenance, cfg, {"seconds": round(seconds, 1)})
     if plots:
         from vfr.eval.plots import write_plots

@@ -34,6 +34,10 @@ def index_cmd(
                                                    "Changing it needs --full.")] = None,
     k1: Annotated[float | None, typer.Option(help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
     b: Annotated[float | None, typer.Option(help="BM25 b (default 0.4; changing it needs --full).")] = None,
+    bm25_fields: Annotated[str | None, typer.Option("--bm25-fields", help="Field-aware BM25: FIELD=WEIGHT,... "
+                                                    "added to the plain BM25 (fields: caption, objects, attributes, "
+                                                    "relations, text, setting; 'none' = plain). Needs --full; "
+                                                    "docs/fusion.md.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Bring the index up to date with the store: apply what changed since the last update (added,
@@ -49,11 +53,14 @@ def index_cmd(
     from vfr.retrieve.writer import IndexConfig
 
     config = None
-    if faiss is not None or k1 is not None or b is not None:
+    if faiss is not None or k1 is not None or b is not None or bm25_fields is not None:
+        from vfr.retrieve.fields import parse_weights
+
         try:
             base = _current_config(db, index)
-            config = IndexConfig(**{**base.to_dict(), **{k: v for k, v in
-                                                         (("faiss", faiss), ("k1", k1), ("b", b)) if v is not None}})
+            fields = parse_weights(bm25_fields) if bm25_fields is not None else None
+            config = IndexConfig(**{**base.to_dict(), **{k: v for k, v in (("faiss", faiss), ("k1", k1), ("b", b),
+                                                                           ("fields", fields)) if v is not None}})
         except ValueError as e:
             fail(str(e))
     try:
