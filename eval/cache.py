@@ -113,10 +113,12 @@ def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, fol
         store.upsert([ImageRow(i, collection="eval") for i in corpus],
                      [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
         seeded = _copy_embeddings(root / "embeddings.duckdb", store, key, key, hashes)
+        _copy_embeddings(root / "embeddings.duckdb", store, key + "#parts", key + "#parts", hashes)
     pair = IndexedStore(folder / "store.duckdb", folder / "index", encoder=encoder)
     report = pair.update_index(full=True, config=config, progress=_tqdm_progress() if progress else None)
     with Store(folder / "store.duckdb") as store:
         _copy_embeddings(store, root / "embeddings.duckdb", key, key, hashes)
+        _copy_embeddings(store, root / "embeddings.duckdb", key + "#parts", key + "#parts", hashes)  # sentences
     return {"embeddings_from_cache": seeded, "build": report}
 
 
@@ -148,8 +150,11 @@ def _copy_embeddings(src: Any, dst: Any, src_model: str, dst_model: str, hashes:
     if found:
         import numpy as np
 
-        keys = list(found)
-        dst_store.cache_embeddings(dst_model, keys, np.vstack([found[k] for k in keys]))
+        by_len: dict[int, list[str]] = {}  # sentence-vector blobs (multi-vector) differ in length
+        for k, v in found.items():
+            by_len.setdefault(len(v), []).append(k)
+        for keys in by_len.values():
+            dst_store.cache_embeddings(dst_model, keys, np.vstack([found[k] for k in keys]))
     return len(found)
 
 

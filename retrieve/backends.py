@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vfr.retrieve import lucene
+from vfr.retrieve import lucene, multivector
 from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
 from vfr.retrieve.dense import merge_topk, selector
 from vfr.retrieve.fields import LUCENE_PREFIX
@@ -185,8 +185,20 @@ class DenseBackend:
             self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
         return self._selectors[key]
 
+    def _allowed_parts(self, snap: Snapshot, scope: Scope | None) -> list:
+        if scope is None:
+            return [None] * len(snap.segments)
+        key = (snap.generation, scope.key, "parts")
+        if key not in self._selectors:
+            self._selectors[key] = [p.selector(np.flatnonzero(m)) for p, m in zip(snap.parts, snap.masks(scope))]
+        return self._selectors[key]
+
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
         allowed = self._allowed(snap, scope)
+        if snap.parts:  # multi-vector: whole-text and best-sentence similarity combined
+            weight = float(snap.manifest["config"]["parts_weight"])
+            found = multivector.search(snap, vecs, k, allowed, self._allowed_parts(snap, scope), weight)
+            return [hits_from_scores({snap.segments[s].ids[r]: v for (s, r), v in f.items()}, k) for f in found]
         parts = [seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)]
         if not parts:
             return [[] for _ in range(len(vecs))]
@@ -204,7 +216,8 @@ class DenseBackend:
 
     def score_batch(self, queries: Sequence[Query], ids: Sequence[Sequence[str]], scope: Scope | None = None
                     ) -> list[dict[str, float]]:
-        """Cosine of each query with its documents: one gather and one row-wise product for the batch."""
+        """Cosine of each query with its documents (one gather and one row-wise product for the batch); for a
+        multi-vector index, the combined whole-text / best-sentence score."""
         queries = [as_query(q) for q in queries]
         out = [dict.fromkeys(wanted, 0.0) for wanted in ids]
         live = [i for i, q in enumerate(queries) if not q.empty and ids[i]]
@@ -223,7 +236,13 @@ class DenseBackend:
             for s in np.unique(seg):
                 mask = seg == s
                 docs[mask] = snap.segments[int(s)].dense.vectors(row[mask])
-            sims = np.einsum("ij,ij->i", qv, docs).tolist()
+            sims = np.einsum("ij,ij->i", qv, docs)
+            if snap.parts:  # multi-vector: (1 - λ) cos(whole) + λ max cos(part)
+                best = np.empty_like(sims)
+                for j, (_, _, _, s, r) in enumerate(pairs):
+                    best[j] = snap.parts[s].max_sim(qv[j], np.array([r]))[0]
+                sims = multivector.combined(sims, best, float(snap.manifest["config"]["parts_weight"]))
+            sims = sims.tolist()
         for (_, i, d, _, _), v in zip(pairs, sims):
             out[i][d] = v
         return out

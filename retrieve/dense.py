@@ -32,7 +32,8 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, ef_construction: int = 200) -> str:
+def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, ef_construction: int = 200,
+                file: str = FILE) -> str:
     """Write the segment's vectors (rows 0..n-1); returns the kind really used (flat or hnsw)."""
     import faiss
 
@@ -47,17 +48,17 @@ def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, 
         raise ValueError(f"unknown FAISS index kind {kind!r}: use flat or hnsw")
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-    faiss.write_index(index, str(folder / FILE))
+    faiss.write_index(index, str(folder / file))
     return kind
 
 
 class DenseSegment:
     """One segment's vectors, loaded; `dead` rows never come back from a search."""
 
-    def __init__(self, folder: Path, kind: str, ef_search: int = 128) -> None:
+    def __init__(self, folder: Path, kind: str, ef_search: int = 128, file: str = FILE) -> None:
         import faiss
 
-        path = folder / FILE
+        path = folder / file
         if not path.is_file() or path.stat().st_size == 0:
             raise FileNotFoundError(f"{path} is missing or empty")
         self.index = faiss.read_index(str(path))

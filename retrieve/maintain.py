@@ -122,24 +122,62 @@ def _spec_for_build(target: "IndexedStore", manifest: dict | None, full: bool):
 
 def _embed(target: "IndexedStore", encoder, records: Sequence[Any], progress: "Progress | None") -> np.ndarray:
     """Vectors of the records' texts: from the store's embedding cache, encoding (and caching) the rest."""
+    out = _embed_texts(target, encoder, [r.text_hash for r in records], [r.text for r in records])
+    progress and progress(f"embeddings ({encoder.spec.name})", len(records), None)
+    return out
+
+
+def _embed_texts(target: "IndexedStore", encoder, hashes: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     key = encoder.spec.cache_key
-    hashes = [r.text_hash for r in records]
     with target.store() as store:
-        found = store.cached_embeddings(key, hashes)
-    todo = {r.text_hash: r.text for r in records if r.text_hash not in found}
+        found = store.cached_embeddings(key, list(hashes))
+    todo = {h: t for h, t in zip(hashes, texts) if h not in found}
     if todo:
         vecs = encoder.encode(list(todo.values()))
         with target.store() as store:
             store.cache_embeddings(key, list(todo), vecs)
         found.update(zip(todo, vecs))
-    progress and progress(f"embeddings ({encoder.spec.name})", len(records), None)
     out = np.vstack([found[h] for h in hashes]).astype(np.float32)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress) -> list[IndexDoc]:
+PARTS_KEY = "#parts"
+
+
+def _part_vectors(target: "IndexedStore", encoder, records: Sequence[Any]) -> list[np.ndarray]:
+    """Each record's sentence vectors (multi-vector indexes), cached in the store under the document's own
+    text hash (model key + "#parts"), so deleting the description purges them with its other vectors."""
+    from vfr.retrieve.multivector import split_parts
+
+    key, dim = encoder.spec.cache_key + PARTS_KEY, encoder.dimension
+    hashes = [r.text_hash for r in records]
+    with target.store() as store:
+        found = store.cached_embeddings(key, hashes)
+    todo = {r.text_hash: split_parts(r.text) for r in records if r.text_hash not in found}
+    if todo:
+        flat = [t for parts in todo.values() for t in parts]
+        vecs = encoder.encode(flat)
+        bounds = np.cumsum([0] + [len(p) for p in todo.values()])
+        new = {h: vecs[a:b] for h, a, b in zip(todo, bounds[:-1], bounds[1:])}
+        by_count: dict[int, list[str]] = {}
+        for h, v in new.items():
+            by_count.setdefault(len(v), []).append(h)
+        with target.store() as store:
+            for hs in by_count.values():  # one blob per document: its parts' vectors, row after row
+                store.cache_embeddings(key, hs, np.vstack([new[h].reshape(1, -1) for h in hs]))
+        found.update({h: v.reshape(-1) for h, v in new.items()})
+    out = []
+    for h in hashes:
+        v = np.asarray(found[h], dtype=np.float32).reshape(-1, dim)
+        out.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+    return out
+
+
+def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress, parts: bool = False) -> list[IndexDoc]:
     vectors = _embed(target, encoder, records, progress)
-    return [IndexDoc(r.id, r.text, v, r.collection, r.payload()) for r, v in zip(records, vectors)]
+    part_vectors = _part_vectors(target, encoder, records) if parts else [None] * len(records)
+    return [IndexDoc(r.id, r.text, v, r.collection, r.payload(), p)
+            for r, v, p in zip(records, vectors, part_vectors)]
 
 
 def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
@@ -202,7 +240,7 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
             records = store.document_records_after(last, BATCH)
         if not records:
             break
-        w.upsert(_docs(target, encoder, records, progress))
+        w.upsert(_docs(target, encoder, records, progress, bool(w.config.parts)))
         n += len(records)
         last = records[-1].id
     if n == 0:
@@ -226,7 +264,7 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, set
         added += sum(1 for r in present if r.id not in live)
         changed += sum(1 for r in present if r.id in live)
         if present:
-            w.upsert(_docs(target, encoder, present, progress))
+            w.upsert(_docs(target, encoder, present, progress, bool(w.config.parts)))
     w.delete(deleted)
     if not (added or changed or deleted) and changes.upto == w.applied_seq and not settings_changed:
         generation = w.generation

@@ -5,6 +5,7 @@
     segments/<name>/forward.npz      BM25 forward index (retrieve/bm25.py)
     segments/<name>/forward-<f>.npz  forward index of BM25 field <f>, when the index scores fields (retrieve/fields.py)
     segments/<name>/dense.faiss      vectors (retrieve/dense.py)
+    segments/<name>/parts.faiss      multi-vector indexes: sentence vectors + parts.offsets.npy (retrieve/multivector.py)
     segments/<name>/docs.jsonl       payload per row (the description shown with a hit) + docs.offsets.npy
     segments/<name>/del-<gen>.npy    rows deleted as of generation <gen> (the manifest names the current one)
 
@@ -22,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vfr.retrieve import bm25, dense, lucene
+from vfr.retrieve import bm25, dense, lucene, multivector
 from vfr.retrieve.fields import FIELDS, LUCENE_PREFIX
 from vfr.store.faults import point
 from vfr.retrieve.types import IndexDoc
@@ -82,8 +83,8 @@ def _finish(tmp: Path, final: Path) -> None:
 
 
 def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Sequence[str]], generation: int,
-                  dense_kind: str, hnsw_m: int, fields: dict[str, tuple[list[str], list[list[str]]]] | None = None
-                  ) -> SegmentInfo:
+                  dense_kind: str, hnsw_m: int, fields: dict[str, tuple[list[str], list[list[str]]]] | None = None,
+                  parts: bool = False) -> SegmentInfo:
     """Write `docs` (with their analysed tokens and vectors) as a new segment at `folder`. `fields`: BM25
     field name → (each document's field text, its tokens), indexed as Lucene fields with forward indexes."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -99,6 +100,8 @@ def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Seque
     for name, (_, field_tokens) in fields.items():
         bm25.save_forward(tmp, field_tokens, bm25.field_file(name))
     kind = dense.write_dense(tmp, np.vstack([d.vector for d in docs]), dense_kind, hnsw_m)
+    if parts:
+        multivector.write_parts(tmp, [np.asarray(d.parts, dtype=np.float32) for d in docs], dense_kind, hnsw_m)
     _write_docs(tmp, [d.payload for d in docs])
     _finish(tmp, folder)
     return SegmentInfo(folder.name, len(docs), commit, kind)
@@ -122,6 +125,9 @@ def merge_segments(folder: Path, sources: Sequence["LoadedSegment"], live_rows: 
     vectors = [s.dense.vectors(rows) for s, rows in zip(sources, live_rows)]
     dim = sources[0].dense.index.d
     kind = dense.write_dense(tmp, np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32), dense_kind, hnsw_m)
+    if sources and sources[0].parts is not None:
+        multivector.write_parts(tmp, [v for s, rows in zip(sources, live_rows) for v in s.parts.vectors_of(rows)],
+                                dense_kind, hnsw_m)
     _write_docs(tmp, [s.payload(r) for s, rows in zip(sources, live_rows) for r in rows])
     _finish(tmp, folder)
     return SegmentInfo(folder.name, len(ids), commit, kind)
@@ -155,13 +161,16 @@ class LoadedSegment:
             self.fields = {name: bm25.ForwardSegment(folder, bm25.field_file(name))  # field-aware BM25
                            for name in FIELDS if (folder / bm25.field_file(name)).is_file()}
             self.dense = dense.DenseSegment(folder, info.dense)
+            self.parts = multivector.PartsSegment(folder, info.dense) \
+                if (folder / multivector.OFFSETS).is_file() else None  # multi-vector dense
             self._offsets = np.load(folder / OFFSETS, allow_pickle=False)
             self._docs = os.open(folder / DOCS, os.O_RDONLY)  # kept open: survives the folder's removal
         except (OSError, ValueError, KeyError) as e:
             raise SegmentError(f"index segment {folder} is damaged or missing ({e}); "
                                "run `vfr index --full` to rebuild the index") from None
         if not (len(self.ids) == self.forward.rows == self.dense.rows == len(self._offsets) - 1 == info.rows) or \
-                any(f.rows != info.rows for f in self.fields.values()):
+                any(f.rows != info.rows for f in self.fields.values()) or \
+                (self.parts is not None and self.parts.rows != info.rows):
             raise SegmentError(f"index segment {folder} has parts of different lengths; run `vfr index --full`")
         self.id_array = np.asarray(self.ids, dtype=object)
         self.collection_array = np.asarray(["" if c is None else c for c in self.collections], dtype=object)

@@ -30,7 +30,7 @@ class _Parts:
         self.dir = index_dir
         self.segments: dict[str, LoadedSegment] = {}
         self.readers: dict[tuple[str, str], lucene.OpenSegmentReader] = {}
-        self.dense: dict[tuple[str, str | None], DenseSegment] = {}
+        self.dense: dict[tuple, DenseSegment] = {}
         self.lock = threading.Lock()
 
     def segment(self, info: SegmentInfo) -> LoadedSegment:
@@ -50,11 +50,20 @@ class _Parts:
             self.dense[key] = seg.dense.with_tombstones(dead)
         return self.dense[key]
 
+    def parts_view(self, seg: LoadedSegment, info: SegmentInfo, dead: np.ndarray):
+        """The segment's part vectors without its deleted rows' parts (multi-vector indexes)."""
+        key = ("parts", info.name, info.tombstones)
+        if key not in self.dense:
+            if seg.parts is None:
+                raise SegmentError(f"index segment {seg.folder} has no part vectors; run `vfr index --full`")
+            self.dense[key] = seg.parts.with_tombstones(dead)  # type: ignore[assignment]
+        return self.dense[key]
+
     def keep_only(self, infos: Sequence[SegmentInfo]) -> None:
         """Close what no snapshot in `infos` uses any more."""
         names = {i.name for i in infos}
         commits = {(i.name, i.lucene_commit) for i in infos}
-        views = {(i.name, i.tombstones) for i in infos}
+        views = {(i.name, i.tombstones) for i in infos} | {("parts", i.name, i.tombstones) for i in infos}
         for key in [k for k in self.readers if k not in commits]:
             self.readers.pop(key).close()
         for key in [k for k in self.dense if k not in views]:
@@ -80,6 +89,8 @@ class Snapshot:
                 mask[dead] = False
                 self.live.append(mask)
             self.dense = [parts.dense_view(s, i, d) for s, i, d in zip(self.segments, self.infos, self.dead)]
+            self.parts = [parts.parts_view(s, i, d) for s, i, d in zip(self.segments, self.infos, self.dead)] \
+                if self.manifest["config"].get("parts") else []
             readers = [parts.reader(i) for i in self.infos]
             self.doc_base = np.cumsum([0] + [r.max_doc for r in readers])
             self.lucene = lucene.MultiSearcher(readers, self.manifest["config"]["k1"], self.manifest["config"]["b"])

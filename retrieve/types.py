@@ -36,6 +36,7 @@ class IndexDoc:
     vector: Any = None  # np.ndarray of shape (dim,), float32
     collection: str | None = None
     payload: dict | None = None
+    parts: Any = None   # multi-vector indexes: (n_parts, dim) float32 vectors of its sentences (retrieve/multivector.py)
 
 
 class Query:

@@ -38,8 +38,16 @@ class IndexConfig:
     compact_deleted: float = 0.25  # a larger share of deleted rows: compact (rewrite) the whole index
     # field-aware BM25 (retrieve/fields.py): ((field, weight), ...) added to the plain BM25; () = plain only
     fields: tuple[tuple[str, float], ...] = ()
+    # multi-vector dense (retrieve/multivector.py): "" = one vector per document; "sentences" = also each
+    # sentence, scored (1 - parts_weight) * cos(whole) + parts_weight * max cos(part)
+    parts: str = ""
+    parts_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        from vfr.retrieve.multivector import KINDS
+
+        if self.parts not in KINDS or not 0 < self.parts_weight <= 1:
+            raise ValueError("parts must be '' or 'sentences' and 0 < parts_weight <= 1")
         from vfr.retrieve.fields import FIELDS
 
         fields = tuple((str(n), float(w)) for n, w in (self.fields or ()))  # JSON gives lists
@@ -63,6 +71,8 @@ class IndexConfig:
         out: dict = {"k1": self.k1, "b": self.b}
         if self.fields:
             out["fields"] = [list(f) for f in self.fields]
+        if self.parts:
+            out.update(parts=self.parts, parts_weight=self.parts_weight)
         return out
 
 
@@ -149,6 +159,8 @@ class IndexWriter:
         for d in docs:
             if d.vector is None:
                 raise ValueError(f"document {d.id!r} has no vector")
+            if self.config.parts and d.parts is None:
+                raise ValueError(f"document {d.id!r} has no part vectors (the index is multi-vector)")
             self._adds[d.id] = d
             self._removes.add(d.id)
 
@@ -190,7 +202,7 @@ class IndexWriter:
             name = f"g{gen:08d}-{start // 500_000}"
             point("commit:analysed")
             segments.append(write_segment(self.dir / "segments" / name, chunk, tokens, gen,
-                                          self.config.faiss, self.config.hnsw_m, fields))
+                                          self.config.faiss, self.config.hnsw_m, fields, bool(self.config.parts)))
             point("commit:segment-written")
         self._publish(gen, segments, applied_seq, operation,
                       {"added": len(added), "removed": len(self._removes), "seconds": time.perf_counter() - t0,
