@@ -33,6 +33,8 @@ class EvalConfig:
     seed: int = 0
     fusion: str = "auto"            # auto: tuned for the encoder if stored (vfr tune), else built-in; fixed
     bm25_fields: tuple[tuple[str, float], ...] = ()  # field-aware BM25 (retrieve/fields.py); () = plain
+    parts: str = ""                 # multi-vector dense (retrieve/multivector.py): "" | "sentences"
+    parts_weight: float = 0.5
 
 
 @dataclass
@@ -47,7 +49,8 @@ def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[An
     from vfr.eval.cache import open_corpus_index
     from vfr.retrieve.writer import IndexConfig
 
-    index_config = IndexConfig(faiss=config.faiss, fields=config.bm25_fields)  # type: ignore[arg-type]
+    index_config = IndexConfig(faiss=config.faiss, fields=config.bm25_fields, parts=config.parts,  # type: ignore[arg-type]
+                               parts_weight=config.parts_weight)
 
     def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
         return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress,

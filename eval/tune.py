@@ -42,12 +42,15 @@ def dev_task(bench: str, data_dir: Path | None = None, source: str = "longest", 
     return name, retrieval[0]
 
 
-def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs") -> RetrievalTask:
+def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs", distractors: Sequence[Any] = ()
+               ) -> RetrievalTask:
     """Calibration pairs (query, document, group) as a dev set: each distinct document once, each distinct
-    query once, relevant = every document of the query's group (image)."""
+    query once, relevant = every document of the query's group (image). `distractors` (e.g. the training
+    pairs) add their documents to the corpus only: a held-out split alone is a corpus far smaller than the
+    one served, and a small corpus favours BM25 (measured: docs/fusion.md)."""
     docs: dict[str, str] = {}
     doc_groups: dict[str, set[str]] = {}
-    for p in pairs:
+    for p in [*pairs, *distractors]:
         did = docs.setdefault(p.document, f"d{len(docs)}")
         doc_groups.setdefault(p.group, set()).add(did)
     queries: dict[str, str] = {}
@@ -60,8 +63,9 @@ def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs") -> RetrievalT
 
 def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | None = None,
               cache_dir: Path | None = None, faiss: str = "flat", save: bool = True, progress: bool = True,
-              log=lambda msg: None) -> Tuned:
-    """Choose the fusion for `encoder` on `task`, and (with `save`) keep it with the model."""
+              log=lambda msg: None, index_config: Any = None) -> Tuned:
+    """Choose the fusion for `encoder` on `task` over an index built with `index_config` (its scoring
+    settings key the choice: BM25 k1/b, fields, multi-vector), and (with `save`) keep it with the model."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
     from vfr.retrieve.tuning import DEFAULT_METRIC, FEW_QUERIES, FusionChoice, save_choice, tune
@@ -70,7 +74,7 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
     if len(task.corpus) < 2 or not task.queries:
         raise TuneInputError(f"{dataset}: too small to tune on ({len(task.corpus)} documents, "
                              f"{len(task.queries)} queries)")
-    config = IndexConfig(faiss=faiss)  # type: ignore[arg-type]
+    config = index_config or IndexConfig(faiss=faiss)  # type: ignore[arg-type]
     index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed")
     try:
         hybrid = index.backend("hybrid")

@@ -109,13 +109,14 @@ def calibrate_cmd(
             console.print(f"[yellow]warning:[/] held-out R@1 fell by {-gain:.3f}; the base model may serve "
                           "better (try a lower --lr, --freeze-layers or more pairs)")
     if tune and os.environ.get("RANK", "0") == "0":
-        _tune_fusion(out, held, tune_on, tune_metric)
+        _tune_fusion(out, held, train, tune_on, tune_metric)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
 
 
-def _tune_fusion(model: Path, held: list, tune_on: str | None, metric: str) -> None:
-    """Choose the fusion for the new model on validation data (never its training pairs) and keep it in
-    the model folder: the best BM25 weight moves when the dense side gets better (docs/fusion.md)."""
+def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str) -> None:
+    """Choose the fusion for the new model on validation data and keep it in the model folder: the best
+    BM25 weight moves when the dense side gets better (docs/fusion.md). The held-out captions query every
+    document of the pairs (training documents are distractors only, never relevant)."""
     import shutil
     import tempfile
 
@@ -130,7 +131,8 @@ def _tune_fusion(model: Path, held: list, tune_on: str | None, metric: str) -> N
         return
     cache = Path(tempfile.mkdtemp(prefix="vfr-calibrate-tune-"))
     try:
-        name, task = dev_task(tune_on) if tune_on else ("calibration held-out pairs", pairs_task(held))
+        name, task = dev_task(tune_on) if tune_on else \
+            ("calibration held-out pairs", pairs_task(held, distractors=train))
         tuned = tune_task(task, str(model), name, metric=metric, cache_dir=cache, progress=False,
                           log=lambda m: console.print(m, highlight=False))
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:

@@ -38,6 +38,9 @@ def eval_cmd(
     faiss: Annotated[str, typer.Option("--faiss", help="flat | hnsw")] = "flat",
     bm25_fields: Annotated[str, typer.Option("--bm25-fields", help="Field-aware BM25: FIELD=WEIGHT,... added to "
                                              "the plain BM25 (docs/fusion.md); none = plain.")] = "none",
+    parts: Annotated[str, typer.Option("--parts", help="Multi-vector dense: 'sentences' also indexes each "
+                                       "sentence (score mixes whole-text and best-sentence cosine); '' = off.")] = "",
+    parts_weight: Annotated[float, typer.Option("--parts-weight", help="Weight of the best sentence (0-1].")] = 0.5,
     fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: auto (tuned for this encoder by `vfr "
                                         "tune` / `vfr calibrate` if stored, else the built-in default) or fixed "
                                         "(the built-in default).")] = "auto",
@@ -77,6 +80,9 @@ def eval_cmd(
 
     try:
         fields = parse_weights(bm25_fields)
+        from vfr.retrieve.writer import IndexConfig
+
+        IndexConfig(fields=fields, parts=parts, parts_weight=parts_weight)  # type: ignore[arg-type]
     except ValueError as e:
         fail(str(e))
     names = benchmarks.names() if bench == "all" else [bench]
@@ -87,7 +93,7 @@ def eval_cmd(
         target = base / _folder(name) if (bench == "all" or out_dir is None) else base
         try:
             docs.append(_run_one(name, target, retrievers, encoder, source, data_dir, cache_dir, depth, faiss,
-                                 stat_test, progress, not no_plots, fusion, fields))
+                                 stat_test, progress, not no_plots, fusion, fields, (parts, parts_weight)))
         except (BenchmarkError, ValueError, EncoderError) as e:
             fail(str(e))
     total = time.perf_counter() - started
@@ -105,7 +111,8 @@ def _folder(name: str) -> str:
 
 def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str, source: str,
              data_dir: Path | None, cache_dir: Path | None, depth: int, faiss: str, stat_test: str,
-             progress: bool, plots: bool, fusion: str = "auto", fields: tuple = ()) -> dict:
+             progress: bool, plots: bool, fusion: str = "auto", fields: tuple = (),
+             parts: tuple = ("", 0.5)) -> dict:
     from vfr.eval import benchmarks, report
     from vfr.eval.runner import EvalConfig, run_tasks
 
@@ -113,13 +120,13 @@ def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str,
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
                         faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,
-                        bm25_fields=fields)
+                        bm25_fields=fields, parts=parts[0], parts_weight=parts[1])
     console.print(f"[bold]{bench_name}[/]: {len(tasks)} task(s)")
     results = run_tasks(tasks, config)
     seconds = time.perf_counter() - t0
     cfg = {"retrievers": list(retrievers), "encoder": encoder, "description_source": source, "depth": depth,
            "faiss": faiss, "stat_test": stat_test, "fusion": fusion,
-           "bm25_fields": [list(f) for f in fields]}
+           "bm25_fields": [list(f) for f in fields], "parts": parts[0], "parts_weight": parts[1]}
     doc = report.write_outputs(bench_name, results, target, provenance, cfg, {"seconds": round(seconds, 1)})
     if plots:
         from vfr.eval.plots import write_plots

@@ -38,6 +38,10 @@ def index_cmd(
                                                     "added to the plain BM25 (fields: caption, objects, attributes, "
                                                     "relations, text, setting; 'none' = plain). Needs --full; "
                                                     "docs/fusion.md.")] = None,
+    parts: Annotated[str | None, typer.Option("--parts", help="Multi-vector dense: 'sentences' also indexes each "
+                                              "sentence; 'none' = off. Needs --full.")] = None,
+    parts_weight: Annotated[float | None, typer.Option("--parts-weight", help="Weight of the best sentence "
+                                                       "(0-1], default 0.5.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Bring the index up to date with the store: apply what changed since the last update (added,
@@ -53,14 +57,17 @@ def index_cmd(
     from vfr.retrieve.writer import IndexConfig
 
     config = None
-    if faiss is not None or k1 is not None or b is not None or bm25_fields is not None:
+    if any(x is not None for x in (faiss, k1, b, bm25_fields, parts, parts_weight)):
         from vfr.retrieve.fields import parse_weights
 
         try:
             base = _current_config(db, index)
             fields = parse_weights(bm25_fields) if bm25_fields is not None else None
+            mv = "" if parts == "none" else parts
             config = IndexConfig(**{**base.to_dict(), **{k: v for k, v in (("faiss", faiss), ("k1", k1), ("b", b),
-                                                                           ("fields", fields)) if v is not None}})
+                                                                           ("fields", fields), ("parts", mv),
+                                                                           ("parts_weight", parts_weight))
+                                                         if v is not None}})
         except ValueError as e:
             fail(str(e))
     try:

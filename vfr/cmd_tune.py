@@ -33,6 +33,10 @@ def tune_cmd(
                                        "only print it.")] = True,
     allow_test: Annotated[bool, typer.Option("--allow-test", help="Tune on a built-in *-test benchmark anyway "
                                              "(its results are then no longer held out).")] = False,
+    bm25_fields: Annotated[str, typer.Option("--bm25-fields", help="Tune for indexes with field-aware BM25 "
+                                             "(FIELD=WEIGHT,...; as `vfr index --bm25-fields`).")] = "none",
+    parts: Annotated[str, typer.Option("--parts", help="Tune for multi-vector indexes ('sentences').")] = "",
+    parts_weight: Annotated[float, typer.Option("--parts-weight", help="Their best-sentence weight.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
 ) -> None:
@@ -40,7 +44,8 @@ def tune_cmd(
     dev set, and store it with the model, keyed by the model's content fingerprint.
 
     Every dev query's candidates are scored once on both sides, then a grid of fusion settings is compared
-    on them. The choice is written to fusion.json in the model folder (for the packaged default:
+    on them. A choice is kept per encoder and per index scoring settings (BM25 k1/b, --bm25-fields,
+    --parts): tune with the options the index will have. The choice is written to fusion.json in the model folder (for the packaged default:
     ~/.cache/vfr/fusion/). New index builds with that encoder record it in their manifest and search
     with it by default; `vfr index` brings an existing index up to date. A different or retrained model
     never inherits it.
@@ -52,12 +57,16 @@ def tune_cmd(
 
     if metric not in METRICS:
         fail(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    from vfr.retrieve.fields import parse_weights
+    from vfr.retrieve.writer import IndexConfig
+
     try:
+        config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight)
         name, dev_set = dev_task(dev, data_dir, source, task, allow_test)
         console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {len(dev_set.queries)} queries, "
                       f"{len(dev_set.corpus)} documents)", highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
-                          progress=progress, log=lambda m: console.print(m, highlight=False))
+                          progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config)
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(str(e))
     if as_json:
