@@ -86,7 +86,7 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
         sig = "significant" if r["p"] < 0.05 else ""
         lines.append(f"| {r['change']} | {r['benchmark']} | {r['task']} | {r['queries']} | {fmt(r['base'])} | "
                      f"{fmt(r['variant'])} | {100 * r['diff_r1']:+.1f} ({100 * r['ci95'][0]:+.1f} to "
-                     f"{100 * r['ci95'][1]:+.1f}) | {r['p']:.3f} | {sig} |")
+                     f"{100 * r['ci95'][1]:+.1f}) | {'<0.001' if r['p'] < 0.001 else format(r['p'], '.3f')} | {sig} |")
     lines += ["", "ΔR@1 = variant − base on the same queries; 95% interval: paired bootstrap over queries (2,000 "
               "resamples); p: paired randomisation test on R@1 (ranx, 1,000 permutations, so p = 0.001 is the "
               "floor); significant = p < 0.05, no multiple-comparison correction.", ""]

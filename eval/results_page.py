@@ -38,7 +38,10 @@ published CLIP / SigLIP numbers search image pixels of the full corpora. They ar
 orientation only, never as a like-for-like comparison.
 
 The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion.md): the `coco-val` rows
-are tuning data, not held-out results.
+are tuning data, not held-out results. Fusion source for this run: {fusion_source}. One-change-at-a-time
+ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector
+dense), with paired intervals and significance, are in [ablations.md](ablations.md)
+(`bash scripts/regen_ablations.sh`).
 """
 
 
@@ -109,7 +112,9 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
     text = INTRO.format(
         command=COMMAND, underlying=UNDERLYING, k1=manifest.get("k1", "0.9"), b=manifest.get("b", "0.4"),
         encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
-        source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t")
+        source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t",
+        fusion_source=(f"tuned for this encoder on {manifest['fusion_tuned_on']} (`vfr tune`)"
+                       if manifest.get("fusion_source") == "tuned" else "the built-in default"))
     if assembled:
         text += ("\nThis page was assembled from per-benchmark outputs (`python -m vfr.eval.results_page out/results "
                  "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")

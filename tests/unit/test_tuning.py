@@ -179,3 +179,12 @@ def test_table_shows_the_choice_and_the_default_once_each():
     lines = table_lines(tune(hybrid, queries, qrels))
     assert sum("built-in default" in line for line in lines) == 1
     assert sum("chosen" in line for line in lines) == 1
+
+
+def test_training_documents_join_the_corpus_as_distractors_only():
+    held = [Pair("a dog", "doc A", "1")]
+    train = [Pair("a cat", "doc B", "2"), Pair("a dog on grass", "doc C", "3")]
+    task = pairs_task(held, distractors=train)
+    assert sorted(task.corpus.values()) == ["doc A", "doc B", "doc C"]
+    assert list(task.queries.values()) == ["a dog"]  # training captions never query
+    assert [task.corpus[d] for d in task.qrels[next(iter(task.queries))]] == ["doc A"]
