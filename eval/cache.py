@@ -49,6 +49,9 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
                 "index_format": INDEX_FORMAT}
     if not settings.get("fields"):  # plain BM25: the key indexes cached before field BM25 existed still match
         settings.pop("fields", None)
+    if not settings.get("parts"):  # one vector per document: likewise
+        settings.pop("parts", None)
+        settings.pop("parts_weight", None)
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
         h.update(doc_id.encode("utf-8") + b"\x00" + corpus[doc_id].encode("utf-8") + b"\x01")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Regenerate docs/ablations.md: every variant of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
+# (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py).
+# Needs: a calibrated MiniLM in out/models/minilm-cal (`vfr calibrate --pairs coco-val --out out/models/minilm-cal
+# --descriptions longest --max-seq-length 128 --seed 0`), mpnet installed (`vfr models install mpnet`), and the
+# fusion tuned for each (`vfr tune coco-val --encoder mpnet`; calibrate tunes its own). SKIP_RUNS=1 only rebuilds
+# the page from the runs already in out/ablate. On a shared machine: nice, one torch thread.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ -z "${SKIP_RUNS:-}" ]; then
+  R="$PY benchmarks/quality_runs.py"
+  TEST=coco-test,coco-fg-test,docci-iiw,opera-xmodel,iiw-400
+  $R base $TEST,sugarcrepe
+  $PY benchmarks/retune_calibrated.py out/models/minilm-cal --no-distractors   # 43 held-out documents only
+  $R cal-heldout-only coco-test -- --encoder out/models/minilm-cal --fusion auto
+  $PY benchmarks/retune_calibrated.py out/models/minilm-cal                   # what vfr calibrate now does
+  $R cal-auto coco-test,sugarcrepe -- --encoder out/models/minilm-cal --fusion auto
+  $R cal-fixed coco-test -- --encoder out/models/minilm-cal --fusion fixed
+  $R mpnet-auto $TEST,sugarcrepe -- --encoder mpnet --fusion auto
+  $R mpnet-fixed coco-test -- --encoder mpnet --fusion fixed --retriever hybrid
+  $R fields $TEST -- --bm25-fields caption=0.25 --retriever bm25,hybrid
+  $R parts $TEST -- --parts sentences --parts-weight 0.5 --retriever dense,hybrid
+  for w in 0.25 0.5 1.0; do $R val-fields-caption$w coco-val -- --bm25-fields caption=$w --retriever bm25,hybrid; done
+  for w in 0.25 0.5 0.75; do $R val-parts$w coco-val -- --parts sentences --parts-weight $w --retriever dense,hybrid; done
+fi
+exec "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
