@@ -16,7 +16,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $PY benchmarks/retune_calibrated.py out/models/minilm-cal --no-distractors   # 43 held-out documents only
   $R cal-heldout-only coco-test -- --encoder out/models/minilm-cal --fusion auto
   $PY benchmarks/retune_calibrated.py out/models/minilm-cal                   # what vfr calibrate now does
-  $R cal-auto coco-test,sugarcrepe -- --encoder out/models/minilm-cal --fusion auto
+  $R cal-auto $TEST,sugarcrepe -- --encoder out/models/minilm-cal --fusion auto
   $R cal-fixed coco-test -- --encoder out/models/minilm-cal --fusion fixed
   $R mpnet-auto $TEST,sugarcrepe -- --encoder mpnet --fusion auto
   $R mpnet-fixed coco-test -- --encoder mpnet --fusion fixed --retriever hybrid
