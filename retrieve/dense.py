@@ -60,7 +60,10 @@ class DenseSegment:
         path = folder / FILE
         if not path.is_file() or path.stat().st_size == 0:
             raise FileNotFoundError(f"{path} is missing or empty")
-        self.index = faiss.read_index(str(path))
+        try:
+            self.index = faiss.read_index(str(path))
+        except RuntimeError as e:  # FAISS reports a truncated or foreign file this way
+            raise ValueError(f"{path} is not a readable FAISS index ({str(e).strip().splitlines()[-1][:200]})") from None
         self.kind = kind
         self.ef_search = ef_search
         self.rows = int(self.index.ntotal)

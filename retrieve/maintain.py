@@ -54,11 +54,13 @@ class IndexedStore:
         self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
         self._index = None
 
-    def store(self, read_only: bool = False):
-        """A short-lived store connection (waits up to `lock_timeout` for another process's lock)."""
+    def store(self, read_only: bool = False, lock_timeout: float | None = None):
+        """A short-lived store connection (waits up to `lock_timeout`, default the engine's, for another
+        process's lock)."""
         from vfr.store.store import Store
 
-        return Store(self.db, read_only=read_only, lock_timeout=self.lock_timeout)
+        return Store(self.db, read_only=read_only,
+                     lock_timeout=self.lock_timeout if lock_timeout is None else lock_timeout)
 
     @property
     def index(self):
@@ -89,8 +91,10 @@ class IndexedStore:
         finally:
             self.close()  # a new encoder or settings take effect on the next search
 
-    def pending(self) -> Pending:
-        return pending(self)
+    def pending(self, lock_timeout: float | None = None) -> Pending:
+        """Store changes the index lacks; `lock_timeout` bounds the wait for a busy store (default: the
+        engine's)."""
+        return pending(self, lock_timeout)
 
     def apply_deletions(self) -> int:
         """Bring deletions the index missed (a deleting process died half-way) into the index at once."""
@@ -217,12 +221,12 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float) -> 
             "deleted": len(deleted), "generation": generation, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def pending(target: "IndexedStore") -> "Pending":
+def pending(target: "IndexedStore", lock_timeout: float | None = None) -> "Pending":
     """What the store has that the index has not applied (reads the store; no index lock)."""
     from vfr.retrieve import generations
 
     manifest = generations.read_manifest(target.index_dir)
-    with target.store(read_only=True) as store:
+    with target.store(read_only=True, lock_timeout=lock_timeout) as store:
         if manifest.get("store_uid") != store.uid():
             return Pending(full_rebuild_needed=True)
         changes = store.changes_since(manifest.get("applied_seq", 0))

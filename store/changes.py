@@ -38,12 +38,22 @@ class DocumentRecord:
 
 
 # An image's document is its most recent description (any model / prompt version), with its collection.
-_RECORDS = """
-SELECT d.image_id, arg_max(d.text, d.created_at), arg_max(d.text_hash, d.created_at), any_value(i.collection),
-       arg_max(d.json, d.created_at), arg_max(d.caption, d.created_at), arg_max(d.model, d.created_at),
-       arg_max(d.prompt_version, d.created_at), arg_max(d.meta, d.created_at)
+# NEWEST orders an image's descriptions (unique per image: ties in time go to the larger model name, then
+# prompt version); the document is taken whole with arg_max over a struct, because arg_max of one column
+# skips rows where that column is NULL (the newest text could come with an older description's JSON).
+NEWEST = "(d.created_at, d.model, d.prompt_version)"
+_RECORDS = f"""
+SELECT d.image_id, arg_max({{'text': d.text, 'text_hash': d.text_hash, 'json': d.json, 'caption': d.caption,
+                            'model': d.model, 'prompt_version': d.prompt_version, 'meta': d.meta}}, {NEWEST}),
+       any_value(i.collection)
 FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
 """
+
+
+def _record(row: tuple) -> DocumentRecord:
+    image_id, doc, collection = row
+    return DocumentRecord(image_id, doc["text"], doc["text_hash"], collection, doc["json"], doc["caption"],
+                          doc["model"], doc["prompt_version"], doc["meta"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +111,7 @@ class ChangeLogMixin:
             rows = self.con.execute(f"{_RECORDS} JOIN _want w ON w.id = d.image_id GROUP BY d.image_id").fetchall()
         finally:
             self.con.unregister("_want")
-        return {r[0]: DocumentRecord(*r) for r in rows}
+        return {r[0]: _record(r) for r in rows}
 
     def document_records_after(self, after_id: str | None, limit: int) -> list[DocumentRecord]:
         """The next `limit` documents in id order after `after_id` (keyset paging: safe across writes)."""
@@ -109,7 +119,7 @@ class ChangeLogMixin:
         args = [after_id] if after_id is not None else []
         rows = self.con.execute(f"{_RECORDS} {where} GROUP BY d.image_id ORDER BY d.image_id LIMIT ?",
                                 [*args, limit]).fetchall()
-        return [DocumentRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     def iter_document_records(self, batch: int = 5000) -> Iterator[DocumentRecord]:
         last = None

@@ -14,14 +14,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vfr.store.changes import ChangeLogMixin, DocumentRecord  # noqa: F401  (DocumentRecord re-exported)
+from vfr.store.changes import NEWEST, ChangeLogMixin, DocumentRecord  # noqa: F401  (DocumentRecord re-exported)
 from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-# The document of an image is its most recent description (any model / prompt version).
-_DOCUMENTS = """
-SELECT image_id AS id, arg_max(text, created_at) AS text, arg_max(text_hash, created_at) AS text_hash
+# The document of an image is its most recent description (any model / prompt version); NEWEST breaks
+# ties (the key is unique per image, so every column comes from the same description).
+_DOCUMENTS = f"""
+SELECT image_id AS id, arg_max(text_hash, {NEWEST.replace("d.", "")}) AS text_hash
 FROM descriptions GROUP BY image_id
 """
 
@@ -54,6 +55,7 @@ class DescriptionRow:
     json: str | None = None
     caption: str | None = None
     meta: str | None = None
+    created_at: datetime | None = None  # None: now (an export re-imports with its own timestamps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +135,20 @@ class Store(ChangeLogMixin):
 
     # -- writes --------------------------------------------------------------------------------
     def upsert(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
-               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
-        """Write images, descriptions and captions in one transaction (same keys → replaced)."""
+               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import",
+               replace_captions: Iterable[str] = ()) -> None:
+        """Write images, descriptions and captions in one transaction (same keys → replaced; the captions of
+        the images in `replace_captions` are replaced by those given, the others are added to)."""
         with self.transaction():
-            self.upsert_in_transaction(images, descriptions, captions, caption_source)
+            self.upsert_in_transaction(images, descriptions, captions, caption_source, replace_captions)
 
     def upsert_in_transaction(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
-                              captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
+                              captions: Iterable[tuple[str, str]] = (), caption_source: str = "import",
+                              replace_captions: Iterable[str] = ()) -> None:
         """Like `upsert` but inside a transaction the caller holds (so a batch and its job counts commit together)."""
+        from vfr.store.faults import point
+
+        point("store:upsert-begun")
         old_hashes = self._text_hashes([d.image_id for d in descriptions])
         if images:
             tbl = pa.Table.from_pylist([_asdict(r) for r in images], schema=_IMAGE_SCHEMA)
@@ -154,23 +162,37 @@ class Store(ChangeLogMixin):
                   width = coalesce(excluded.width, images.width),
                   height = coalesce(excluded.height, images.height)""")
             self.con.unregister("_img")
+            point("store:images-written")
         if descriptions:
-            rows = [{**_asdict(d), "text_hash": text_hash(d.text)} for d in descriptions]
+            # Without a timestamp a description is "now"; several of one image in one call keep their order
+            # (a microsecond apart), so the last one given is the image's document.
+            order: dict[str, int] = {}
+            rows = []
+            for d in descriptions:
+                rank = order[d.image_id] = order.get(d.image_id, -1) + 1
+                rows.append({**_asdict(d), "text_hash": text_hash(d.text), "rank": rank})
             tbl = pa.Table.from_pylist(rows, schema=_DESC_SCHEMA)
             self.con.register("_desc", tbl)
             self.con.execute("""
                 INSERT OR REPLACE INTO descriptions
-                  (image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash)
-                SELECT image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash
+                  (image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash, created_at)
+                SELECT image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash,
+                       coalesce(created_at, CAST(current_timestamp AS TIMESTAMP) + to_microseconds(rank))
                 FROM _desc""")
             self.con.unregister("_desc")
+            point("store:descriptions-written")
+        replace = sorted(set(replace_captions))
+        if replace:
+            self.con.execute("DELETE FROM captions WHERE list_contains(?, image_id)", [replace])
         caps = [{"image_id": i, "text": t, "source": caption_source} for i, t in captions]
         if caps:
             self.con.register("_cap", pa.Table.from_pylist(caps))
             self.con.execute("INSERT OR IGNORE INTO captions SELECT DISTINCT image_id, text, source FROM _cap")
             self.con.unregister("_cap")
+            point("store:captions-written")
         self.log_changes([r.id for r in images] + [d.image_id for d in descriptions])
         self._purge_orphan_embeddings(old_hashes)
+        point("store:changes-logged")
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Erase images: descriptions, captions, error rows, and cached embeddings of text no other
@@ -220,15 +242,14 @@ class Store(ChangeLogMixin):
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
         """Current description and metadata for each id that exists."""
-        rows = self.con.execute("""
-            SELECT d.image_id, arg_max(d.text, d.created_at), arg_max(d.json, d.created_at),
-                   arg_max(d.caption, d.created_at), arg_max(d.model, d.created_at),
-                   arg_max(d.prompt_version, d.created_at), any_value(i.collection), any_value(i.path),
-                   arg_max(d.meta, d.created_at)
+        rows = self.con.execute(f"""
+            SELECT d.image_id, arg_max({{'text': d.text, 'json': d.json, 'caption': d.caption, 'model': d.model,
+                                        'prompt_version': d.prompt_version, 'meta': d.meta}}, {NEWEST}),
+                   any_value(i.collection), any_value(i.path)
             FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
             WHERE list_contains(?, d.image_id) GROUP BY d.image_id""", [list(ids)]).fetchall()
-        return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8]))
-                for r in rows}
+        return {r[0]: StoredDocument(r[0], r[1]["text"], _loads(r[1]["json"]), r[1]["caption"], r[1]["model"],
+                                     r[1]["prompt_version"], r[2], r[3], _loads(r[1]["meta"])) for r in rows}
 
     def captions(self) -> list[tuple[str, str]]:
         """(image id, caption) for every described image; the calibration pair source."""
@@ -262,13 +283,17 @@ class Store(ChangeLogMixin):
         }
 
     def export_relation(self) -> duckdb.DuckDBPyRelation:
-        """One row per description with image metadata; `vfr export` writes it as Parquet or JSONL."""
+        """One row per description with image metadata and the image's captions; `vfr export` writes it as
+        Parquet or JSONL, and `vfr import` of that file rebuilds the same images, descriptions (with their
+        timestamps, so each image keeps its current document) and captions."""
         # A cursor of its own: DuckDB 2 refuses relation work on a connection with an unfinished result.
         return self.con.cursor().sql("""
             SELECT d.image_id AS id, d.text, d.json,
                    (SELECT list(c.text ORDER BY c.text) FROM captions c WHERE c.image_id = d.image_id) AS caption,
-                   i.collection, d.meta, d.model, d.prompt_version, d.renderer_version, i.path, i.size, d.created_at
-            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id, d.model""")
+                   d.caption AS description_caption, i.collection, d.meta, d.model, d.prompt_version,
+                   d.renderer_version, i.path, i.size, i.width, i.height, d.created_at
+            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
+            ORDER BY d.image_id, d.created_at, d.model, d.prompt_version""")
 
     # -- embedding cache -----------------------------------------------------------------------
     def cached_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -340,10 +365,16 @@ class Store(ChangeLogMixin):
                              counts: dict[str, Any]) -> None:
         """A batch's descriptions, its error rows and the job's running counts, in one transaction:
         after a crash the database holds whole batches only, and the job row agrees with them."""
+        from vfr.store.faults import point
+
+        point("describe:batch-start")
         with self.transaction():
             self.upsert_in_transaction(images, descriptions)
             self.record_errors(job_id, errors)
+            point("describe:errors-written")
             self.update_job(job_id, counts)
+            point("describe:counts-written")
+        point("describe:batch-committed")
 
     def job_errors(self, job_id: int) -> list[dict[str, Any]]:
         rows = self.con.execute("SELECT image_id, path, reason, detail FROM job_errors WHERE job_id = ? "
@@ -409,7 +440,8 @@ class _Transaction:
 _IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("collection", pa.string()),
                           ("size", pa.int64()), ("width", pa.int32()), ("height", pa.int32())])
 _DESC_SCHEMA = pa.schema([(n, pa.string()) for n in (
-    "image_id", "text", "model", "prompt_version", "renderer_version", "json", "caption", "meta", "text_hash")])
+    "image_id", "text", "model", "prompt_version", "renderer_version", "json", "caption", "meta")]
+    + [("created_at", pa.timestamp("us")), ("text_hash", pa.string()), ("rank", pa.int64())])
 
 
 def _asdict(row: Any) -> dict[str, Any]:

@@ -92,17 +92,20 @@ def search_cmd(
         fail(str(e))
 
 
+NOTE_LOCK_WAIT_S = 0.5  # the pending-changes note is advice: a busy store never delays a search for it
+
+
 def _note_pending(engine) -> None:
-    """Tell (on stderr) when the store has changes the index lacks; never fail a search over it."""
+    """Tell (on stderr) when the store has changes the index lacks; never fail or hold up a search over it."""
     from vfr.engine import EngineError
 
     from vfr.retrieve.generations import IndexError_
 
     try:
-        pending = engine.pending()
+        pending = engine.pending(lock_timeout=min(engine.lock_timeout, NOTE_LOCK_WAIT_S))
         if pending.deleted:  # a delete that never reached the index: never serve those ids
             engine.apply_deletions()
-            pending = engine.pending()
+            pending = engine.pending(lock_timeout=min(engine.lock_timeout, NOTE_LOCK_WAIT_S))
     except (EngineError, IndexError_):  # the store or the index writer is busy: the index still answers
         return
     if pending.full_rebuild_needed or pending.total:

@@ -109,23 +109,18 @@ class Engine(IndexedStore):
     def upsert(self, records: Iterable[Mapping[str, Any]], progress: Progress | None = None) -> dict:
         """Validate records (the fields `vfr import` accepts), write them to the store, and index them.
         Returns what was applied; the records are searchable when this returns."""
-        from pydantic import ValidationError
-
         from vfr.describe.schema import RENDERER
-        from vfr.store.io import ImportRecord, write_records
+        from vfr.store.io import ImportRecord, Where, collect, validate, write_records
 
-        parsed = []
-        for i, rec in enumerate(records, start=1):
-            try:
-                parsed.append(rec if isinstance(rec, ImportRecord)
-                              else ImportRecord.model_validate(dict(rec), context={"render": RENDERER}))
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or "record"
-                raise EngineError(f"record {i}: {field}: {err['msg']}") from None
-        if parsed:
+        def located():
+            for i, rec in enumerate(records, start=1):
+                where = Where(f"record {i}", f"record {i}")
+                yield where, rec if isinstance(rec, ImportRecord) else validate(where, dict(rec), RENDERER)
+
+        parsed = collect(located(), hint=None)  # a duplicate is an ImportError_ (a StoreError): one message
+        if parsed.records:
             with self.store() as store:
-                write_records(store, parsed)
+                write_records(store, parsed.records)
         return self.update_index(progress=progress)
 
     @_user_errors
