@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from vfr.store.faults import point
 from vfr.store.store import DescriptionRow, ImageRow, Store, StoreError
-from vfr.store.textfiles import TextFileError, iter_lines
+from vfr.store.textfiles import TextFileError, iter_lines, reject_constant
 
 
 class Renderer(Protocol):
@@ -140,9 +140,11 @@ def read_records(path: Path) -> Iterator[tuple[Where, dict[str, Any]]]:
                 continue
             where = Where(f"{path}:{lineno}", f"line {lineno}")
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_constant=reject_constant)
             except json.JSONDecodeError as e:  # the decoder's own line numbers would not be the file's
                 raise ImportError_(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except ValueError as e:  # NaN, Infinity: Python reads them, JSON (and every other reader) does not
+                raise ImportError_(f"{where}: not valid JSON ({e})") from None
             if not isinstance(obj, dict):
                 raise ImportError_(f"{where}: expected a JSON object, got {type(obj).__name__}")
             try:  # JSON may escape a lone UTF-16 surrogate ("\ud800"): valid JSON, not valid text
@@ -159,13 +161,15 @@ def _decode_fields(where: Where, obj: dict[str, Any]) -> dict[str, Any]:
     """Parquet/JSONL may carry the structured description and meta as JSON strings."""
     if isinstance(obj.get("json"), str):
         try:
-            obj["json"] = json.loads(obj["json"])
+            obj["json"] = json.loads(obj["json"], parse_constant=reject_constant)
         except json.JSONDecodeError as e:
             raise ImportError_(f"{where}: field 'json' is not valid JSON ({e.msg} at column {e.colno})") from None
+        except ValueError as e:
+            raise ImportError_(f"{where}: field 'json' is not valid JSON ({e})") from None
     if isinstance(obj.get("meta"), str):
         try:
-            obj["meta"] = json.loads(obj["meta"])
-        except json.JSONDecodeError:
+            obj["meta"] = json.loads(obj["meta"], parse_constant=reject_constant)
+        except ValueError:  # not JSON (or NaN): kept as text
             obj["meta"] = {"value": obj["meta"]}
     return obj
 

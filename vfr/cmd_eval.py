@@ -34,7 +34,7 @@ def eval_cmd(
                                                      "default ../shared/data from the repository).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where evaluation stores and indexes "
                                                       "are cached (default ~/.cache/vfr/eval).")] = None,
-    depth: Annotated[int, typer.Option("--depth", min=10, help="Results kept per query (run files, curves).")] = 20,
+    depth: Annotated[int, typer.Option("--depth", min=10, max=10_000, help="Results kept per query (run files, curves).")] = 20,
     faiss: Annotated[str, typer.Option("--faiss", help="flat | hnsw")] = "flat",
     stat_test: Annotated[str, typer.Option("--test", help="Paired test: fisher (randomisation) | student.")]
     = "fisher",

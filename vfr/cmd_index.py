@@ -1,7 +1,7 @@
 """`vfr index`, `vfr delete`, `vfr compact`: keep the live index in step with the store."""
 from __future__ import annotations
 
-import json
+from vfr.store.textfiles import json_dumps
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +29,8 @@ def index_cmd(
     faiss: Annotated[str | None, typer.Option(help="flat (exact) or hnsw (approximate: ~0.5 ms instead of ~18 ms "
                                                    "a query at 100k documents; see docs/benchmarks.md). "
                                                    "Changing it needs --full.")] = None,
-    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
-    b: Annotated[float | None, typer.Option(help="BM25 b (default 0.4; changing it needs --full).")] = None,
+    k1: Annotated[float | None, typer.Option(min=0.0, max=10.0, help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
+    b: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="BM25 b (default 0.4; changing it needs --full).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Bring the index up to date with the store: apply what changed since the last update (added,
@@ -140,7 +140,7 @@ def compact_cmd(
     except EngineError as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json_dumps(report))
         return
     console.print("compacted: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()), highlight=False)
     if report.get("older_generations_held_by_readers"):

@@ -155,7 +155,7 @@ def _hit(h: Any) -> dict:
 
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where the demo database and index go.")] = Path("vfr-demo"),
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 3,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=10_000, help="Results per query.")] = 3,
 ) -> None:
     """Build a store and index from the built-in sample of scene descriptions and run example queries."""
     from vfr.demo import run_demo

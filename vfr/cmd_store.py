@@ -1,7 +1,7 @@
 """`vfr import`, `vfr export`, `vfr stats`."""
 from __future__ import annotations
 
-import json
+from vfr.store.textfiles import json_dumps
 from pathlib import Path
 from typing import Annotated
 
@@ -101,7 +101,7 @@ def stats_cmd(db: DbOption, index: IndexOption = None,
     except (StoreError, EngineError) as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps(stats))
+        out.print_json(json_dumps(stats))
         return
     for key, value in stats.items():
         out.print(f"{key:>22}: {value}", highlight=False)

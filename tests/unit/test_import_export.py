@@ -166,3 +166,11 @@ def test_engine_upsert_refuses_duplicate_records(tmp_path):
         eng.upsert([{"id": "a", "text": "one"}, {"id": "a", "text": "two"}])
     with Store(tmp_path / "s.duckdb", read_only=True) as s:
         assert s.count_documents() == 0
+
+
+@pytest.mark.parametrize("line", ['{"id": "a", "text": "x", "meta": {"v": NaN}}', '{"id": "a", "text": "x", "meta": {"v": -Infinity}}'])
+def test_nan_and_infinity_are_not_json(tmp_path, line):
+    """Python's json module reads NaN and Infinity; an import must not, or `vfr export` would write invalid JSON."""
+    f = _write(tmp_path / "n.jsonl", [line])
+    with Store(tmp_path / "s.duckdb") as s, pytest.raises(ImportError_, match=r":1: not valid JSON \(.* is not a JSON number\)"):
+        import_file(s, f)
