@@ -41,6 +41,7 @@ def _java_message(e: Exception) -> str:
 @contextmanager
 def _java_errors(path: Path, writing: bool = False) -> Iterator[None]:
     """Java exceptions from Lucene become one LuceneError that says what the user can do."""
+    ensure_jvm()  # importing jnius starts the JVM: it must start with our class path and options
     from jnius import JavaException
 
     try:
