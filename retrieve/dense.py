@@ -8,6 +8,7 @@ Files are FAISS's own format (`dense.faiss`); no pickle.
 """
 from __future__ import annotations
 
+import errno
 import functools
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +48,11 @@ def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, 
         raise ValueError(f"unknown FAISS index kind {kind!r}: use flat or hnsw")
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-    faiss.write_index(index, str(folder / FILE))
+    try:
+        faiss.write_index(index, str(folder / FILE))
+    except RuntimeError as e:  # FAISS reports a failed write (a full disk…) this way
+        raise OSError(errno.EIO, f"FAISS could not write the index ({str(e).strip().splitlines()[-1][:200]})",
+                      str(folder / FILE)) from None
     return kind
 
 

@@ -39,12 +39,20 @@ def _user_errors(fn: F) -> F:
         from vfr.retrieve.lucene import LuceneError
         from vfr.retrieve.maintain import MaintenanceError
         from vfr.retrieve.segments import SegmentError
-        from vfr.store.store import StoreError
+        from vfr.store.store import DatabaseErrors, StoreError
 
         try:
             return fn(*args, **kwargs)
         except (StoreError, IndexError_, MaintenanceError, SegmentError, LuceneError, EncoderError) as e:
             raise EngineError(str(e)) from None
+        except OSError as e:  # a full disk, a read-only folder: the last published state stays in use
+            where = f" {e.filename}" if e.filename else ""
+            raise EngineError(f"cannot write{where}: {e.strerror or e}; what was written part-way is not used: fix "
+                              "the cause (e.g. free disk space) and run the command again") from None
+        except DatabaseErrors as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EngineError(f"the database failed ({first}); its last committed state stays: fix the cause "
+                              "(e.g. free disk space) and run the command again") from None
     return wrapper  # type: ignore[return-value]
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.faults.conftest import assert_index_matches_store, stop_at
+from tests.faults.helpers import assert_index_matches_store, stop_at
 from tests.live_helpers import assert_equivalent, rebuild_copy
 from vfr.engine import Engine
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.fault_worker import describe
-from tests.faults.conftest import ENV, REPO, assert_index_matches_store, stop_at, store_is_held, wal_bytes
+from tests.faults.helpers import ENV, REPO, assert_index_matches_store, stop_at, store_is_held, wal_bytes
 from vfr.cli import app
 from vfr.engine import Engine
 from vfr.store.store import Store
