@@ -1,7 +1,6 @@
 """`vfr describe`, `vfr ingest`, `vfr jobs` and `vfr dev tiny-vlm`: images → structured descriptions."""
 from __future__ import annotations
 
-from vfr.store.textfiles import json_dumps
 import os
 import re
 import time
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vfr.common import DbOption, console, fail, out, stdout_for_results
+from vfr.store.textfiles import json_dumps
 
 ENGINES = ("offline", "server")
 
@@ -67,10 +67,10 @@ def describe_cmd(
                                                             "else a local Ray instance).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray: vLLM engines, one actor each (default: the "
                                                                "cluster's GPUs / --gpus-per-worker, else 1).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, help="Ray: GPUs per engine (default: "
+    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, max=1024, help="Ray: GPUs per engine (default: "
                                                                          "--tensor-parallel-size on GPU clusters, "
                                                                          "else 0).")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(min=0, help="Ray: CPUs reserved per engine actor.")] = 0.5,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, max=4096, help="Ray: CPUs reserved per engine actor.")] = 0.5,
 ) -> None:
     """Describe images with a vision LLM and store structured descriptions (resumable; skips done images).
 

@@ -1,13 +1,13 @@
 """`vfr index`, `vfr delete`, `vfr compact`: keep the live index in step with the store."""
 from __future__ import annotations
 
-from vfr.store.textfiles import json_dumps
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.store.textfiles import json_dumps
 
 HNSW_HINT_DOCS = 50_000
 

@@ -1,13 +1,13 @@
 """`vfr import`, `vfr export`, `vfr stats`."""
 from __future__ import annotations
 
-from vfr.store.textfiles import json_dumps
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.store.textfiles import json_dumps
 
 
 def register(app: typer.Typer) -> None:
