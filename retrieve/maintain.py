@@ -74,10 +74,11 @@ class IndexedStore:
             self._index = LiveIndex(self.index_dir, self._encoder_name, encoder_backend=self._encoder_backend)
         return self._index
 
-    def _writer(self, config=None, identity=None, progress: Progress | None = None):
+    def _writer(self, config=None, identity=None, progress: Progress | None = None, lock_timeout: float | None = None):
         from vfr.retrieve.writer import IndexWriter
 
-        return IndexWriter(self.index_dir, config, identity, self.lock_timeout, progress)
+        return IndexWriter(self.index_dir, config, identity, self.lock_timeout if lock_timeout is None else lock_timeout,
+                           progress)
 
     def close(self) -> None:
         if self._index is not None:
@@ -97,9 +98,10 @@ class IndexedStore:
         engine's)."""
         return pending(self, lock_timeout)
 
-    def apply_deletions(self) -> int:
-        """Bring deletions the index missed (a deleting process died half-way) into the index at once."""
-        return apply_deletions(self)
+    def apply_deletions(self, lock_timeout: float | None = None) -> int:
+        """Bring deletions the index missed (a deleting process died half-way) into the index at once;
+        `lock_timeout` bounds the waits for the store and the index writer (default: the engine's)."""
+        return apply_deletions(self, lock_timeout)
 
     def compact(self, store: bool = True, progress: Progress | None = None) -> dict:
         """Rewrite index segments without deleted rows and (with `store`) the database file without
@@ -287,13 +289,13 @@ def stats(target: "IndexedStore") -> dict:
 
 
 
-def apply_deletions(target: "IndexedStore") -> int:
+def apply_deletions(target: "IndexedStore", lock_timeout: float | None = None) -> int:
     """Remove from the index documents the store no longer has (a delete whose process died before it
-    reached the index); cheap: no encoder. Returns how many. Skips if another writer is busy."""
+    reached the index); cheap: no encoder. Returns how many."""
     from vfr.retrieve import generations
 
     manifest = generations.read_manifest(target.index_dir)
-    with target.store(read_only=True) as store:
+    with target.store(read_only=True, lock_timeout=lock_timeout) as store:
         if manifest.get("store_uid") != store.uid():
             return 0
         changes = store.changes_since(manifest.get("applied_seq", 0))
@@ -301,7 +303,7 @@ def apply_deletions(target: "IndexedStore") -> int:
     with target.index.handle.acquire() as snap:
         gone = [i for i in snap.locate([c for c in changes.ids if c not in present])]
     if gone:
-        with target._writer() as w:
+        with target._writer(lock_timeout=lock_timeout) as w:
             w.delete(gone)
             w.commit(operation="delete")
     return len(gone)

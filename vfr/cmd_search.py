@@ -108,11 +108,12 @@ def _note_pending(engine) -> None:
 
     from vfr.retrieve.generations import IndexError_
 
+    wait = min(engine.lock_timeout, NOTE_LOCK_WAIT_S)
     try:
-        pending = engine.pending(lock_timeout=min(engine.lock_timeout, NOTE_LOCK_WAIT_S))
+        pending = engine.pending(lock_timeout=wait)
         if pending.deleted:  # a delete that never reached the index: never serve those ids
-            engine.apply_deletions()
-            pending = engine.pending(lock_timeout=min(engine.lock_timeout, NOTE_LOCK_WAIT_S))
+            engine.apply_deletions(lock_timeout=wait)
+            pending = engine.pending(lock_timeout=wait)
     except (EngineError, IndexError_):  # the store or the index writer is busy: the index still answers
         return
     if pending.full_rebuild_needed or pending.total:

@@ -125,3 +125,20 @@ def test_the_stale_index_note_says_what_changed(db, tmp_path):
     r = vfr("search", "quokka", "--db", str(db), "--retriever", "bm25", "-f", "jsonl", "--update")
     assert r.exit_code == 0 and "lacks store changes" not in r.stderr
     assert json.loads(r.stdout)["hits"][0]["id"] == "sample-002"
+
+
+def test_search_is_not_held_up_by_a_busy_index_writer(db, tmp_path):
+    """A delete that never reached the index makes search apply it first; with another process writing the
+    index, search must answer anyway rather than wait VFR_LOCK_TIMEOUT (here an hour) for the writer."""
+    from vfr.retrieve.generations import writer_lock
+    from vfr.store.store import Store
+
+    with Store(db) as s:
+        s.delete(["sample-003"])  # in the store only, as if `vfr delete` died before the index
+    with writer_lock(db.with_name("s.index"), 1.0):  # another writer holds the index
+        r = subprocess.run([sys.executable, "-m", "vfr", "search", "dog", "--db", str(db), "-f", "jsonl"],
+                           capture_output=True, text=True, timeout=300,  # a hang guard, not a speed limit
+                           env={**os.environ, "VFR_LOCK_TIMEOUT": "3600"})
+    assert r.returncode == 0 and len(json.loads(r.stdout)["hits"]) == 10, r.stderr
+    r = vfr("search", "a dog", "--db", str(db), "-f", "jsonl", "-k", "200")  # the writer is gone: applied now
+    assert r.exit_code == 0 and "sample-003" not in {h["id"] for h in json.loads(r.stdout)["hits"]}
