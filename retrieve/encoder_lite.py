@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vfr.store.env import env_number
+
 REFERENCE = "reference.json"
 AGREEMENT = 0.99999
 
@@ -67,7 +69,7 @@ class LiteOnnxEncoder:
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        threads = os.environ.get("VFR_ENCODER_THREADS")
+        threads = env_number("VFR_ENCODER_THREADS", 0, minimum=1, maximum=1024, integer=True)
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

@@ -442,7 +442,13 @@ class JvmPool:
 def pool() -> JvmPool:
     import atexit
 
-    p = JvmPool(int(os.environ.get("VFR_LUCENE_THREADS", "4")))
+    from vfr.store.env import EnvError, env_number
+
+    try:
+        size = int(env_number("VFR_LUCENE_THREADS", 4, minimum=1, maximum=256, integer=True))
+    except EnvError as e:
+        raise LuceneError(f"{e} (threads for Lucene searches)") from None
+    p = JvmPool(size)
     atexit.register(p.close)
     return p
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -406,11 +405,14 @@ class Store(ChangeLogMixin):
 
 
 def lock_timeout_s() -> float:
-    """How long to wait for another process's DuckDB lock (env VFR_LOCK_TIMEOUT, seconds; default 10)."""
+    """How long to wait for another process's DuckDB lock (env VFR_LOCK_TIMEOUT, seconds; default 10;
+    `inf` waits as long as it takes)."""
+    from vfr.store.env import EnvError, env_number
+
     try:
-        return max(0.0, float(os.environ.get("VFR_LOCK_TIMEOUT", "10")))
-    except ValueError:
-        raise StoreError("VFR_LOCK_TIMEOUT must be a number of seconds") from None
+        return env_number("VFR_LOCK_TIMEOUT", 10.0, minimum=0.0)
+    except EnvError as e:
+        raise StoreError(f"{e} (seconds to wait for another process's lock)") from None
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:

@@ -70,7 +70,8 @@ class Engine(IndexedStore):
         if not db.exists() and not create:
             raise EngineError(f"no database at {db}: run `vfr import FILE --db {db}` first "
                               "(or Engine.open(..., create=True))")
-        eng = cls(db, Path(index) if index else default_index(db), encoder, encoder_backend, lock_timeout)
+        eng = _user_errors(cls)(db, Path(index) if index else default_index(db), encoder, encoder_backend,
+                                lock_timeout)  # a bad VFR_LOCK_TIMEOUT is one line too
         if create and not db.exists():
             with _user_errors(eng.store)():
                 pass

@@ -29,8 +29,11 @@ def _mode(tmp: Path) -> str:
     if os.environ.get("VFR_DISKFULL_MODE"):
         return os.environ["VFR_DISKFULL_MODE"]
     (tmp / "probe").mkdir()
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp / 'probe'}"],
-                       capture_output=True)
+    try:
+        r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp / 'probe'}"],
+                           capture_output=True, timeout=60)
+    except OSError:  # no unshare(1) on this machine
+        return "rlimit"
     return "tmpfs" if r.returncode == 0 else "rlimit"
 
 

@@ -76,3 +76,37 @@ def test_every_json_document_the_cli_prints_is_standard():
     assert len(calls) >= 5
     offenders = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p, n, line in calls if "json_dumps(" not in line]
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("name", ["VFR_LOCK_TIMEOUT", "VFR_JOB_LOCK_TIMEOUT"])
+@pytest.mark.parametrize("value", ["nan", "-1", "soon"])
+def test_numeric_environment_variables_are_checked(tmp_path, monkeypatch, name, value):
+    """A bad number in the environment is one line naming the variable (it was a silent 0 or a traceback)."""
+    import json
+
+    from vfr.describe.jobstore import job_lock_timeout
+    from vfr.store.store import Store, StoreError, lock_timeout_s
+
+    Store(tmp_path / "s.duckdb").close()  # a store exists: each command gets as far as reading the setting
+    monkeypatch.setenv(name, value)
+    read = lock_timeout_s if name == "VFR_LOCK_TIMEOUT" else job_lock_timeout
+    with pytest.raises(StoreError, match=name):
+        read()
+    if name == "VFR_LOCK_TIMEOUT":
+        f = tmp_path / "a.jsonl"
+        f.write_text(json.dumps({"id": "a", "text": "b"}) + "\n")
+        for args in (["import", str(f)], ["search", "x"], ["stats"], ["delete", "a"]):
+            r = CliRunner().invoke(app, [*args, "--db", str(tmp_path / "s.duckdb")])
+            assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and name in r.output, (args, r.output)
+
+
+def test_infinite_lock_timeout_means_wait_as_long_as_it_takes(monkeypatch):
+    import math
+
+    from vfr.store.env import env_number
+
+    monkeypatch.setenv("VFR_LOCK_TIMEOUT", "inf")
+    assert math.isinf(env_number("VFR_LOCK_TIMEOUT", 10.0, minimum=0.0))
+    monkeypatch.setenv("VFR_LUCENE_THREADS", "0")
+    with pytest.raises(ValueError, match="VFR_LUCENE_THREADS='0': give a whole number from 1 to 256"):
+        env_number("VFR_LUCENE_THREADS", 4, minimum=1, maximum=256, integer=True)
