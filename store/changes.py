@@ -39,21 +39,20 @@ class DocumentRecord:
 
 # An image's document is its most recent description (any model / prompt version), with its collection.
 # NEWEST orders an image's descriptions (unique per image: ties in time go to the larger model name, then
-# prompt version); the document is taken whole with arg_max over a struct, because arg_max of one column
-# skips rows where that column is NULL (the newest text could come with an older description's JSON).
+# prompt version). The newest key is picked first and the description joined on it, so every column comes
+# from that one description (arg_max per column skips rows where that column is NULL: the newest text could
+# come with an older description's JSON), and it is faster than eight arg_max aggregates.
 NEWEST = "(d.created_at, d.model, d.prompt_version)"
-_RECORDS = f"""
-SELECT d.image_id, arg_max({{'text': d.text, 'text_hash': d.text_hash, 'json': d.json, 'caption': d.caption,
-                            'model': d.model, 'prompt_version': d.prompt_version, 'meta': d.meta}}, {NEWEST}),
-       any_value(i.collection)
-FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
-"""
 
 
-def _record(row: tuple) -> DocumentRecord:
-    image_id, doc, collection = row
-    return DocumentRecord(image_id, doc["text"], doc["text_hash"], collection, doc["json"], doc["caption"],
-                          doc["model"], doc["prompt_version"], doc["meta"])
+def records_sql(filter_sql: str = "", tail: str = "") -> str:
+    """Current documents of the images `filter_sql` selects (a JOIN or WHERE on `descriptions d`), in id
+    order; `tail` limits the images (ORDER BY … LIMIT)."""
+    return f"""
+WITH pick AS (SELECT d.image_id, max({NEWEST}) AS k FROM descriptions d {filter_sql} GROUP BY d.image_id {tail})
+SELECT d.image_id, d.text, d.text_hash, i.collection, d.json, d.caption, d.model, d.prompt_version, d.meta
+FROM pick JOIN descriptions d ON d.image_id = pick.image_id AND {NEWEST} IS NOT DISTINCT FROM pick.k
+LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,18 +107,17 @@ class ChangeLogMixin:
             return {}
         self.con.register("_want", pa.table({"id": list(ids)}))
         try:
-            rows = self.con.execute(f"{_RECORDS} JOIN _want w ON w.id = d.image_id GROUP BY d.image_id").fetchall()
+            rows = self.con.execute(records_sql("JOIN _want w ON w.id = d.image_id")).fetchall()
         finally:
             self.con.unregister("_want")
-        return {r[0]: _record(r) for r in rows}
+        return {r[0]: DocumentRecord(*r) for r in rows}
 
     def document_records_after(self, after_id: str | None, limit: int) -> list[DocumentRecord]:
         """The next `limit` documents in id order after `after_id` (keyset paging: safe across writes)."""
         where = "WHERE d.image_id > ?" if after_id is not None else ""
         args = [after_id] if after_id is not None else []
-        rows = self.con.execute(f"{_RECORDS} {where} GROUP BY d.image_id ORDER BY d.image_id LIMIT ?",
-                                [*args, limit]).fetchall()
-        return [_record(r) for r in rows]
+        rows = self.con.execute(records_sql(where, "ORDER BY d.image_id LIMIT ?"), [*args, limit]).fetchall()
+        return [DocumentRecord(*r) for r in rows]
 
     def iter_document_records(self, batch: int = 5000) -> Iterator[DocumentRecord]:
         last = None

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vfr.store.changes import NEWEST, ChangeLogMixin, DocumentRecord  # noqa: F401  (DocumentRecord re-exported)
+from vfr.store.changes import NEWEST, ChangeLogMixin, DocumentRecord, records_sql  # noqa: F401  (DocumentRecord re-exported)
 from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -241,14 +241,15 @@ class Store(ChangeLogMixin):
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
         """Current description and metadata for each id that exists."""
-        rows = self.con.execute(f"""
-            SELECT d.image_id, arg_max({{'text': d.text, 'json': d.json, 'caption': d.caption, 'model': d.model,
-                                        'prompt_version': d.prompt_version, 'meta': d.meta}}, {NEWEST}),
-                   any_value(i.collection), any_value(i.path)
-            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
-            WHERE list_contains(?, d.image_id) GROUP BY d.image_id""", [list(ids)]).fetchall()
-        return {r[0]: StoredDocument(r[0], r[1]["text"], _loads(r[1]["json"]), r[1]["caption"], r[1]["model"],
-                                     r[1]["prompt_version"], r[2], r[3], _loads(r[1]["meta"])) for r in rows}
+        self.con.register("_get", pa.table({"id": list(ids)}, schema=pa.schema([("id", pa.string())])))
+        try:
+            rows = self.con.execute(f"""
+                SELECT r.image_id, r.text, r.json, r.caption, r.model, r.prompt_version, r.collection, i.path, r.meta
+                FROM ({records_sql("JOIN _get g ON g.id = d.image_id")}) r LEFT JOIN images i ON i.id = r.image_id
+                """).fetchall()
+        finally:
+            self.con.unregister("_get")
+        return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8])) for r in rows}
 
     def captions(self) -> list[tuple[str, str]]:
         """(image id, caption) for every described image; the calibration pair source."""
