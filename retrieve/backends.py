@@ -58,6 +58,26 @@ class SparseBackend:
             out.update(scores)
             return out
 
+    def term_scores(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None
+                    ) -> dict[str, dict[str, float]]:
+        """Each visible id's BM25 score split by analysed query term (terms that add nothing left out)."""
+        q = as_query(query)
+        terms = _terms(q)
+        with self.handle.acquire() as snap:
+            by_seg: dict[int, list[tuple[str, int]]] = {}
+            for d, (i, r) in snap.locate(ids, scope).items():
+                by_seg.setdefault(i, []).append((d, r))
+            if not by_seg or not terms:
+                return {d: {} for _, items in by_seg.items() for d, _ in items}
+            names = list(terms)
+            stats = term_stats(names, snap.forward, snap.stats(scope))
+            segs = list(by_seg)
+            rows = [np.fromiter((r for _, r in by_seg[i]), dtype=np.int64) for i in segs]
+            scorer = Bm25Scorer(snap.manifest["config"]["k1"], snap.manifest["config"]["b"])
+            parts = scorer.contributions(terms, [snap.forward[i] for i in segs], stats, rows)
+        return {d: {t: float(v) for t, v in zip(names, row) if v > 0}
+                for i, mat in zip(segs, parts) for (d, _), row in zip(by_seg[i], mat)}
+
     def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
                ) -> dict[str, float]:
         names = list(terms)
@@ -132,11 +152,12 @@ class DenseBackend:
         if scope is None:
             return [None] * len(snap.segments)
         key = (snap.generation, scope.key)
-        if key not in self._selectors:
+        found = self._selectors.get(key)
+        if found is None:  # concurrent searches may both build it: same result, no lock on the hot path
             if len(self._selectors) > 64:
                 self._selectors.clear()
-            self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
-        return self._selectors[key]
+            found = self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
+        return found
 
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
         allowed = self._allowed(snap, scope)

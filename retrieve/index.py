@@ -27,10 +27,12 @@ RETRIEVERS = ("bm25", "dense", "hybrid")
 class LiveIndex:
     """An index folder opened for search (and, on demand, for writing)."""
 
-    def __init__(self, index_dir: Path, encoder_override: str | None = None) -> None:
+    def __init__(self, index_dir: Path, encoder_override: str | None = None, query_batching=None) -> None:
+        """`query_batching` (a retrieve.encoder_batching.QueryBatching) batches concurrent queries' encoding."""
         self.dir = Path(index_dir)
         self.handle = IndexHandle(self.dir)
         self._encoder_override = encoder_override
+        self._query_batching = query_batching
         self._encoder = None
         self._sparse = self._dense = None
 
@@ -44,7 +46,12 @@ class LiveIndex:
             from vfr.retrieve._encoder_shim import EncoderSpec, check_encoder, load_encoder
 
             spec = check_encoder(EncoderSpec.from_manifest(self.manifest["encoder"]), self._encoder_override)
-            self._encoder = load_encoder(spec)
+            encoder = load_encoder(spec)
+            if self._query_batching is not None:
+                from vfr.retrieve.encoder_batching import batching
+
+                encoder = batching(encoder, self._query_batching)
+            self._encoder = encoder
         return self._encoder
 
     def sparse(self):

@@ -353,6 +353,9 @@ class JvmPool:
     def __init__(self, size: int = 4) -> None:
         import queue
 
+        ensure_jvm()
+        import jnius  # noqa: F401  (starts the JVM here with our class path, before a pool thread imports it)
+
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._loop, name=f"vfr-lucene-{i}", daemon=True)
                          for i in range(size)]
