@@ -50,7 +50,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     first = errs[0] if errs else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         return 400, f"the body is not valid JSON ({(first.get('ctx') or {}).get('error', 'decode error')})"
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+    loc = ".".join(str(p) for p in first.get("loc", ())
+                   if p != "body" and not (isinstance(p, str) and p[:1].isupper())) or "request"  # no model names
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         msg = "unknown field (see /docs for the fields this accepts)"

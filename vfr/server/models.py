@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vfr.describe.schema import SceneDescription
 from vfr.server.settings import MAX_BATCH, MAX_DELETE_IDS, MAX_K, MAX_OFFSET, MAX_QUERY_CHARS, MAX_RECORDS
 
 Retriever = Literal["bm25", "dense", "hybrid"]
@@ -50,22 +51,27 @@ class QueryItem(Body):
     text: QueryText
 
 
-class SearchRequest(Body):
-    """One query (`q`) or a batch (`queries`: strings, ids q1, q2, …, or {"id", "text"} objects)."""
-
-    q: QueryText | None = None
-    queries: list[QueryText | QueryItem] | None = Field(default=None, min_length=1, max_length=MAX_BATCH)
+class _SearchOptions(Body):
     k: int = Field(10, ge=1, le=MAX_K, description=f"Hits per query (1–{MAX_K}).")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Hits to skip (paging).")
     retriever: Retriever = "hybrid"
     collection: list[Name] | None = Field(None, max_length=50, description="Search only these collections.")
     include: list[Include] = Field(default_factory=list, max_length=2)
 
-    @model_validator(mode="after")
-    def _one_kind(self) -> "SearchRequest":
-        if (self.q is None) == (self.queries is None):
-            raise ValueError("give either 'q' (one query) or 'queries' (a batch), not both")
-        return self
+
+class OneQuery(_SearchOptions):
+    """One query: answered like GET /v1/search."""
+
+    q: QueryText
+
+
+class BatchQuery(_SearchOptions):
+    """A batch: strings (ids q1, q2, …) or {"id", "text"} objects."""
+
+    queries: list[QueryText | QueryItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+SearchRequest = Annotated[OneQuery | BatchQuery, Field(union_mode="left_to_right")]
 
 
 class TermScore(BaseModel):
@@ -118,16 +124,23 @@ class BatchResponse(BaseModel):
 class DocumentIn(Body):
     """A record as `vfr import` takes it: `text`, or a structured `json` description rendered to text."""
 
-    id: DocId
-    text: str | None = Field(None, max_length=100_000)
-    json_: dict[str, Any] | None = Field(None, alias="json")
-    caption: str | list[str] | None = None
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\x00\s](?:[^\x00]*[^\x00\s])?$",
+                             description="no NUL, no leading or trailing space")]
+    text: str | None = Field(None, max_length=100_000, pattern=r"\S", description="the text to index")
+    json_: SceneDescription | None = Field(None, alias="json", description="a structured scene description")
+    caption: Annotated[str, Field(max_length=2000)] | list[Annotated[str, Field(max_length=2000)]] | None = None
     collection: Name | None = Field(None, description="default: the key's collection, when it has one")
     meta: dict[str, Any] | None = None
-    model: str = Field("imported", max_length=200)
-    prompt_version: str = Field("none", max_length=200)
+    model: str = Field("imported", min_length=1, max_length=200)
+    prompt_version: str = Field("none", min_length=1, max_length=200)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    @model_validator(mode="after")
+    def _has_text(self) -> "DocumentIn":
+        if self.text is None and self.json_ is None:
+            raise ValueError(f"document {self.id!r} needs 'text' or a structured 'json' description")
+        return self
 
 
 class UpsertRequest(Body):

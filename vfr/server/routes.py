@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 
@@ -107,15 +107,15 @@ async def search_get(
 
 @router.post("/v1/search", response_model=m.SearchResponse | m.BatchResponse, response_model_exclude_none=True,
              tags=["search"])
-async def search_post(svc: Svc, who: Who, body: m.SearchRequest) -> Any:
+async def search_post(svc: Svc, who: Who, body: Annotated[m.SearchRequest, Body()]) -> Any:
     """One query (`q`: same answer as GET) or a batch (`queries`): {"results": [{"query_id", "hits"}]}, the
     shape of `vfr search --format jsonl` lines."""
-    if body.q is not None:
+    if isinstance(body, m.OneQuery):
         hits = await _search(svc, who, {"q1": body.q}, body.k, body.offset, body.retriever, body.collection,
                              body.include)
         return m.SearchResponse(query=body.q, retriever=body.retriever, offset=body.offset, hits=hits["q1"])
     queries: dict[str, str] = {}
-    for i, item in enumerate(body.queries or [], start=1):
+    for i, item in enumerate(body.queries, start=1):
         qid, text = (f"q{i}", item) if isinstance(item, str) else (item.id, item.text)
         if qid in queries:
             raise ApiError(422, "invalid", f"queries: id {qid!r} appears twice")

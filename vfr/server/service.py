@@ -67,8 +67,12 @@ class Service:
         self.search_pool = Engine.worker_pool(s.threads)
         self.write_pool = Engine.worker_pool(1)
         if s.warm:
-            for retriever in ("bm25", "dense", "hybrid"):
-                self.search_pool.submit(lambda r=retriever: self.engine.search("warm up", 1, retriever=r)).result()
+            self.search_pool.submit(self._warm).result()
+
+    def _warm(self) -> None:
+        for retriever in ("bm25", "dense", "hybrid"):
+            hits = self.engine.search("a photo of people", 3, retriever=retriever)
+        self.engine.explain("a photo of people", [h.id for h in hits])
 
     def stop(self) -> None:
         self.keys.stop()
