@@ -44,8 +44,6 @@ def serve_cmd(
         fail(f"unknown --log-level {log_level!r}: use debug, info, warning or error")
     if not db.exists():
         fail(f"no database at {db}: run `vfr import FILE --db {db}` first")
-    if not index_exists(index or default_index(db)):
-        fail(f"no index for {db}: run `vfr index --db {db}` first")
     try:
         with Store(db) as store:  # applies migrations (the api_keys table) before the server reads it
             active = store.keys(include_revoked=False)
@@ -54,6 +52,8 @@ def serve_cmd(
     if not is_loopback(host) and not active:
         fail(f"refusing to serve {host} without keys: anyone on the network could read every collection. "
              f"Create one (`vfr keys create --db {db} --collection NAME`) or bind 127.0.0.1")
+    if not index_exists(index or default_index(db)):
+        fail(f"no index for {db}: run `vfr index --db {db}` first")
     settings = ServerSettings(db=db, index=index, host=host, port=port, threads=threads, query_batching=batching,
                               batch_wait_ms=batch_wait_ms, key_ttl=key_ttl)
     _logging(access_log, log_level.upper())
