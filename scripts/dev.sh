@@ -2,9 +2,9 @@
 # The two quick-start entry points: `scripts/dev.sh demo` and `scripts/dev.sh test [pytest args]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 cmd=${1:-demo}; shift || true
+bash scripts/setup.sh "$cmd"   # `test` also checks for (or installs) the browser the page tests drive
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "$cmd" in
   demo) exec .venv/bin/vfr demo "$@" ;;
   test)

@@ -49,6 +49,23 @@ def test_search_over_loopback_and_a_json_access_log_without_queries(live):
     assert any(r["status"] == 401 and r["route"] == "/v1/search" for r in lines)
 
 
+def test_concurrent_searches_all_succeed(live):
+    """16 clients at once, every retriever: no request fails (JVM calls from many threads, batched encoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, store = live
+    queries = ["a dog chasing a cat", "red bus", "people at a night market", "snowy mountain lake", "a bowl of ramen"]
+
+    def client(i: int) -> list[int]:
+        with httpx.Client(base_url=server.url, headers=store.auth("all_admin"), timeout=120) as c:
+            return [c.get("/v1/search", params={"q": f"{queries[(i + j) % 5]} {j}", "k": 10,
+                                                "retriever": ("bm25", "dense", "hybrid")[(i + j) % 3]}).status_code
+                    for j in range(15)]
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for got in pool.map(client, range(16)) for s in got]
+    assert statuses == [200] * 240
+
+
 def test_serve_refuses_a_network_address_without_keys(tmp_path):
     from vfr.store.store import Store
 

@@ -1,4 +1,5 @@
-"""Around every request (plain ASGI, no per-request task): a request id, the body size limit (413 before
+"""Around every request (plain ASGI, no per-request task): a request id, a Server-Timing header (the time
+the server spent until the response started), the body size limit (413 before
 the body is read when Content-Length says so, and while reading otherwise), a structured access log line
 (JSON) and the request metrics.
 
@@ -40,7 +41,9 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+                took = f"app;dur={(time.perf_counter() - start) * 1000:.3f}".encode()
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1")),
+                                      (b"server-timing", took)]
             elif message["type"] == "http.response.body":
                 info["bytes_out"] += len(message.get("body", b""))
             await send(message)
