@@ -122,10 +122,9 @@ def sugarcrepe_accuracy(model, items) -> dict[str, float]:
 def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
                   kinds: tuple[str, ...] = ("bm25", "hybrid")) -> dict[str, float]:
     """BM25 and hybrid through the engine's own index (skipped when retrieve.index is not there yet)."""
-    try:
-        from vfr.retrieve.index import IndexConfig, build_index, open_index
-    except ImportError:
-        return {}
+    from vfr.retrieve.index import open_index
+    from vfr.retrieve.maintain import IndexedStore
+    from vfr.retrieve.types import batch_run
     from vfr.store.store import DescriptionRow, ImageRow, Store
 
     db = workdir / "test.duckdb"
@@ -134,19 +133,18 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
             store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
     index_dir = workdir / f"index-{abs(hash(encoder))}"
     shutil.rmtree(index_dir, ignore_errors=True)
-    with Store(db) as store:  # writable: the index build caches embeddings in the store
-        build_index(store, index_dir, IndexConfig(encoder=encoder), progress=False)
+    IndexedStore(db, index_dir, encoder=encoder).update_index(full=True)  # caches embeddings in the store
     from vfr.retrieve.fusion import FusionConfig
 
     index = open_index(index_dir)
     out = {"fusion_default": FusionConfig().to_dict()}
     for kind in kinds:
-        run = index.searcher(kind).batch_search(queries, 10)
+        run = batch_run(index.backend(kind), queries, 10)
         name = "engine_dense" if kind == "dense" else kind  # keep dense_* for our own exact computation
         out |= {f"{name}_{k}": v for k, v in _recall(qrels, run).items()}
     if "hybrid" in kinds:  # diagnostics on test (never used to choose anything): other BM25 weights
         for w in SPARSE_WEIGHTS:
-            run = index.searcher("hybrid", FusionConfig(weights=(w, 1 - w))).batch_search(queries, 10)
+            run = batch_run(index.backend("hybrid", FusionConfig(weights=(w, 1 - w))), queries, 10)
             out |= {f"hybrid_w{w}_{k}": v for k, v in _recall(qrels, run).items()}
     shutil.rmtree(index_dir, ignore_errors=True)
     return out
@@ -155,7 +153,7 @@ def hybrid_recall(encoder: str, docs, queries, qrels, workdir: Path,
 def evaluate_model(encoder: str, workdir: Path, hybrid: bool) -> dict[str, float]:
     from vfr.retrieve.encoder import load_encoder
 
-    model = load_encoder(encoder)
+    model = load_encoder(encoder).model  # the SentenceTransformer: these measures use its tensor output
     queries, docs, qrels = test_collection()
     out = {f"dense_{k}": v for k, v in dense_recall(model, queries, docs, qrels).items()}
     out |= sugarcrepe_accuracy(model, sugarcrepe_items())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vfr.retrieve._encoder_shim import load_encoder, resolve_encoder
+from vfr.retrieve.encoder import load_encoder, resolve_encoder
 from vfr.retrieve.index import open_index
 from vfr.retrieve.maintain import IndexedStore
 from vfr.retrieve.types import Query

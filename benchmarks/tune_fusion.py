@@ -14,7 +14,10 @@ from pathlib import Path
 from ranx import Qrels, Run, evaluate
 
 from vfr.retrieve.fusion import FusionConfig, fuse
-from vfr.retrieve.index import IndexConfig, build_index, open_index
+from vfr.retrieve.index import open_index
+from vfr.retrieve.maintain import IndexedStore
+from vfr.retrieve.types import Query, batch_run
+from vfr.retrieve.writer import IndexConfig
 from vfr.store.store import DescriptionRow, ImageRow, Store
 
 METRICS = ["recall@1", "recall@5", "recall@10"]
@@ -48,23 +51,25 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     with Store(tmp / "t.duckdb") as store:
         store.upsert([ImageRow(i) for i in docs], [DescriptionRow(i, t) for i, t in docs.items()])
+    pair = IndexedStore(tmp / "t.duckdb", tmp / "idx")
+    if True:
         results = []
         for k1, b in [(0.9, 0.4), (1.2, 0.75), (0.6, 0.3), (1.5, 0.5)]:
-            build_index(store, tmp / "idx", IndexConfig(k1=k1, b=b), progress=False)
-            idx = open_index(tmp / "idx")
-            bm25 = idx.searcher("bm25").batch_search(queries, 100)
+            pair.update_index(full=True, config=IndexConfig(k1=k1, b=b))
+            bm25 = batch_run(open_index(tmp / "idx").backend("bm25"), queries, 100)
             print(f"bm25 k1={k1} b={b}", score(bm25, qrels))
             results.append(((k1, b), bm25))
         (k1, b), bm25 = max(results, key=lambda r: score(r[1], qrels)["recall@1"])
-        build_index(store, tmp / "idx", IndexConfig(k1=k1, b=b), progress=False)
+        pair.update_index(full=True, config=IndexConfig(k1=k1, b=b))
         idx = open_index(tmp / "idx")
-        dense = idx.searcher("dense").batch_search(queries, 100)
+        dense = batch_run(idx.backend("dense"), queries, 100)
         print("dense", score(dense, qrels))
         print("rrf k=60", score(fuse([bm25, dense], FusionConfig(method="rrf")), qrels))
-        hybrid = idx.searcher("hybrid", FusionConfig(depth=100))
-        qids = list(queries)
-        vecs = hybrid.dense.encode([queries[q] for q in qids])
-        cands = {q: hybrid.candidates(queries[q], v[None, :]) for q, v in zip(qids, vecs)}  # scored once
+        hybrid = idx.backend("hybrid", FusionConfig(depth=100))
+        cands = {}  # each query's candidates scored once on both sides, then fused under every setting
+        for q, text in queries.items():
+            query = Query(text, q)
+            cands[q] = hybrid.candidates(query, None, hybrid.sparse.search(query, 100), hybrid.dense.search(query, 100))
         grid = []
         for norm, w in itertools.product(["minmax", "zscore"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]):
             cfg = FusionConfig(weights=(w, 1 - w), norm=norm)

@@ -60,9 +60,7 @@ class ShardSink:
         if descriptions or errors:
             name = f"shard-{self.worker}-{self.run}-b{self.seq:06d}.parquet"
             self.seq += 1
-            tmp = self.dir / f".tmp-{name}"
-            pq.write_table(to_table(images, descriptions, errors), tmp, compression="zstd")
-            os.replace(tmp, self.dir / name)
+            write_table(to_table(images, descriptions, errors), self.dir, name)
         self._write_job(counts, "running")
 
     def end(self, counts: dict[str, Any], status: str) -> None:
@@ -73,6 +71,13 @@ class ShardSink:
         tmp = path.with_name(".tmp-" + path.name)
         tmp.write_text(json.dumps({"status": status, "params": self.params, "counts": counts}, indent=1))
         os.replace(tmp, path)
+
+
+def write_table(table: pa.Table, directory: Path, name: str) -> None:
+    """Write a shard under a temporary name, then rename: readers only ever see whole shards."""
+    tmp = directory / f".tmp-{name}"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, directory / name)
 
 
 def to_table(images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow], errors: Sequence[tuple]) -> pa.Table:

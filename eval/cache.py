@@ -1,7 +1,8 @@
 """Temporary stores and indexes for evaluation, cached by content hash.
 
 Layout under the cache root (`--cache-dir`, else `$VFR_CACHE/eval`, else `~/.cache/vfr/eval`):
-    embeddings.duckdb          document embeddings shared by every corpus (keyed by text hash + encoder)
+    embeddings.duckdb          document and query embeddings shared by every corpus, keyed by text hash and
+                               the encoder's cache key (content fingerprint + backend; queries: + "#query")
     <key>/store.duckdb         the corpus as a store (one document per corpus entry)
     <key>/index/               retrieve.index folder built from it
 `key` hashes the corpus (ids and texts), the encoder and the index settings, so an unchanged
@@ -28,11 +29,16 @@ def cache_root(explicit: Path | None = None) -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "vfr") / "eval"
 
 
-def encoder_fingerprint(name: str) -> str:
-    """The encoder's cache key (its content fingerprint and backend)."""
-    from vfr.retrieve._encoder_shim import resolve_encoder
+def encoder_spec(encoder: str, backend: str | None = None) -> Any:
+    """The encoder, resolved (absolute location, content fingerprint, backend) for cache keys."""
+    from vfr.retrieve.encoder import resolve_encoder
 
-    return resolve_encoder(name).cache_key
+    return resolve_encoder(encoder, backend)
+
+
+def encoder_fingerprint(name: str, backend: str | None = None) -> str:
+    """The encoder's cache key (its content fingerprint and backend)."""
+    return encoder_spec(name, backend).cache_key
 
 
 def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
@@ -50,15 +56,14 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
 def open_corpus_index(corpus: Mapping[str, str], encoder: str, config: Any, root: Path | None = None,
                       progress: bool = True) -> tuple[Any, dict]:
     """An opened index over `corpus` (built on first use). Returns (index, info about the cache)."""
-    from vfr.retrieve.index import index_exists, open_index
+    from vfr.retrieve.index import LiveIndex, index_exists
 
     root = cache_root(root)
     key = corpus_key(corpus, encoder, config)
     folder = root / key
     cached = index_exists(folder / "index")
     info = {} if cached else _build(corpus, encoder, config, root, folder, progress)
-    index = open_index(folder / "index")
-    cache_query_embeddings(index, root / "embeddings.duckdb", encoder_fingerprint(encoder))
+    index = LiveIndex(folder / "index", wrap_encoder=query_cache(root / "embeddings.duckdb"))
     return index, {"key": key, "cached": cached, "folder": str(folder), "manifest": manifest_summary(index.manifest),
                    **info}
 
@@ -143,33 +148,9 @@ def _shared_store(path: Path) -> Any:
     return _open_stores[path]
 
 
-def cache_query_embeddings(index: Any, path: Path, encoder_key: str) -> bool:
-    """Memoise the dense searcher's query encoder in the shared embedding cache, so dense and hybrid
-    encode each query text once, and a rerun encodes none. Vectors are stored as the searcher returns
-    them (normalised) under their own key. Does nothing for an index without a dense `encode`."""
-    dense = getattr(index, "dense", None)
-    searcher = dense() if callable(dense) else None
-    encode = getattr(searcher, "encode", None)
-    if encode is None or getattr(encode, "_vfr_cached", False):
-        return False
-    model = f"{encoder_key}#query"
+def query_cache(path: Path):
+    """An encoder wrapper for LiveIndex: a CachedEncoder over the shared embedding store, so dense and
+    hybrid encode each query text once and a rerun encodes none."""
+    from vfr.retrieve.query_cache import CachedEncoder, StoreVectors
 
-    def cached_encode(texts: Any, *args: Any, **kwargs: Any) -> Any:
-        import numpy as np
-
-        from vfr.store.store import text_hash
-
-        store = _shared_store(path)
-        texts = list(texts)
-        hashes = [text_hash(t) for t in texts]
-        found = store.cached_embeddings(model, hashes)
-        todo = {h: t for h, t in zip(hashes, texts) if h not in found}
-        if todo:
-            vecs = np.atleast_2d(encode(list(todo.values()), *args, **kwargs))
-            store.cache_embeddings(model, list(todo), vecs)
-            found.update(zip(todo, vecs))
-        return np.vstack([found[h] for h in hashes]).astype(np.float32) if hashes else encode(texts)
-
-    cached_encode._vfr_cached = True  # type: ignore[attr-defined]
-    searcher.encode = cached_encode
-    return True
+    return lambda encoder: CachedEncoder(encoder, StoreVectors(_shared_store(path)))

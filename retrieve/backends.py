@@ -78,6 +78,23 @@ class SparseBackend:
         return {d: {t: float(v) for t, v in zip(names, row) if v > 0}
                 for i, mat in zip(segs, parts) for (d, _), row in zip(by_seg[i], mat)}
 
+    def score_batch(self, queries: Sequence[Query], ids: Sequence[Sequence[str]], scope: Scope | None = None
+                    ) -> list[dict[str, float]]:
+        """`score` for many queries on one snapshot (the hybrid's batch path)."""
+        out = []
+        with self.handle.acquire() as snap:
+            for q, wanted in zip(queries, ids):
+                row = dict.fromkeys(wanted, 0.0)
+                terms = _terms(as_query(q))
+                where = snap.locate(wanted, scope) if terms and wanted else {}
+                by_seg: dict[int, list[tuple[str, int]]] = {}
+                for d, (i, r) in where.items():
+                    by_seg.setdefault(i, []).append((d, r))
+                if by_seg:
+                    row.update(self._exact(snap, terms, scope, by_seg))
+                out.append(row)
+        return out
+
     def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
                ) -> dict[str, float]:
         names = list(terms)
@@ -174,17 +191,30 @@ class DenseBackend:
         return out
 
     def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
-        q = as_query(query)
-        out = dict.fromkeys(ids, 0.0)
-        if q.empty:
+        return self.score_batch([as_query(query)], [ids], scope)[0]
+
+    def score_batch(self, queries: Sequence[Query], ids: Sequence[Sequence[str]], scope: Scope | None = None
+                    ) -> list[dict[str, float]]:
+        """Cosine of each query with its documents: one gather and one row-wise product for the batch."""
+        queries = [as_query(q) for q in queries]
+        out = [dict.fromkeys(wanted, 0.0) for wanted in ids]
+        live = [i for i, q in enumerate(queries) if not q.empty and ids[i]]
+        if not live:
             return out
-        vec = self.vectors([q])[0]
+        vecs = self.vectors([queries[i] for i in live])
         with self.handle.acquire() as snap:
-            where = snap.locate(ids, scope)
-            by_seg: dict[int, list[tuple[str, int]]] = {}
-            for d, (i, r) in where.items():
-                by_seg.setdefault(i, []).append((d, r))
-            for i, items in by_seg.items():
-                docs = snap.segments[i].dense.vectors(np.fromiter((r for _, r in items), dtype=np.int64))
-                out.update(zip((d for d, _ in items), (docs @ vec).tolist()))
+            where = snap.locate(list({d for i in live for d in ids[i]}), scope)
+            pairs = [(j, i, d, *where[d]) for j, i in enumerate(live) for d in ids[i] if d in where]
+            if not pairs:
+                return out
+            seg = np.fromiter((p[3] for p in pairs), dtype=np.int64, count=len(pairs))
+            row = np.fromiter((p[4] for p in pairs), dtype=np.int64, count=len(pairs))
+            qv = vecs[np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))]
+            docs = np.empty_like(qv)
+            for s in np.unique(seg):
+                mask = seg == s
+                docs[mask] = snap.segments[int(s)].dense.vectors(row[mask])
+            sims = np.einsum("ij,ij->i", qv, docs).tolist()
+        for (_, i, d, _, _), v in zip(pairs, sims):
+            out[i][d] = v
         return out

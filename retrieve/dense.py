@@ -72,6 +72,7 @@ class DenseSegment:
 
         clone = object.__new__(DenseSegment)
         clone.kind, clone.ef_search, clone.rows = self.kind, self.ef_search, self.rows
+        clone._matrix, clone._owner = self.matrix, self  # vectors by row come from the unaltered original
         clone.dead = np.asarray(dead, dtype=np.int64)
         if self.kind == "flat" and len(clone.dead):
             clone.index = faiss.clone_index(self.index)
@@ -80,11 +81,22 @@ class DenseSegment:
             clone.index = self.index
         return clone
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """All rows' vectors as one array (a view of FAISS's own storage: no copy)."""
+        if getattr(self, "_matrix", None) is None:
+            import faiss
+
+            inner = faiss.downcast_index(self.index.index)
+            flat = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
+            xb = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)
+            self._matrix = np.asarray(xb).reshape(flat.ntotal, flat.d)
+            self._owner = flat  # keep the storage alive while the view is
+        return self._matrix
+
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        if not len(rows):
-            return np.zeros((0, self.index.d), dtype=np.float32)
-        return np.vstack([self.index.reconstruct(int(r)) for r in rows])
+        """Vectors of these rows (the segment as written: internal positions are rows)."""
+        return self.matrix[np.asarray(rows, dtype=np.int64)]
 
     def search(self, queries: np.ndarray, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query; rows -1 pad. `allowed`: a selector of the rows a scope may see

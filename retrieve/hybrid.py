@@ -58,10 +58,27 @@ class HybridBackend:
         depth = max(self.fusion.depth, k)
         sparse_all = self._first_side(self.sparse.batch_search, queries, depth, scope)
         dense_all = self.dense.batch_search(queries, depth, scope)
-        pairs = [self.candidates(q, scope, sh, dh) if not q.empty else ({}, {})
-                 for q, sh, dh in zip(queries, sparse_all(), dense_all)]
-        fused = fuse_batch([p[0] for p in pairs], [p[1] for p in pairs], self.fusion)
+        sparse = [{h.id: h.score for h in hits} for hits in sparse_all()]
+        dense = [{h.id: h.score for h in hits} for hits in dense_all]
+        if self.fusion.method == "convex":  # every candidate scored on both sides, one call per side
+            union = [list(dict.fromkeys([*s, *d])) for s, d in zip(sparse, dense)]
+            self._fill(self.sparse, queries, sparse, union, scope)
+            self._fill(self.dense, queries, dense, union, scope)
+        fused = fuse_batch(sparse, dense, self.fusion)
         return [hits_from_scores(f, k) if not q.empty else [] for q, f in zip(queries, fused)]
+
+    @staticmethod
+    def _fill(side: Backend, queries: Sequence[Query], scores: list[dict[str, float]], union: list[list[str]],
+              scope: Scope | None) -> None:
+        """Add the side's exact scores of each query's candidates it did not return itself."""
+        missing = [[d for d in u if d not in s] for s, u in zip(scores, union)]
+        if not any(missing):
+            return
+        batch = getattr(side, "score_batch", None)
+        found = batch(queries, missing, scope) if batch else [side.score(q, m, scope) if m else {}
+                                                               for q, m in zip(queries, missing)]
+        for s, f in zip(scores, found):
+            s.update(f)
 
     def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
         """Fused score of the given documents, normalised against this query's candidate lists."""

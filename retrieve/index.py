@@ -27,12 +27,17 @@ RETRIEVERS = ("bm25", "dense", "hybrid")
 class LiveIndex:
     """An index folder opened for search (and, on demand, for writing)."""
 
-    def __init__(self, index_dir: Path, encoder_override: str | None = None, query_batching=None) -> None:
-        """`query_batching` (a retrieve.encoder_batching.QueryBatching) batches concurrent queries' encoding."""
-        self.dir = Path(index_dir)
+    def __init__(self, index_dir: Path, encoder_override: str | None = None,
+                 wrap_encoder: Callable[[object], object] | None = None, encoder_backend: str | None = None) -> None:
+        """`encoder_override`: a moved copy of the index's encoder (accepted if its fingerprint matches).
+        `wrap_encoder`: wraps the query encoder (e.g. a CachedEncoder, a micro-batching encoder); the
+        wrapper keeps the Encoder interface (`spec`, `dimension`, `encode`). `encoder_backend`: run the
+        query encoder on another backend than the index was built with (their vectors agree: docs/encoders.md)."""
+        self._encoder_backend = encoder_backend
+        self.dir = Path(index_dir).absolute()
         self.handle = IndexHandle(self.dir)
         self._encoder_override = encoder_override
-        self._query_batching = query_batching
+        self._wrap_encoder = wrap_encoder
         self._encoder = None
         self._sparse = self._dense = None
 
@@ -43,15 +48,15 @@ class LiveIndex:
     def encoder(self):
         """The encoder the index was built with, checked against its recorded fingerprint."""
         if self._encoder is None:
-            from vfr.retrieve._encoder_shim import EncoderSpec, check_encoder, load_encoder
+            from vfr.retrieve.encoder import EncoderSpec, check_encoder, load_encoder
+
+            from dataclasses import replace
 
             spec = check_encoder(EncoderSpec.from_manifest(self.manifest["encoder"]), self._encoder_override)
+            if self._encoder_backend:
+                spec = replace(spec, backend=self._encoder_backend)
             encoder = load_encoder(spec)
-            if self._query_batching is not None:
-                from vfr.retrieve.encoder_batching import batching
-
-                encoder = batching(encoder, self._query_batching)
-            self._encoder = encoder
+            self._encoder = self._wrap_encoder(encoder) if self._wrap_encoder else encoder
         return self._encoder
 
     def sparse(self):

@@ -62,12 +62,18 @@ def J() -> SimpleNamespace:
     return ns
 
 
-@functools.cache
-def analyzer():
-    ensure_jvm()
-    from pyserini.analysis import get_lucene_analyzer
+_local = threading.local()
 
-    return get_lucene_analyzer()
+
+def analyzer():
+    """The index's analyser (English, Porter stemming, stopwords), one instance per thread: concurrent
+    first use of a shared instance raised NullPointerExceptions inside Anserini's analysis code."""
+    if not hasattr(_local, "analyzer"):
+        ensure_jvm()
+        from pyserini.analysis import get_lucene_analyzer
+
+        _local.analyzer = get_lucene_analyzer()
+    return _local.analyzer
 
 
 def _cast(name: str, obj):
@@ -115,7 +121,8 @@ def query_terms(text: str) -> Counter[str]:
 
 # -- writing ---------------------------------------------------------------------------------------
 def _directory(path: Path):
-    return J().FSDirectory.open(J().Paths.get(str(path)))
+    # absolute: the JVM resolves relative paths against its start-up directory, not Python's current one
+    return J().FSDirectory.open(J().Paths.get(os.path.abspath(path)))
 
 
 def _config(create: bool, commit=None):

@@ -51,7 +51,8 @@ class IndexedStore:
 
         from vfr.store.store import lock_timeout_s
 
-        self.db, self.index_dir = Path(db), Path(index_dir)
+        # absolute: a long-lived process may change its working directory (and the JVM never follows)
+        self.db, self.index_dir = Path(db).absolute(), Path(index_dir).absolute()
         self._encoder_name, self._encoder_backend = encoder, encoder_backend
         self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
         self.query_batching = query_batching
@@ -73,7 +74,13 @@ class IndexedStore:
             if self._index is None:
                 if not index_exists(self.index_dir):
                     raise IndexError_(_missing_message(self.index_dir))
-                self._index = LiveIndex(self.index_dir, self._encoder_name, self.query_batching)
+                wrap = None
+                if self.query_batching is not None:
+                    from vfr.retrieve.encoder_batching import batching
+
+                    wrap = lambda encoder: batching(encoder, self.query_batching)  # noqa: E731
+                self._index = LiveIndex(self.index_dir, self._encoder_name, wrap_encoder=wrap,
+                                        encoder_backend=self._encoder_backend)
             return self._index
 
     def _writer(self, config=None, identity=None, progress: Progress | None = None):
@@ -121,7 +128,7 @@ BATCH = 2048  # documents per store read and per encode call
 
 def _spec_for_build(target: "IndexedStore", manifest: dict | None, full: bool):
     """The encoder a build uses: the one asked for, else the index's own (checked), else the default."""
-    from vfr.retrieve._encoder_shim import EncoderSpec, check_encoder, resolve_encoder
+    from vfr.retrieve.encoder import EncoderSpec, check_encoder, resolve_encoder
 
     if target._encoder_name and (full or manifest is None):
         return resolve_encoder(target._encoder_name, target._encoder_backend)
@@ -154,7 +161,7 @@ def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress) -> 
 
 def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
     from vfr.retrieve import generations
-    from vfr.retrieve._encoder_shim import load_encoder
+    from vfr.retrieve.encoder import load_encoder
     from vfr.retrieve.fusion import FusionConfig
     from vfr.retrieve.writer import IndexWriter
 
@@ -171,6 +178,9 @@ def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
         full, manifest = True, None  # the index follows another store
     if manifest is not None and config is not None and config.to_dict() != manifest["config"]:
         full, manifest = True, None  # new settings take a full build
+    if manifest is not None and target._encoder_backend and \
+            target._encoder_backend != manifest["encoder"].get("backend"):
+        full, manifest = True, None  # document vectors come from the new backend too
     spec = _spec_for_build(target, manifest, full)
     encoder = load_encoder(spec)
     identity = {"encoder": spec.to_manifest(), "dimension": encoder.dimension, "store_uid": uid,

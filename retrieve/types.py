@@ -131,3 +131,9 @@ def run_from_hits(results: dict[str, Sequence[Hit]]) -> Run:
 def clean_text(text: str) -> str:
     """Make arbitrary user text safe for Java and tokenizers: no NULs, no lone surrogates."""
     return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+
+
+def batch_run(backend: Backend, queries: "dict[str, str]", k: int = 10, scope: Scope | None = None) -> Run:
+    """`batch_search` of {query id: text} as a Run (the TREC / ranx shape eval and benchmarks use)."""
+    batch = [Query(text, qid) for qid, text in queries.items()]
+    return {q.id: {h.id: h.score for h in hits} for q, hits in zip(batch, backend.batch_search(batch, k, scope))}

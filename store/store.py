@@ -244,6 +244,12 @@ class Store(ChangeLogMixin, KeysMixin):
             [model, prompt_version, list(image_ids)]).fetchall()
         return {r[0] for r in rows}
 
+    def described_ids(self, model: str, prompt_version: str) -> list[str]:
+        """Every image described by this model and prompt version (a distributed job skips them up front)."""
+        rows = self.con.execute("SELECT image_id FROM descriptions WHERE model = ? AND prompt_version = ?",
+                                [model, prompt_version]).fetchall()
+        return [r[0] for r in rows]
+
     def stats(self) -> dict[str, Any]:
         q = lambda sql: self.con.execute(sql).fetchall()[0][0]  # noqa: E731
         by_model = self.con.execute(

@@ -61,6 +61,16 @@ def describe_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON on stdout.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Only verify the engine: load it, describe generated "
                                                          "images, print engine, model, device and images/s.")] = False,
+    executor: Annotated[str, typer.Option(help="local (this process) | ray (a Ray Data job on a cluster of vLLM "
+                                               "workers; needs the ray extra of vfr).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:PORT (default: RAY_ADDRESS, "
+                                                            "else a local Ray instance).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray: vLLM engines, one actor each (default: the "
+                                                               "cluster's GPUs / --gpus-per-worker, else 1).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, help="Ray: GPUs per engine (default: "
+                                                                         "--tensor-parallel-size on GPU clusters, "
+                                                                         "else 0).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, help="Ray: CPUs reserved per engine actor.")] = 0.5,
 ) -> None:
     """Describe images with a vision LLM and store structured descriptions (resumable; skips done images).
 
@@ -74,6 +84,9 @@ def describe_cmd(
         fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     shard_t = _parse_shard(shard)
     redact = not no_redact
+    if executor != "local":   # every option goes by name to the Ray job's front end
+        from vfr.cmd_describe_ray import describe_ray
+        return describe_ray(**{k: v for k, v in locals().items() if k not in ("shard_t", "redact", "prompt_version")})
     files = None if check else _collect_inputs(paths or [])
     source = _resolve_model(model) if engine == "offline" else None
     if not check:

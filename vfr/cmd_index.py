@@ -26,6 +26,9 @@ def index_cmd(
     encoder: Annotated[str | None, typer.Option(help="sentence-transformers model folder or name for a first or "
                                                      "--full build (default: the packaged all-MiniLM-L6-v2). "
                                                      "An existing index keeps its own.")] = None,
+    encoder_backend: Annotated[str | None, typer.Option("--encoder-backend", help="Run the encoder on onnx "
+                                                        "(default), torch, onnx-int8 or openvino (docs/encoders.md); "
+                                                        "another backend than the index's rebuilds it.")] = None,
     faiss: Annotated[str | None, typer.Option(help="flat (exact) or hnsw (approximate: ~0.5 ms instead of ~18 ms "
                                                    "a query at 100k documents; see docs/benchmarks.md). "
                                                    "Changing it needs --full.")] = None,
@@ -54,7 +57,11 @@ def index_cmd(
         except ValueError as e:
             fail(str(e))
     try:
-        engine = Engine.open(db, index, encoder=encoder)
+        if encoder_backend is not None:
+            from vfr.retrieve.encoder import check_backend
+
+            check_backend(encoder_backend)
+        engine = Engine.open(db, index, encoder=encoder, encoder_backend=encoder_backend)
         with Progress(enabled=not quiet) as bar:
             report = engine.update_index(full=full, config=config, progress=bar.callback())
     except (EngineError, IndexError_, ValueError) as e:

@@ -57,6 +57,9 @@ def search_cmd(
     norm: Annotated[Norm | None, typer.Option(help="Hybrid score normalisation.")] = None,
     depth: Annotated[int | None, typer.Option(min=1, max=10_000,
                                               help="Candidates fetched from each side before fusing.")] = None,
+    encoder_backend: Annotated[str | None, typer.Option("--encoder-backend", help="Encode the query on another "
+                                                        "backend than the index's (onnx, torch, onnx-int8, "
+                                                        "openvino).")] = None,
     update: Annotated[bool, typer.Option("--update", help="First apply store changes the index lacks.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="First rebuild the index in full (works whatever "
                                                             "state the index is in).")] = False,
@@ -75,7 +78,11 @@ def search_cmd(
         fail("the query is empty: give some words to search for")
     try:
         fusion_cfg = fusion_config(fusion and fusion.value, weights, norm and norm.value, depth)
-        engine = Engine.open(db, index)
+        if encoder_backend is not None:
+            from vfr.retrieve.encoder import check_backend
+
+            check_backend(encoder_backend)
+        engine = Engine.open(db, index, encoder_backend=encoder_backend)
         if rebuild or update:
             engine.update_index(full=rebuild)
         _note_pending(engine)
@@ -88,7 +95,7 @@ def search_cmd(
                 if fmt in (Format.table, Format.json) else {}
             printer.print(results, docs)
         printer.close()
-    except (EngineError, QueryFileError) as e:
+    except (EngineError, QueryFileError, ValueError) as e:
         fail(str(e))
 
 

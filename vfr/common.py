@@ -22,7 +22,10 @@ IndexOption = Annotated[Path | None, typer.Option("--index", help="Index folder 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: how every user-facing error ends."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # The message is plain text: paths, package extras (`vfr[ray]`) and exception texts keep their brackets.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     sys.exit(code)
 
 

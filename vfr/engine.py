@@ -43,7 +43,7 @@ def _user_errors(fn: F) -> F:
     """Store, index, encoder and validation problems surface as one EngineError with their message."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vfr.retrieve._encoder_shim import EncoderError
+        from vfr.retrieve.encoder import EncoderError
         from vfr.retrieve.generations import IndexError_
         from vfr.retrieve.lucene import LuceneError
         from vfr.retrieve.maintain import MaintenanceError

@@ -96,7 +96,7 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
     if config.threads:
         torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
-    model = _load_model(resolve_encoder(config.base), config.device)
+    model = _load_model(resolve_encoder(config.base).location, config.device)
     saved_len = model.max_seq_length
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length

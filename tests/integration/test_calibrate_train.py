@@ -31,8 +31,8 @@ def test_training_lowers_loss_and_saves_a_loadable_model(slice_pairs, tmp_path):
     record = json.loads((out / "calibration.json").read_text())
     assert record["config"]["learning_rate"] == 1e-4 and record["train_groups"] == 8 and record["heldout_groups"] == 2
     model = load_encoder(str(out))
-    assert model.max_seq_length == load_encoder("default").max_seq_length  # training truncation not saved
-    a, b = (m.encode(["a dog lying on a couch"], normalize_embeddings=True) for m in (model, load_encoder("default")))
+    assert model.model.max_seq_length == load_encoder("default").model.max_seq_length  # training truncation not saved
+    a, b = (m.encode(["a dog lying on a couch"]) for m in (model, load_encoder("default")))
     assert a.shape == (1, 384) and float((a * b).sum()) < 0.99999
 
 
@@ -56,7 +56,7 @@ def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
     assert r.exit_code == 0, r.output
     record = json.loads((out / "calibration.json").read_text())
     assert record["hard_negatives"] == 12 and record["config"]["freeze_layers"] == 2
-    new, old = load_file(out / "model.safetensors"), load_file(Path(resolve_encoder("default")) / "model.safetensors")
+    new, old = load_file(out / "model.safetensors"), load_file(Path(resolve_encoder("default").location) / "model.safetensors")
     w = lambda d, part: next(v for k, v in d.items() if k.endswith(part))  # noqa: E731  (prefixes vary)
     low, top = "layer.0.attention.self.query.weight", "layer.5.attention.self.query.weight"
     assert (w(new, low) == w(old, low)).all()

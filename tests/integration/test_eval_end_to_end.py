@@ -47,13 +47,39 @@ def test_retrieval_and_compositional_end_to_end(small, tmp_path: Path) -> None:
 
 
 def test_query_embeddings_are_cached(small, tmp_path: Path) -> None:
+    from vfr.retrieve.query_cache import CachedEncoder
     from vfr.retrieve.writer import IndexConfig
 
     corpus = {i.image_id: next(iter(i.descriptions.values())) for i in small[:5]}
     index, info = cache.open_corpus_index(corpus, "all-MiniLM-L6-v2", IndexConfig(), tmp_path, progress=False)
     dense = index.dense()
-    first = dense.encode(["a dog on a beach", "two cats"])
-    again = dense.encode(["two cats", "a dog on a beach"])
-    assert (first[::-1] == again).all()
+    assert isinstance(dense.encoder, CachedEncoder)                       # visible: the searcher's encoder
+    first = dense.encoder.encode(["a dog on a beach", "two cats"])
+    again = dense.encoder.encode(["two cats", "a dog on a beach"])
+    assert (first[::-1] == again).all() and dense.encoder.stats["encoded"] == 2
     store = cache._shared_store(tmp_path / "embeddings.duckdb")
-    assert store.con.execute("SELECT count(*) FROM embeddings WHERE model LIKE '%#query'").fetchone()[0] == 2
+    assert store.con.execute("SELECT count(*) FROM embeddings WHERE model LIKE '%#query'").fetchall()[0][0] == 2
+
+
+def test_eval_rerun_encodes_no_query_twice(small, tmp_path: Path) -> None:
+    from vfr.retrieve.writer import IndexConfig
+
+    tasks = [tk.text_to_image("t2i", small, "longest"), tk.image_to_text("i2t", small[:10], "each")]
+    opened: list = []
+
+    def opener(corpus):
+        index, info = cache.open_corpus_index(corpus, "all-MiniLM-L6-v2", IndexConfig(), tmp_path / "cache",
+                                              progress=False)
+        opened.append(index.dense().encoder)
+        return index, info
+
+    config = runner.EvalConfig(retrievers=("dense", "hybrid"), progress=False, depth=10)
+    first = runner.run_tasks(tasks, config, opener)
+    texts = {t for task in tasks for t in task.queries.values()}
+    encoded = sum(e.stats["encoded"] for e in opened)
+    assert encoded == len(texts)                                        # each distinct text once, shared by dense + hybrid
+    opened.clear()
+    again = runner.run_tasks(tasks, config, opener)                      # a rerun: fresh encoders, same store
+    assert sum(e.stats["encoded"] for e in opened) == 0
+    assert sum(e.stats["store_hits"] for e in opened) > 0
+    assert [r.summary["metrics"] for r in again] == [r.summary["metrics"] for r in first]

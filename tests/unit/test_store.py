@@ -137,19 +137,6 @@ def test_reopened_store_serves_cache_after_single_row_reads(tmp_path):
         assert s.export_relation().fetchall()
 
 
-def test_encoder_id_changes_when_a_local_model_is_retrained(tmp_path):
-    import os
-
-    from vfr.retrieve.encoder import DEFAULT_ENCODER, encoder_id
-
-    assert encoder_id("default") == encoder_id("all-MiniLM-L6-v2") == DEFAULT_ENCODER
-    assert encoder_id("org/some-hub-model") == "org/some-hub-model"
-    (tmp_path / "model.safetensors").write_bytes(b"v1")
-    first = encoder_id(str(tmp_path))
-    os.utime(tmp_path / "model.safetensors", ns=(1, 10**18))
-    assert encoder_id(str(tmp_path)) != first and encoder_id(str(tmp_path)).startswith(str(tmp_path.resolve()))
-
-
 def _hold_lock(db, seconds: float):
     """Another process that opens `db` for writing, says so on stdout, and keeps it for `seconds`."""
     import subprocess
