@@ -183,17 +183,21 @@ def main() -> None:
     ap.add_argument("--retrievers", nargs="+", default=["hybrid", "bm25", "dense"])
     ap.add_argument("--keep", type=Path, help="keep the store and index here and reuse them next time")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--threads", type=int, default=16, help="the server's --threads (searches run at once)")
+    ap.add_argument("--no-batching", action="store_true", help="serve without query micro-batching")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="vfr-server-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     db, key = build(root, args.docs)
     rng = random.Random(7)
     queries = [synth_query(rng) for _ in range(2000)]
-    out: dict = {"docs": args.docs, "duration_s": args.duration, "library_p50_ms": {}, "runs": []}
+    out: dict = {"docs": args.docs, "duration_s": args.duration, "threads": args.threads,
+                 "batching": not args.no_batching, "library_p50_ms": {}, "runs": []}
     for r in args.retrievers:
         out["library_p50_ms"][r] = library_p50(db, queries, r)
         print(f"library {r}: p50 {out['library_p50_ms'][r]:.2f} ms")
-    server = ServerProcess(db, root / "server.log")
+    server = ServerProcess(db, root / "server.log", "--threads", str(args.threads),
+                           *(["--no-batching"] if args.no_batching else []))
     try:
         server.wait_ready()
         load(server.url, key, 4, min(10.0, args.duration), "hybrid", queries)  # warm-up, untimed
