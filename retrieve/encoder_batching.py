@@ -7,8 +7,9 @@ texts and wait; one worker thread takes every request that is waiting, encodes t
 each caller its rows. Under no concurrency a request is encoded at once (no wait), so a lone client pays
 only a thread hand-off; `max_wait_ms` > 0 additionally holds a batch open that long for later arrivals.
 
-Turn it on with `LiveIndex(..., query_batching=QueryBatching())` or `Engine.open(db, query_batching=True)`
-(the HTTP server does). It is only used for query encoding; index builds encode in large batches anyway.
+Turn it on with `Engine.open(db, query_batching=True)` (or a `QueryBatching`; the HTTP server does), or
+`LiveIndex(dir, wrap_encoder=lambda e: batching(e, QueryBatching()))`. It wraps only the query encoder;
+index builds encode in large batches anyway. It needs nothing of the encoder but `.encode(texts)`.
 """
 from __future__ import annotations
 
