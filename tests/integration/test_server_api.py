@@ -203,3 +203,12 @@ def test_without_keys_only_loopback_is_served(tmp_path, template_store):
         assert open_api.get("/metrics").status_code == 200
         assert open_api.get("/v1/search", params={"q": "dog"},
                             headers={"Authorization": "Bearer vfr_x_y"}).status_code == 401
+
+
+def test_bodies_without_a_length_are_read_up_to_the_limit(api, served_store):
+    auth = {**served_store.auth("all_admin"), "content-type": "application/json"}
+    ok = api.post("/v1/search", content=iter([b'{"q": "a dog ', b'chasing a cat", "k": 2}']), headers=auth)
+    assert ok.status_code == 200 and len(ok.json()["hits"]) == 2
+    big = api.post("/v1/search", content=iter([b'{"q": "x", "pad": "'] + [b"y" * (1 << 20)] * 9 + [b'"}']),
+                   headers=auth)
+    assert big.status_code == 413 and big.json()["error"] == "too_large"
