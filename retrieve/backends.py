@@ -28,6 +28,14 @@ def _terms(q: Query):
     return q.derived(TERMS, lucene.query_terms)
 
 
+def _by_segment(where: dict[str, tuple[int, int]]) -> dict[int, list[tuple[str, int]]]:
+    """{id: (segment, row)} → {segment: [(id, row)]}."""
+    by_seg: dict[int, list[tuple[str, int]]] = {}
+    for d, (i, r) in where.items():
+        by_seg.setdefault(i, []).append((d, r))
+    return by_seg
+
+
 class SparseBackend:
     """BM25 with exact live statistics; scores equal Lucene's on a fresh build of the scope's documents."""
 
@@ -51,12 +59,23 @@ class SparseBackend:
             terms = _terms(q)
             if not where or not terms:
                 return out
-            by_seg: dict[int, list[tuple[str, int]]] = {}
-            for d, (i, r) in where.items():
-                by_seg.setdefault(i, []).append((d, r))
-            scores = self._exact(snap, terms, scope, by_seg)
+            scores = self._exact(snap, terms, scope, _by_segment(where))
             out.update(scores)
             return out
+
+    def term_scores(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None
+                    ) -> dict[str, dict[str, float]]:
+        """Each visible id's BM25 score split by analysed query term (terms that add nothing left out)."""
+        q = as_query(query)
+        terms = _terms(q)
+        with self.handle.acquire() as snap:
+            by_seg = _by_segment(snap.locate(ids, scope))
+            if not by_seg or not terms:
+                return {d: {} for _, items in by_seg.items() for d, _ in items}
+            segs, parts = self._contributions(snap, terms, scope, by_seg)
+        names = list(terms)
+        return {d: {t: float(v) for t, v in zip(names, row) if v > 0}
+                for i, mat in zip(segs, parts) for (d, _), row in zip(by_seg[i], mat)}
 
     def score_batch(self, queries: Sequence[Query], ids: Sequence[Sequence[str]], scope: Scope | None = None
                     ) -> list[dict[str, float]]:
@@ -67,23 +86,26 @@ class SparseBackend:
                 row = dict.fromkeys(wanted, 0.0)
                 terms = _terms(as_query(q))
                 where = snap.locate(wanted, scope) if terms and wanted else {}
-                by_seg: dict[int, list[tuple[str, int]]] = {}
-                for d, (i, r) in where.items():
-                    by_seg.setdefault(i, []).append((d, r))
+                by_seg = _by_segment(where)
                 if by_seg:
                     row.update(self._exact(snap, terms, scope, by_seg))
                 out.append(row)
         return out
 
-    def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
-               ) -> dict[str, float]:
-        names = list(terms)
-        stats = term_stats(names, snap.forward, snap.stats(scope))
+    def _contributions(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+                       ) -> tuple[list[int], list[np.ndarray]]:
+        """Per segment in `by_seg`, each row's score split by query term (scope's live statistics)."""
+        stats = term_stats(list(terms), snap.forward, snap.stats(scope))
         segs = list(by_seg)
         rows = [np.fromiter((r for _, r in by_seg[i]), dtype=np.int64) for i in segs]
         scorer = Bm25Scorer(snap.manifest["config"]["k1"], snap.manifest["config"]["b"])
-        scores = scorer.score(terms, [snap.forward[i] for i in segs], stats, rows)
-        return {d: float(s) for i, sc in zip(segs, scores) for (d, _), s in zip(by_seg[i], sc)}
+        return segs, scorer.contributions(terms, [snap.forward[i] for i in segs], stats, rows)
+
+    def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+               ) -> dict[str, float]:
+        segs, parts = self._contributions(snap, terms, scope, by_seg)
+        return {d: float(s) for i, mat in zip(segs, parts)
+                for (d, _), s in zip(by_seg[i], mat.sum(axis=1, dtype=np.float32))}
 
     def _search(self, snap: Snapshot, q: Query, k: int, scope: Scope | None) -> list[Hit]:
         terms = _terms(q)
@@ -149,11 +171,12 @@ class DenseBackend:
         if scope is None:
             return [None] * len(snap.segments)
         key = (snap.generation, scope.key)
-        if key not in self._selectors:
+        found = self._selectors.get(key)
+        if found is None:  # concurrent searches may both build it: same result, no lock on the hot path
             if len(self._selectors) > 64:
                 self._selectors.clear()
-            self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
-        return self._selectors[key]
+            found = self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
+        return found
 
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
         allowed = self._allowed(snap, scope)

@@ -92,20 +92,29 @@ class LiteOnnxEncoder:
             raise LiteUnavailable(f"disagrees with sentence-transformers (cos {float(cos.min()):.6f})")
 
     def _encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        out = []
+        """Batches of similar length (as sentence-transformers does): less padding, same vectors."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        vecs = np.empty((len(texts), self.dimension if hasattr(self, "dimension") else 0), dtype=np.float32)
+        parts = []
         for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer.encode_batch(list(texts[start:start + batch_size]))
-            width = max(len(e.ids) for e in enc)
-            ids = np.zeros((len(enc), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            types = np.zeros_like(ids)
-            for i, e in enumerate(enc):
-                n = len(e.ids)
-                ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
-            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            hidden = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
-            out.append(_pool(hidden, mask, self.mode))
-        vecs = np.vstack(out).astype(np.float32)
+            parts.append(self._encode_batch([texts[i] for i in order[start:start + batch_size]]))
+        if parts:
+            vecs = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+            vecs[order] = np.vstack(parts)
+        return vecs
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in enc)
+        ids = np.zeros((len(enc), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for i, e in enumerate(enc):
+            n = len(e.ids)
+            ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        hidden = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+        vecs = _pool(hidden, mask, self.mode).astype(np.float32)
         return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -46,14 +46,18 @@ class IndexedStore:
     """A DuckDB store and the live index that follows it (by default next to it: photos.index/)."""
 
     def __init__(self, db: Path, index_dir: Path, encoder: str | None = None, encoder_backend: str | None = None,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None, query_batching=None) -> None:
+        import threading
+
         from vfr.store.store import lock_timeout_s
 
         # absolute: a long-lived process may change its working directory (and the JVM never follows)
         self.db, self.index_dir = Path(db).absolute(), Path(index_dir).absolute()
         self._encoder_name, self._encoder_backend = encoder, encoder_backend
         self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
+        self.query_batching = query_batching
         self._index = None
+        self._index_lock = threading.Lock()  # one LiveIndex per process view, whatever threads ask for it
 
     def store(self, read_only: bool = False, lock_timeout: float | None = None):
         """A short-lived store connection (waits up to `lock_timeout`, default the engine's, for another
@@ -68,11 +72,18 @@ class IndexedStore:
         from vfr.retrieve.generations import IndexError_, _missing_message
         from vfr.retrieve.index import LiveIndex, index_exists
 
-        if self._index is None:
-            if not index_exists(self.index_dir):
-                raise IndexError_(_missing_message(self.index_dir))
-            self._index = LiveIndex(self.index_dir, self._encoder_name, encoder_backend=self._encoder_backend)
-        return self._index
+        with self._index_lock:
+            if self._index is None:
+                if not index_exists(self.index_dir):
+                    raise IndexError_(_missing_message(self.index_dir))
+                wrap = None
+                if self.query_batching is not None:
+                    from vfr.retrieve.encoder_batching import batching
+
+                    wrap = lambda encoder: batching(encoder, self.query_batching)  # noqa: E731
+                self._index = LiveIndex(self.index_dir, self._encoder_name, wrap_encoder=wrap,
+                                        encoder_backend=self._encoder_backend)
+            return self._index
 
     def _writer(self, config=None, identity=None, progress: Progress | None = None, lock_timeout: float | None = None):
         from vfr.retrieve.writer import IndexWriter
@@ -81,17 +92,23 @@ class IndexedStore:
                            progress)
 
     def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        """Let go of the index (searches still running finish on what they hold; see IndexHandle.close)."""
+        with self._index_lock:
+            index, self._index = self._index, None
+        if index is not None:
+            index.close()
 
     def update_index(self, full: bool = False, config=None, progress: Progress | None = None) -> dict:
         """Apply the store's changes since the index's applied sequence (or rebuild everything with
         `full=True`, or when there is no usable index). Returns counts and the new generation."""
+        report: dict = {}
         try:
-            return update_index(self, full, config, progress)
+            report = update_index(self, full, config, progress)
+            return report
         finally:
-            self.close()  # a new encoder or settings take effect on the next search
+            if report.get("mode") != "update":
+                self.close()  # a new encoder or settings take effect on the next search
+            # an update keeps them: this process's readers move to the new generation on their next search
 
     def pending(self, lock_timeout: float | None = None) -> Pending:
         """Store changes the index lacks; `lock_timeout` bounds the wait for a busy store (default: the

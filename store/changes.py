@@ -125,6 +125,20 @@ class ChangeLogMixin:
             yield from rows
             last = rows[-1].id
 
+    def collections_of(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """The collection of each id the store has (an image row or a description); absent ids are left out."""
+        if not ids:
+            return {}
+        self.con.register("_ids", pa.table({"id": list(ids)}))
+        try:
+            rows = self.con.execute(
+                "SELECT w.id, any_value(i.collection) FROM _ids w LEFT JOIN images i ON i.id = w.id "
+                "LEFT JOIN descriptions d ON d.image_id = w.id WHERE i.id IS NOT NULL OR d.image_id IS NOT NULL "
+                "GROUP BY w.id").fetchall()
+        finally:
+            self.con.unregister("_ids")
+        return {r[0]: r[1] for r in rows}
+
     def ids_in_collection(self, collection: str) -> list[str]:
         return [r[0] for r in self.con.execute(
             "SELECT id FROM images WHERE collection = ? ORDER BY id", [collection]).fetchall()]

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from vfr.store.changes import NEWEST, ChangeLogMixin, DocumentRecord, records_sql  # noqa: F401  (DocumentRecord re-exported)
+from vfr.store.keys import KeyRow, KeysMixin  # noqa: F401  (KeyRow re-exported)
 from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -80,7 +81,7 @@ class StoredDocument:
     meta: dict | None
 
 
-class Store(ChangeLogMixin):
+class Store(ChangeLogMixin, KeysMixin):
     """Connect, migrate, read and write. Use as a context manager; write methods are transactional.
 
     Every write that can change an image's document also appends it to the change log (store/changes.py),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from vfr import cmd_calibrate, cmd_describe, cmd_eval, cmd_index, cmd_search, cmd_store
+from vfr import cmd_calibrate, cmd_describe, cmd_eval, cmd_index, cmd_keys, cmd_search, cmd_serve, cmd_store
 
 app = typer.Typer(
     name="vfr",
@@ -16,7 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (cmd_store, cmd_index, cmd_search, cmd_describe, cmd_eval, cmd_calibrate):
+for module in (cmd_store, cmd_index, cmd_search, cmd_serve, cmd_keys, cmd_describe, cmd_eval, cmd_calibrate):
     module.register(app)
 
 
