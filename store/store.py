@@ -242,14 +242,10 @@ class Store(ChangeLogMixin, KeysMixin):
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
         """Current description and metadata for each id that exists."""
-        self.con.register("_get", pa.table({"id": list(ids)}, schema=pa.schema([("id", pa.string())])))
-        try:
-            rows = self.con.execute(f"""
-                SELECT r.image_id, r.text, r.json, r.caption, r.model, r.prompt_version, r.collection, i.path, r.meta
-                FROM ({records_sql("JOIN _get g ON g.id = d.image_id")}) r LEFT JOIN images i ON i.id = r.image_id
-                """).fetchall()
-        finally:
-            self.con.unregister("_get")
+        rows = self.con.execute(f"""
+            SELECT r.image_id, r.text, r.json, r.caption, r.model, r.prompt_version, r.collection, i.path, r.meta
+            FROM ({records_sql("WHERE list_contains(?, d.image_id)")}) r LEFT JOIN images i ON i.id = r.image_id
+            """, [list(ids)]).fetchall()
         return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8])) for r in rows}
 
     def captions(self) -> list[tuple[str, str]]:

@@ -1,12 +1,12 @@
 """`vfr keys create|list|revoke`: API keys for `vfr serve` (vfr/keys.py)."""
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from vfr.common import DbOption, console, fail, out
+from vfr.store.textfiles import json_dumps
 
 keys_app = typer.Typer(help="API keys for `vfr serve`: each sees only its collections.", no_args_is_help=True)
 
@@ -55,7 +55,7 @@ def list_cmd(db: DbOption, as_json: Annotated[bool, typer.Option("--json", help=
               "created_at": r.created_at.isoformat(timespec="seconds") if r.created_at else None,
               "revoked_at": r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else None} for r in rows]
     if as_json:
-        out.print_json(json.dumps(items))
+        out.print_json(json_dumps(items))
         return
     if not items:
         console.print("no keys: the server is open on loopback only (`vfr keys create --collection NAME`)")
