@@ -140,7 +140,22 @@ def _spec_for_build(target: "IndexedStore", manifest: dict | None, full: bool):
         return resolve_encoder(target._encoder_name, target._encoder_backend)
     if manifest is not None:
         return check_encoder(EncoderSpec.from_manifest(manifest["encoder"]), target._encoder_name)
-    return resolve_encoder(target._encoder_name or "default", target._encoder_backend)
+    previous = _previous_encoder(target)  # a full rebuild keeps the index's encoder unless told otherwise
+    if previous is not None:
+        location = previous.location if Path(previous.location).exists() else previous.name
+        return resolve_encoder(location, target._encoder_backend or previous.backend)
+    return resolve_encoder("default", target._encoder_backend)
+
+
+def _previous_encoder(target: "IndexedStore"):
+    """The encoder the current index records, if its manifest can still be read."""
+    from vfr.retrieve import generations
+    from vfr.retrieve.encoder import EncoderSpec
+
+    try:
+        return EncoderSpec.from_manifest(generations.read_manifest(target.index_dir)["encoder"])
+    except Exception:  # noqa: BLE001 - no index, an older format or a damaged one: nothing to keep
+        return None
 
 
 def _embed(target: "IndexedStore", encoder, records: Sequence[Any], progress: "Progress | None") -> np.ndarray:
