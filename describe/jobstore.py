@@ -11,7 +11,6 @@ a killed process as `interrupted`: no job of that kind can be running without th
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -26,11 +25,12 @@ class JobLockError(StoreError):
 
 def job_lock_timeout() -> float:
     """How long a job waits for another process's database lock (env VFR_JOB_LOCK_TIMEOUT, seconds)."""
-    raw = os.environ.get("VFR_JOB_LOCK_TIMEOUT", str(DEFAULT_JOB_LOCK_TIMEOUT_S))
+    from vfr.store.env import EnvError, env_number
+
     try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise StoreError(f"VFR_JOB_LOCK_TIMEOUT must be a number of seconds, not {raw!r}") from None
+        return env_number("VFR_JOB_LOCK_TIMEOUT", DEFAULT_JOB_LOCK_TIMEOUT_S, minimum=0.0)
+    except EnvError as e:
+        raise StoreError(f"{e} (seconds a job waits for the database)") from None
 
 
 def open_for_job(path: Path, timeout: float, note: Callable[[str], None] = lambda msg: None) -> Store:

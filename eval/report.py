@@ -1,13 +1,13 @@
 """Write evaluation outputs: TREC run files, one JSON of every number, and Markdown tables."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from vfr.eval.metrics import LABELS, METRICS
 from vfr.retrieve.types import Run
+from vfr.store.textfiles import json_dumps
 
 # Published zero-shot text→image R@1 (%) on the full benchmark corpora (images, not descriptions).
 REFERENCES: dict[str, dict[str, float]] = {
@@ -50,7 +50,7 @@ def write_outputs(bench: str, results: list, out_dir: Path, provenance: Mapping[
             res.summary.setdefault("run_files", {})[retriever] = str(path.relative_to(out_dir))
     doc = {"benchmark": bench, "provenance": dict(provenance), "config": dict(config),
            "timings": dict(timings), "tasks": [r.summary for r in results]}
-    (out_dir / "metrics.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    (out_dir / "metrics.json").write_text(json_dumps(doc, indent=2, default=str), encoding="utf-8")
     (out_dir / "results.md").write_text(markdown(doc), encoding="utf-8")
     return doc
 

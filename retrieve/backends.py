@@ -49,6 +49,14 @@ def _parts(snap: Snapshot, terms: Counter) -> list[tuple[str | None, Counter]]:
     return out
 
 
+def _by_segment(where: dict[str, tuple[int, int]]) -> dict[int, list[tuple[str, int]]]:
+    """{id: (segment, row)} → {segment: [(id, row)]}."""
+    by_seg: dict[int, list[tuple[str, int]]] = {}
+    for d, (i, r) in where.items():
+        by_seg.setdefault(i, []).append((d, r))
+    return by_seg
+
+
 class SparseBackend:
     """BM25 with exact live statistics; scores equal Lucene's on a fresh build of the scope's documents."""
 
@@ -72,12 +80,23 @@ class SparseBackend:
             terms = _terms_for(snap, q)
             if not where or not terms:
                 return out
-            by_seg: dict[int, list[tuple[str, int]]] = {}
-            for d, (i, r) in where.items():
-                by_seg.setdefault(i, []).append((d, r))
-            scores = self._exact(snap, terms, scope, by_seg)
+            scores = self._exact(snap, terms, scope, _by_segment(where))
             out.update(scores)
             return out
+
+    def term_scores(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None
+                    ) -> dict[str, dict[str, float]]:
+        """Each visible id's BM25 score split by analysed query term (terms that add nothing left out)."""
+        q = as_query(query)
+        with self.handle.acquire() as snap:
+            terms = _terms_for(snap, q)
+            by_seg = _by_segment(snap.locate(ids, scope))
+            if not by_seg or not terms:
+                return {d: {} for _, items in by_seg.items() for d, _ in items}
+            segs, parts = self._contributions(snap, terms, scope, by_seg)
+        names = list(terms)
+        return {d: {t: float(v) for t, v in zip(names, row) if v > 0}
+                for i, mat in zip(segs, parts) for (d, _), row in zip(by_seg[i], mat)}
 
     def score_batch(self, queries: Sequence[Query], ids: Sequence[Sequence[str]], scope: Scope | None = None
                     ) -> list[dict[str, float]]:
@@ -88,28 +107,42 @@ class SparseBackend:
                 row = dict.fromkeys(wanted, 0.0)
                 terms = _terms_for(snap, as_query(q))
                 where = snap.locate(wanted, scope) if terms and wanted else {}
-                by_seg: dict[int, list[tuple[str, int]]] = {}
-                for d, (i, r) in where.items():
-                    by_seg.setdefault(i, []).append((d, r))
+                by_seg = _by_segment(where)
                 if by_seg:
                     row.update(self._exact(snap, terms, scope, by_seg))
                 out.append(row)
         return out
 
-    def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
-               ) -> dict[str, float]:
-        """BM25 of the whole text plus, with field-aware BM25, Σ w_f · BM25_f, each part with the live
-        statistics of its own field (what Lucene's boosted per-field clauses sum to)."""
+    def _part_matrices(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+                       ) -> tuple[list[int], list[list[np.ndarray]]]:
+        """Per scored part (the whole text, then each BM25 field with its weight), per segment in `by_seg`,
+        each row's score split by query term, with the live statistics of the part's own field."""
         names = list(terms)
         segs = list(by_seg)
         rows = [np.fromiter((r for _, r in by_seg[i]), dtype=np.int64) for i in segs]
         scorer = Bm25Scorer(snap.manifest["config"]["k1"], snap.manifest["config"]["b"])
-        total = [np.zeros(len(r), dtype=np.float32) for r in rows]
+        out = []
         for field, boosts in _parts(snap, terms):
             forward = snap.forward_of(field)
             stats = term_stats(names, forward, snap.stats(scope, field=field))
-            for acc, sc in zip(total, scorer.score(boosts, [forward[i] for i in segs], stats, rows)):
-                acc += sc
+            out.append(scorer.contributions(boosts, [forward[i] for i in segs], stats, rows))
+        return segs, out
+
+    def _contributions(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+                       ) -> tuple[list[int], list[np.ndarray]]:
+        """Per segment, each row's score split by query term (a term's share sums all its parts)."""
+        segs, parts = self._part_matrices(snap, terms, scope, by_seg)
+        return segs, [sum(mats[1:], mats[0]) for mats in zip(*parts)]
+
+    def _exact(self, snap: Snapshot, terms, scope: Scope | None, by_seg: dict[int, list[tuple[str, int]]]
+               ) -> dict[str, float]:
+        """BM25 of the whole text plus, with field-aware BM25, Σ w_f · BM25_f (what Lucene's boosted
+        per-field clauses sum to)."""
+        segs, parts = self._part_matrices(snap, terms, scope, by_seg)
+        total = [np.zeros(len(by_seg[i]), dtype=np.float32) for i in segs]
+        for mats in parts:
+            for acc, mat in zip(total, mats):
+                acc += mat.sum(axis=1, dtype=np.float32)
         return {d: float(s) for i, sc in zip(segs, total) for (d, _), s in zip(by_seg[i], sc)}
 
     def _search(self, snap: Snapshot, q: Query, k: int, scope: Scope | None) -> list[Hit]:
@@ -179,11 +212,12 @@ class DenseBackend:
         if scope is None:
             return [None] * len(snap.segments)
         key = (snap.generation, scope.key)
-        if key not in self._selectors:
+        found = self._selectors.get(key)
+        if found is None:  # concurrent searches may both build it: same result, no lock on the hot path
             if len(self._selectors) > 64:
                 self._selectors.clear()
-            self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
-        return self._selectors[key]
+            found = self._selectors[key] = [selector(np.flatnonzero(m)) for m in snap.masks(scope)]
+        return found
 
     def _allowed_parts(self, snap: Snapshot, scope: Scope | None) -> list:
         if scope is None:

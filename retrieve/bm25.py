@@ -152,7 +152,13 @@ class Bm25Scorer:
               rows: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Scores of `rows[i]` of `segments[i]` (float32) for analysed query terms (term → boost), where
         `stats` was computed for `list(terms)`."""
-        out = [np.zeros(len(r), dtype=np.float32) for r in rows]
+        return [c.sum(axis=1, dtype=np.float32) for c in self.contributions(terms, segments, stats, rows)]
+
+    def contributions(self, terms: Counter[str], segments: Sequence[ForwardSegment], stats: TermStats,
+                      rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per segment, a (rows × query terms) float32 matrix: each term's part of each row's score (what
+        "why it matched" shows; the score is the row sum)."""
+        out = [np.zeros((len(r), len(terms)), dtype=np.float32) for r in rows]
         if not terms or stats.doc_count == 0:
             return out
         names = list(terms)
@@ -168,7 +174,7 @@ class Bm25Scorer:
                                                     + self.b * seg.qlengths[r] / avgdl))).astype(np.float32)
             w = weight[present]
             per_term = w - w / (np.float32(1) + tf * norm_inv[:, None])
-            out[i] = np.where(tf > 0, per_term, np.float32(0)).sum(axis=1, dtype=np.float32)
+            out[i][:, present] = np.where(tf > 0, per_term, np.float32(0))
         return out
 
 

@@ -8,6 +8,7 @@ Files are FAISS's own format (`dense.faiss`); no pickle.
 """
 from __future__ import annotations
 
+import errno
 import functools
 from pathlib import Path
 from typing import Sequence
@@ -48,7 +49,11 @@ def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, 
         raise ValueError(f"unknown FAISS index kind {kind!r}: use flat or hnsw")
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-    faiss.write_index(index, str(folder / file))
+    try:
+        faiss.write_index(index, str(folder / file))
+    except RuntimeError as e:  # FAISS reports a failed write (a full disk…) this way
+        raise OSError(errno.EIO, f"FAISS could not write the index ({str(e).strip().splitlines()[-1][:200]})",
+                      str(folder / file)) from None
     return kind
 
 
@@ -61,7 +66,10 @@ class DenseSegment:
         path = folder / file
         if not path.is_file() or path.stat().st_size == 0:
             raise FileNotFoundError(f"{path} is missing or empty")
-        self.index = faiss.read_index(str(path))
+        try:
+            self.index = faiss.read_index(str(path))
+        except RuntimeError as e:  # FAISS reports a truncated or foreign file this way
+            raise ValueError(f"{path} is not a readable FAISS index ({str(e).strip().splitlines()[-1][:200]})") from None
         self.kind = kind
         self.ef_search = ef_search
         self.rows = int(self.index.ntotal)

@@ -12,6 +12,8 @@ local Hugging Face cache. Backends (retrieve/encoder_backends.py): torch, onnx, 
 """
 from __future__ import annotations
 
+import os
+
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,11 +202,53 @@ def load_encoder(spec: EncoderSpec | str = DEFAULT_ENCODER, backend: str | None 
             from vfr.retrieve.encoder_backends import load_model
 
             try:
-                _loaded[key] = Encoder(spec, load_model(spec.location, spec.fingerprint, spec.backend))
+                lite = _lite(spec)
+                if lite is not None:
+                    _loaded[key] = lite
+                    return lite
+                encoder = Encoder(spec, load_model(spec.location, spec.fingerprint, spec.backend))
+                _write_lite_reference(encoder)
+                _loaded[key] = encoder
             except (OSError, RuntimeError, ValueError) as e:  # unreadable files, a failed export, no such backend
                 raise EncoderError(f"cannot load encoder {spec.name!r} ({spec.backend}) from {spec.location}: "
                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         return _loaded[key]
+
+
+def _lite_files(spec: EncoderSpec) -> tuple[Path, Path] | None:
+    """The ONNX file and the reference vectors the torch-free path needs, for the onnx backends."""
+    if spec.backend not in ("onnx", "onnx-int8") or os.environ.get("VFR_LITE_ENCODER", "1") == "0":
+        return None
+    from vfr.retrieve.encoder_backends import INT8_FILE, ONNX_FILE, export_folder
+
+    folder = export_folder(Path(spec.location), spec.fingerprint)
+    int8 = spec.backend == "onnx-int8"
+    return folder / (INT8_FILE if int8 else ONNX_FILE), folder / ("reference-int8.json" if int8 else "reference.json")
+
+
+def _lite(spec: EncoderSpec):
+    """The torch-free encoder (retrieve/encoder_lite.py) when its export and reference exist and agree."""
+    files = _lite_files(spec)
+    if files is None or not files[0].is_file():
+        return None
+    from vfr.retrieve.encoder_lite import LiteOnnxEncoder, LiteUnavailable
+
+    try:
+        return LiteOnnxEncoder(spec, files[0], files[1])
+    except LiteUnavailable:
+        return None
+
+
+def _write_lite_reference(encoder: "Encoder") -> None:
+    """After the sentence-transformers path loaded an onnx model: record what it computes for probe texts."""
+    files = _lite_files(encoder.spec)
+    if files is None or files[1].exists() or not files[0].is_file():
+        return
+    from vfr.retrieve.encoder_backends import PROBE
+    from vfr.retrieve.encoder_lite import write_reference
+
+    texts = [*PROBE, "A small white dog in a yellow raincoat walks on a wet pavement.", "ß ü é 中文 😀"]
+    write_reference(files[1].parent, texts, encoder.encode(texts))
 
 
 def clear_loaded() -> None:

@@ -17,6 +17,9 @@ from vfr.retrieve.types import Run
 Norm = Literal["minmax", "zscore"]
 
 
+MAX_WEIGHT = 1e6  # larger weights add nothing (only their ratio matters) and could overflow a fused score
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """How the hybrid combines sparse and dense. Defaults chosen on COCO val (docs/fusion.md)."""
@@ -32,8 +35,10 @@ class FusionConfig:
             raise ValueError(f"unknown fusion {self.method!r}: use convex or rrf")
         if self.norm not in ("minmax", "zscore"):
             raise ValueError(f"unknown normalisation {self.norm!r}: use minmax or zscore")
-        if len(self.weights) != 2 or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-            raise ValueError("weights must be two non-negative numbers (sparse, dense) with a positive sum")
+        if len(self.weights) != 2 or not all(math.isfinite(w) and 0 <= w <= MAX_WEIGHT for w in self.weights) \
+                or sum(self.weights) <= 0:
+            raise ValueError(f"weights must be two finite numbers from 0 to {MAX_WEIGHT:g} (sparse, dense) with a "
+                             "positive sum")
         if self.depth < 1 or self.rrf_k < 0:
             raise ValueError("depth must be >= 1 and rrf_k >= 0")
 

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 FORMAT = 3  # 3: live index (segments, generations); 2: one build folder with a forward index; 1: the first
 
 
@@ -48,13 +50,22 @@ def _atomic_write(path: Path, data: str) -> None:
     _fsync_dir(path.parent)
 
 
+REBUILD = "run `vfr index --full` to rebuild it"
+
+
 def read_head(index_dir: Path) -> int | None:
+    """The current generation, or None when there is no index at `index_dir` yet."""
     try:
         text = (index_dir / "HEAD").read_text().strip()
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise IndexError_(f"{index_dir} is a file, not an index folder: move it away or give another --index") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise IndexError_(f"{index_dir / 'HEAD'} cannot be read ({e}); {REBUILD}") from None
     if not text.isdigit():
-        raise IndexError_(f"{index_dir / 'HEAD'} is damaged ({text[:40]!r}); run `vfr index --full` to rebuild")
+        raise IndexError_(f"the index at {index_dir} is damaged: HEAD holds {text[:40]!r}, not a generation number; "
+                          f"{REBUILD}")
     return int(text)
 
 
@@ -62,8 +73,32 @@ def manifest_path(index_dir: Path, generation: int) -> Path:
     return index_dir / "manifests" / f"{generation:08d}.json"
 
 
+class _Segment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    rows: int
+    lucene_commit: str
+    dense: str
+    tombstones: str | None = None
+    deleted: int = 0
+
+
+class _Manifest(BaseModel):
+    """What every reader and writer relies on in a manifest (a damaged one is refused, not half-used)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int
+    generation: int
+    applied_seq: int
+    config: dict
+    encoder: dict
+    segments: list[_Segment]
+
+
 def read_manifest(index_dir: Path, generation: int | None = None) -> dict:
-    """The manifest of `generation` (default: the current one)."""
+    """The manifest of `generation` (default: the current one). A generation given explicitly whose manifest
+    is gone raises FileNotFoundError (a writer collected it: the caller retries with the new HEAD)."""
+    explicit = generation is not None
     if generation is None:
         generation = read_head(index_dir)
         if generation is None:
@@ -72,15 +107,30 @@ def read_manifest(index_dir: Path, generation: int | None = None) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexError_(f"{path} is damaged ({e}); run `vfr index --full` to rebuild the index") from None
+        if explicit or read_head(index_dir) != generation:
+            raise
+        raise _manifest_missing(index_dir, generation) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise IndexError_(f"the index at {index_dir} is damaged: {path} cannot be read ({e}); {REBUILD}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexError_(f"{path} is not a vfr index manifest of format {FORMAT}; run `vfr index --full`")
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise IndexError_(f"the index at {index_dir} is damaged: {path.name}: {field}: {err['msg']}; {REBUILD}") from None
     return manifest
 
 
+def _manifest_missing(index_dir: Path, generation: int) -> IndexError_:
+    return IndexError_(f"the index at {index_dir} is damaged: HEAD names generation {generation} but "
+                       f"{manifest_path(index_dir, generation).name} is missing; {REBUILD}")
+
+
 def _missing_message(index_dir: Path) -> str:
+    if index_dir.exists() and not index_dir.is_dir():
+        return f"{index_dir} is a file, not an index folder: move it away or give another --index"
     if (index_dir / "current").exists() or (index_dir / "builds").exists():
         return (f"the index at {index_dir} was built by an older vfr (a rebuild-only format); "
                 "run `vfr index --full` to build a live index")
@@ -126,6 +176,8 @@ def lease(index_dir: Path) -> tuple[Lease, dict]:
             return held, read_manifest(index_dir, generation)
         except FileNotFoundError:  # collected between reading HEAD and taking the lease: take the new one
             held.release()
+            if read_head(index_dir) == generation:  # no writer moved on: the current manifest is missing
+                raise _manifest_missing(index_dir, generation) from None
         except BaseException:
             held.release()
             raise
@@ -135,6 +187,8 @@ def lease(index_dir: Path) -> tuple[Lease, dict]:
 @contextmanager
 def writer_lock(index_dir: Path, timeout: float) -> Iterator[None]:
     """The single-writer lock; waits up to `timeout` seconds for another writer to finish."""
+    if index_dir.exists() and not index_dir.is_dir():
+        raise IndexError_(f"{index_dir} is a file, not an index folder: move it away or give another --index")
     index_dir.mkdir(parents=True, exist_ok=True)
     with open(index_dir / "LOCK", "w") as fh:
         deadline, delay = time.monotonic() + timeout, 0.02
@@ -195,7 +249,10 @@ def collect_garbage(index_dir: Path) -> dict[str, int]:
             (index_dir / "leases" / str(generation)).unlink(missing_ok=True)
             removed["manifests"] += 1
         else:  # HEAD, or a generation some reader still uses
-            kept.append(json.loads(path.read_text()))
+            try:
+                kept.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # damaged: it protects nothing (a reader of it fails anyway)
+                continue
     segments_dir = index_dir / "segments"
     wanted: dict[str, tuple[set[str], set[str]]] = {}
     for m in kept:
@@ -214,8 +271,10 @@ def collect_garbage(index_dir: Path) -> dict[str, int]:
             if f.name not in tombs:
                 f.unlink()
                 removed["files"] += 1
+        if not (folder / "lucene").is_dir():  # damaged: readers and writers report it; nothing to collect
+            continue
         if sum(1 for n in os.listdir(folder / "lucene") if n.startswith("segments_")) > len(commits):
             removed["files"] += lucene.collect_garbage(folder / "lucene", commits)
-    for stray in index_dir.glob(".*.tmp"):
+    for stray in [*index_dir.glob(".*.tmp"), *index_dir.glob("manifests/.*.tmp")]:  # a dead writer's half-files
         stray.unlink(missing_ok=True)
     return removed

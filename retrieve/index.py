@@ -107,7 +107,8 @@ class LiveIndex:
 
 
 def index_exists(index_dir: Path) -> bool:
-    return generations.read_head(Path(index_dir)) is not None
+    """Whether an index was built at `index_dir` (its HEAD exists; reading it may still find it damaged)."""
+    return (Path(index_dir) / "HEAD").is_file()
 
 
 def open_index(index_dir: Path) -> LiveIndex:

@@ -15,9 +15,10 @@ import functools
 import os
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +31,29 @@ _NO_COLLECTION = ""
 
 
 class LuceneError(RuntimeError):
-    """A Lucene segment is missing or damaged (message says what to do)."""
+    """A Lucene segment is missing or damaged, or cannot be written (message says what to do)."""
+
+
+def _java_message(e: Exception) -> str:
+    name = (getattr(e, "classname", None) or "").rsplit(".", 1)[-1]
+    text = (getattr(e, "innermessage", None) or str(e)).strip().splitlines()
+    return f"{name}: {text[0][:300]}" if name and text else (text[0][:300] if text else type(e).__name__)
+
+
+@contextmanager
+def _java_errors(path: Path, writing: bool = False) -> Iterator[None]:
+    """Java exceptions from Lucene become one LuceneError that says what the user can do."""
+    ensure_jvm()  # importing jnius starts the JVM: it must start with our class path and options
+    from jnius import JavaException
+
+    try:
+        yield
+    except JavaException as e:
+        if writing:
+            raise LuceneError(f"cannot write the Lucene index in {path} ({_java_message(e)}); nothing was published: "
+                              "fix the cause (e.g. free disk space) and run the command again") from None
+        raise LuceneError(f"the Lucene index in {path} is damaged or unreadable ({_java_message(e)}); "
+                          "run `vfr index --full` to rebuild the index") from None
 
 
 @functools.cache
@@ -85,12 +108,18 @@ def _cast(name: str, obj):
 
 
 # -- analysis -------------------------------------------------------------------------------------
+_ANALYSE_LOCK = threading.Lock()
+
+
 def analyse(texts: Sequence[str]) -> list[list[str]]:
-    """The analyser's tokens of each text, with one JNI round trip for the whole batch when possible."""
+    """The analyser's tokens of each text, with one JNI round trip for the whole batch when possible.
+    Calls are serialised: concurrent calls of AnalyzerUtils.analyze through pyjnius intermittently fail with
+    a NullPointerException (measured: a few in 10,000 from 8 threads; none with the lock, at the same speed)."""
     utils, an = J().AnalyzerUtils, analyzer()
 
     def tokens(text: str) -> list[str]:
-        joined = utils.analyze(an, clean_text(text)).toString()[1:-1]  # "[a, b]": tokens have no spaces
+        with _ANALYSE_LOCK:
+            joined = utils.analyze(an, clean_text(text)).toString()[1:-1]  # "[a, b]": tokens have no spaces
         return joined.split(", ") if joined else []
 
     if not texts:
@@ -148,6 +177,11 @@ def _latest_commit_name(directory) -> str:
 def write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
     """A new Lucene index at `path` of (id, collection, text[, {field: text}]) in order (fields: the BM25
     fields of retrieve/fields.py, each its own Lucene field); returns its commit's name."""
+    with _java_errors(path, writing=True):
+        return _write_segment(path, docs, generation)
+
+
+def _write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
     j = J()
     directory = _directory(path)
     ids: list[str] = []
@@ -179,6 +213,12 @@ def merge_segments(path: Path, sources: Sequence[tuple[Path, str]], expected_ids
                    generation: int) -> str:
     """A new Lucene index at `path` holding the live documents of `sources` ((dir, commit) pairs), in
     order; `expected_ids` is that order (checked). Returns the commit name."""
+    with _java_errors(path, writing=True):
+        return _merge_segments(path, sources, expected_ids, generation)
+
+
+def _merge_segments(path: Path, sources: Sequence[tuple[Path, str]], expected_ids: Sequence[str],
+                    generation: int) -> str:
     j = J()
     opened = [open_reader(p, c) for p, c in sources]
     directory = _directory(path)
@@ -222,6 +262,13 @@ def _add_indexes(writer, codecs: list) -> None:
 def delete_documents(path: Path, base_commit: str, ids: Iterable[str], generation: int) -> str:
     """Delete `ids` (by id term) in the segment at `path`, starting from `base_commit` (a crashed writer
     may have left a later, unpublished commit); returns the new commit's name."""
+    if not path.is_dir():
+        raise LuceneError(f"Lucene segment {path} is missing: the index is damaged; run `vfr index --full`")
+    with _java_errors(path, writing=True):
+        return _delete_documents(path, base_commit, ids, generation)
+
+
+def _delete_documents(path: Path, base_commit: str, ids: Iterable[str], generation: int) -> str:
     j = J()
     directory = _directory(path)
     try:
@@ -238,7 +285,8 @@ def delete_documents(path: Path, base_commit: str, ids: Iterable[str], generatio
 
 
 def _find_commit(directory, name: str, path: Path):
-    commits = J().DR.listCommits(directory)
+    with _java_errors(path):
+        commits = J().DR.listCommits(directory)
     for i in range(commits.size()):
         if commits.get(i).getSegmentsFileName() == name:
             return _cast("org.apache.lucene.index.IndexCommit", commits.get(i))
@@ -290,7 +338,8 @@ class OpenSegmentReader:
         self.path, self.commit = path, commit
         self.directory = _directory(path)
         try:
-            self.reader = J().DR.open(_find_commit(self.directory, commit, path))
+            with _java_errors(path):
+                self.reader = J().DR.open(_find_commit(self.directory, commit, path))
         except Exception:
             self.directory.close()
             raise
@@ -352,7 +401,8 @@ class MultiSearcher:
     def top(self, query, n: int) -> tuple[list[int], list[float]]:
         """Lucene's top `n` (doc numbers, scores), counting hits only up to n so block-max WAND prunes."""
         collector = J().Collector.create(int(n), int(n))
-        self._searcher.search(query, _cast("org.apache.lucene.search.Collector", collector))
+        with _java_errors(Path("(this generation's segments)")):  # a file damaged after the reader opened
+            self._searcher.search(query, _cast("org.apache.lucene.search.Collector", collector))
         docs, scores = [], []
         for h in collector.topDocs().scoreDocs:
             docs.append(h.doc)
@@ -370,6 +420,9 @@ class JvmPool:
 
     def __init__(self, size: int = 4) -> None:
         import queue
+
+        ensure_jvm()
+        import jnius  # noqa: F401  (starts the JVM here with our class path, before a pool thread imports it)
 
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._loop, name=f"vfr-lucene-{i}", daemon=True)
@@ -409,7 +462,13 @@ class JvmPool:
 def pool() -> JvmPool:
     import atexit
 
-    p = JvmPool(int(os.environ.get("VFR_LUCENE_THREADS", "4")))
+    from vfr.store.env import EnvError, env_number
+
+    try:
+        size = int(env_number("VFR_LUCENE_THREADS", 4, minimum=1, maximum=256, integer=True))
+    except EnvError as e:
+        raise LuceneError(f"{e} (threads for Lucene searches)") from None
+    p = JvmPool(size)
     atexit.register(p.close)
     return p
 

@@ -46,56 +46,79 @@ class IndexedStore:
     """A DuckDB store and the live index that follows it (by default next to it: photos.index/)."""
 
     def __init__(self, db: Path, index_dir: Path, encoder: str | None = None, encoder_backend: str | None = None,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None, query_batching=None) -> None:
+        import threading
+
         from vfr.store.store import lock_timeout_s
 
         # absolute: a long-lived process may change its working directory (and the JVM never follows)
         self.db, self.index_dir = Path(db).absolute(), Path(index_dir).absolute()
         self._encoder_name, self._encoder_backend = encoder, encoder_backend
         self.lock_timeout = lock_timeout_s() if lock_timeout is None else lock_timeout
+        self.query_batching = query_batching
         self._index = None
+        self._index_lock = threading.Lock()  # one LiveIndex per process view, whatever threads ask for it
 
-    def store(self, read_only: bool = False):
-        """A short-lived store connection (waits up to `lock_timeout` for another process's lock)."""
+    def store(self, read_only: bool = False, lock_timeout: float | None = None):
+        """A short-lived store connection (waits up to `lock_timeout`, default the engine's, for another
+        process's lock)."""
         from vfr.store.store import Store
 
-        return Store(self.db, read_only=read_only, lock_timeout=self.lock_timeout)
+        return Store(self.db, read_only=read_only,
+                     lock_timeout=self.lock_timeout if lock_timeout is None else lock_timeout)
 
     @property
     def index(self):
         from vfr.retrieve.generations import IndexError_, _missing_message
         from vfr.retrieve.index import LiveIndex, index_exists
 
-        if self._index is None:
-            if not index_exists(self.index_dir):
-                raise IndexError_(_missing_message(self.index_dir))
-            self._index = LiveIndex(self.index_dir, self._encoder_name, encoder_backend=self._encoder_backend)
-        return self._index
+        with self._index_lock:
+            if self._index is None:
+                if not index_exists(self.index_dir):
+                    raise IndexError_(_missing_message(self.index_dir))
+                wrap = None
+                if self.query_batching is not None:
+                    from vfr.retrieve.encoder_batching import batching
 
-    def _writer(self, config=None, identity=None, progress: Progress | None = None):
+                    wrap = lambda encoder: batching(encoder, self.query_batching)  # noqa: E731
+                self._index = LiveIndex(self.index_dir, self._encoder_name, wrap_encoder=wrap,
+                                        encoder_backend=self._encoder_backend)
+            return self._index
+
+    def _writer(self, config=None, identity=None, progress: Progress | None = None, lock_timeout: float | None = None):
         from vfr.retrieve.writer import IndexWriter
 
-        return IndexWriter(self.index_dir, config, identity, self.lock_timeout, progress)
+        return IndexWriter(self.index_dir, config, identity, self.lock_timeout if lock_timeout is None else lock_timeout,
+                           progress)
 
     def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        """Let go of the index (searches still running finish on what they hold; see IndexHandle.close)."""
+        with self._index_lock:
+            index, self._index = self._index, None
+        if index is not None:
+            index.close()
 
     def update_index(self, full: bool = False, config=None, progress: Progress | None = None) -> dict:
         """Apply the store's changes since the index's applied sequence (or rebuild everything with
         `full=True`, or when there is no usable index). Returns counts and the new generation."""
+        report: dict = {}
         try:
-            return update_index(self, full, config, progress)
+            report = update_index(self, full, config, progress)
+            return report
         finally:
-            self.close()  # a new encoder or settings take effect on the next search
+            if report.get("mode") != "update":
+                self.close()  # a new encoder or settings take effect on the next search
+            # an update keeps them: this process's readers move to the new generation on their next search
 
-    def pending(self) -> Pending:
-        return pending(self)
+    def pending(self, lock_timeout: float | None = None) -> Pending:
+        """Store changes the index lacks; `lock_timeout` bounds the wait for a busy store (default: the
+        engine's)."""
+        return pending(self, lock_timeout)
 
-    def apply_deletions(self) -> int:
-        """Bring deletions the index missed (a deleting process died half-way) into the index at once."""
-        return apply_deletions(self)
+    def apply_deletions(self, lock_timeout: float | None = None) -> int:
+        """Bring deletions the index missed (a deleting process died half-way) into the index at once;
+        `lock_timeout` bounds the waits for the store and the index writer (default: the engine's)."""
+        return apply_deletions(self, lock_timeout)
 
     def compact(self, store: bool = True, progress: Progress | None = None) -> dict:
         """Rewrite index segments without deleted rows and (with `store`) the database file without
@@ -117,7 +140,22 @@ def _spec_for_build(target: "IndexedStore", manifest: dict | None, full: bool):
         return resolve_encoder(target._encoder_name, target._encoder_backend)
     if manifest is not None:
         return check_encoder(EncoderSpec.from_manifest(manifest["encoder"]), target._encoder_name)
-    return resolve_encoder(target._encoder_name or "default", target._encoder_backend)
+    previous = _previous_encoder(target)  # a full rebuild keeps the index's encoder unless told otherwise
+    if previous is not None:
+        location = previous.location if Path(previous.location).exists() else previous.name
+        return resolve_encoder(location, target._encoder_backend or previous.backend)
+    return resolve_encoder("default", target._encoder_backend)
+
+
+def _previous_encoder(target: "IndexedStore"):
+    """The encoder the current index records, if its manifest can still be read."""
+    from vfr.retrieve import generations
+    from vfr.retrieve.encoder import EncoderSpec
+
+    try:
+        return EncoderSpec.from_manifest(generations.read_manifest(target.index_dir)["encoder"])
+    except Exception:  # noqa: BLE001 - no index, an older format or a damaged one: nothing to keep
+        return None
 
 
 def _embed(target: "IndexedStore", encoder, records: Sequence[Any], progress: "Progress | None") -> np.ndarray:
@@ -275,12 +313,12 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, set
             "deleted": len(deleted), "generation": generation, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def pending(target: "IndexedStore") -> "Pending":
+def pending(target: "IndexedStore", lock_timeout: float | None = None) -> "Pending":
     """What the store has that the index has not applied (reads the store; no index lock)."""
     from vfr.retrieve import generations
 
     manifest = generations.read_manifest(target.index_dir)
-    with target.store(read_only=True) as store:
+    with target.store(read_only=True, lock_timeout=lock_timeout) as store:
         if manifest.get("store_uid") != store.uid():
             return Pending(full_rebuild_needed=True)
         changes = store.changes_since(manifest.get("applied_seq", 0))
@@ -339,13 +377,13 @@ def stats(target: "IndexedStore") -> dict:
 
 
 
-def apply_deletions(target: "IndexedStore") -> int:
+def apply_deletions(target: "IndexedStore", lock_timeout: float | None = None) -> int:
     """Remove from the index documents the store no longer has (a delete whose process died before it
-    reached the index); cheap: no encoder. Returns how many. Skips if another writer is busy."""
+    reached the index); cheap: no encoder. Returns how many."""
     from vfr.retrieve import generations
 
     manifest = generations.read_manifest(target.index_dir)
-    with target.store(read_only=True) as store:
+    with target.store(read_only=True, lock_timeout=lock_timeout) as store:
         if manifest.get("store_uid") != store.uid():
             return 0
         changes = store.changes_since(manifest.get("applied_seq", 0))
@@ -353,7 +391,7 @@ def apply_deletions(target: "IndexedStore") -> int:
     with target.index.handle.acquire() as snap:
         gone = [i for i in snap.locate([c for c in changes.ids if c not in present])]
     if gone:
-        with target._writer() as w:
+        with target._writer(lock_timeout=lock_timeout) as w:
             w.delete(gone)
             w.commit(operation="delete")
     return len(gone)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,7 +146,15 @@ def write_tombstones(folder: Path, generation: int, rows: np.ndarray) -> str:
 def read_tombstones(folder: Path, name: str | None) -> np.ndarray:
     if name is None:
         return np.zeros(0, dtype=np.int64)
-    return np.load(folder / name, allow_pickle=False)
+    try:
+        rows = np.load(folder / name, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise SegmentError(f"index segment {folder} is damaged: {name} cannot be read ({e}); "
+                           "run `vfr index --full` to rebuild the index") from None
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise SegmentError(f"index segment {folder} is damaged: {name} is not a list of rows; "
+                           "run `vfr index --full` to rebuild the index")
+    return rows.astype(np.int64, copy=False)
 
 
 class LoadedSegment:
@@ -165,13 +174,18 @@ class LoadedSegment:
                 if (folder / multivector.OFFSETS).is_file() else None  # multi-vector dense
             self._offsets = np.load(folder / OFFSETS, allow_pickle=False)
             self._docs = os.open(folder / DOCS, os.O_RDONLY)  # kept open: survives the folder's removal
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise SegmentError(f"index segment {folder} is damaged or missing ({e}); "
                                "run `vfr index --full` to rebuild the index") from None
         if not (len(self.ids) == self.forward.rows == self.dense.rows == len(self._offsets) - 1 == info.rows) or \
                 any(f.rows != info.rows for f in self.fields.values()) or \
                 (self.parts is not None and self.parts.rows != info.rows):
+            os.close(self._docs)
             raise SegmentError(f"index segment {folder} has parts of different lengths; run `vfr index --full`")
+        if os.fstat(self._docs).st_size != int(self._offsets[-1]):
+            os.close(self._docs)
+            raise SegmentError(f"index segment {folder} is damaged: {DOCS} is not the length its offsets say; "
+                               "run `vfr index --full` to rebuild the index")
         self.id_array = np.asarray(self.ids, dtype=object)
         self.collection_array = np.asarray(["" if c is None else c for c in self.collections], dtype=object)
 
@@ -184,7 +198,11 @@ class LoadedSegment:
 
     def payload(self, row: int) -> dict:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        return json.loads(os.pread(self._docs, end - start, start))
+        try:
+            return json.loads(os.pread(self._docs, end - start, start))
+        except ValueError as e:  # overwritten in place (the length check at load cannot see that)
+            raise SegmentError(f"index segment {self.folder} is damaged: row {row} of {DOCS} is not JSON ({e}); "
+                               "run `vfr index --full` to rebuild the index") from None
 
     def close(self) -> None:
         os.close(self._docs)

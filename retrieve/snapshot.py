@@ -238,12 +238,11 @@ class IndexHandle:
         self._parts.keep_only([i for s in self._snapshots for i in s.infos])
 
     def close(self) -> None:
+        """Release every generation this handle holds. A snapshot a search is still using is released when
+        that search ends (so closing under concurrent searches never pulls files from under them)."""
         with self._lock:
             for s in self._snapshots:
                 s.retired = True
-            self._snapshots, snaps = [], self._snapshots
-            for s in snaps:
-                s.lucene.close()
-                s.lease.release()
-            self._parts.keep_only([])
             self._current = None
+            self._head_stat = None
+            self._reap()

@@ -19,8 +19,8 @@ import numpy as np
 
 from vfr.retrieve import generations, lucene
 from vfr.store.faults import point
-from vfr.retrieve.segments import LoadedSegment, SegmentInfo, merge_segments, read_tombstones, write_segment, \
-    write_tombstones
+from vfr.retrieve.segments import LoadedSegment, SegmentError, SegmentInfo, merge_segments, read_tombstones, \
+    write_segment, write_tombstones
 from vfr.retrieve.types import IndexDoc
 
 ANALYSE_BATCH = 2000
@@ -146,7 +146,12 @@ class IndexWriter:
 
     def _segment_ids(self, info: SegmentInfo) -> list[str]:
         if info.name not in self._ids:
-            self._ids[info.name] = json.loads((self.dir / "segments" / info.name / "rows.json").read_text())["ids"]
+            path = self.dir / "segments" / info.name / "rows.json"
+            try:
+                self._ids[info.name] = json.loads(path.read_text())["ids"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise SegmentError(f"index segment {path.parent} is damaged or missing ({e}); "
+                                   "run `vfr index --full` to rebuild the index") from None
         return self._ids[info.name]
 
     def _segment(self, info: SegmentInfo) -> LoadedSegment:

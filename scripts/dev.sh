@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:-demo}
-# The tests need the Ray extra (the Ray describe tests); the quick start does not.
-if [ "$cmd" = test ]; then VFR_EXTRAS=ray bash scripts/setup.sh; else bash scripts/setup.sh; fi
+# The tests need the Ray extra (the Ray describe tests) and a browser for the page tests (setup.sh test
+# checks for Debian's chromium and installs it with apt-get when missing); the quick start needs neither.
+if [ "$cmd" = test ]; then VFR_EXTRAS=ray bash scripts/setup.sh test; else bash scripts/setup.sh; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 shift || true
 case "$cmd" in

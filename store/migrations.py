@@ -86,3 +86,21 @@ INSERT INTO changes (image_id) SELECT DISTINCT image_id FROM descriptions ORDER 
 CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO store_meta VALUES ('uid', CAST(uuid() AS TEXT)), ('changes_pruned_upto', '0');
 """))
+
+# -- HTTP service (issue 10) ---------------------------------------------------------------------------
+# API keys for `vfr serve`. Only a salted scrypt hash of each key's secret is kept; `id` is the key's public
+# part (it appears in the key itself and in `vfr keys list`). `collections` is a JSON list of the
+# collections the key may see (["*"]: all). A revoked key keeps its row (revoked_at) for the audit trail.
+MIGRATIONS.append((4, "serve: api keys", """
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    salt         BLOB NOT NULL,
+    hash         BLOB NOT NULL,
+    kdf          TEXT NOT NULL,           -- JSON: {"name": "scrypt", "n", "r", "p"}
+    collections  TEXT NOT NULL,           -- JSON list of collection names, or ["*"]
+    role         TEXT NOT NULL,           -- read | write | admin
+    name         TEXT,
+    created_at   TIMESTAMP DEFAULT current_timestamp,
+    revoked_at   TIMESTAMP
+);
+"""))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,14 +13,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vfr.store.changes import ChangeLogMixin, DocumentRecord  # noqa: F401  (DocumentRecord re-exported)
+from vfr.store.changes import NEWEST, ChangeLogMixin, DocumentRecord, records_sql  # noqa: F401  (DocumentRecord re-exported)
+from vfr.store.jobs import JobsMixin
+from vfr.store.keys import KeyRow, KeysMixin  # noqa: F401  (KeyRow re-exported)
 from vfr.store.migrations import MIGRATIONS
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-# The document of an image is its most recent description (any model / prompt version).
-_DOCUMENTS = """
-SELECT image_id AS id, arg_max(text, created_at) AS text, arg_max(text_hash, created_at) AS text_hash
+# The document of an image is its most recent description (any model / prompt version); NEWEST breaks
+# ties (the key is unique per image, so every column comes from the same description).
+_DOCUMENTS = f"""
+SELECT image_id AS id, arg_max(text_hash, {NEWEST.replace("d.", "")}) AS text_hash
 FROM descriptions GROUP BY image_id
 """
 
@@ -54,6 +56,7 @@ class DescriptionRow:
     json: str | None = None
     caption: str | None = None
     meta: str | None = None
+    created_at: datetime | None = None  # None: now (an export re-imports with its own timestamps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class StoredDocument:
     meta: dict | None
 
 
-class Store(ChangeLogMixin):
+class Store(ChangeLogMixin, KeysMixin, JobsMixin):
     """Connect, migrate, read and write. Use as a context manager; write methods are transactional.
 
     Every write that can change an image's document also appends it to the change log (store/changes.py),
@@ -133,14 +136,20 @@ class Store(ChangeLogMixin):
 
     # -- writes --------------------------------------------------------------------------------
     def upsert(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
-               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
-        """Write images, descriptions and captions in one transaction (same keys → replaced)."""
+               captions: Iterable[tuple[str, str]] = (), caption_source: str = "import",
+               replace_captions: Iterable[str] = ()) -> None:
+        """Write images, descriptions and captions in one transaction (same keys → replaced; the captions of
+        the images in `replace_captions` are replaced by those given, the others are added to)."""
         with self.transaction():
-            self.upsert_in_transaction(images, descriptions, captions, caption_source)
+            self.upsert_in_transaction(images, descriptions, captions, caption_source, replace_captions)
 
     def upsert_in_transaction(self, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
-                              captions: Iterable[tuple[str, str]] = (), caption_source: str = "import") -> None:
+                              captions: Iterable[tuple[str, str]] = (), caption_source: str = "import",
+                              replace_captions: Iterable[str] = ()) -> None:
         """Like `upsert` but inside a transaction the caller holds (so a batch and its job counts commit together)."""
+        from vfr.store.faults import point
+
+        point("store:upsert-begun")
         old_hashes = self._text_hashes([d.image_id for d in descriptions])
         if images:
             tbl = pa.Table.from_pylist([_asdict(r) for r in images], schema=_IMAGE_SCHEMA)
@@ -154,23 +163,37 @@ class Store(ChangeLogMixin):
                   width = coalesce(excluded.width, images.width),
                   height = coalesce(excluded.height, images.height)""")
             self.con.unregister("_img")
+            point("store:images-written")
         if descriptions:
-            rows = [{**_asdict(d), "text_hash": text_hash(d.text)} for d in descriptions]
+            # Without a timestamp a description is "now"; several of one image in one call keep their order
+            # (a microsecond apart), so the last one given is the image's document.
+            order: dict[str, int] = {}
+            rows = []
+            for d in descriptions:
+                rank = order[d.image_id] = order.get(d.image_id, -1) + 1
+                rows.append({**_asdict(d), "text_hash": text_hash(d.text), "rank": rank})
             tbl = pa.Table.from_pylist(rows, schema=_DESC_SCHEMA)
             self.con.register("_desc", tbl)
             self.con.execute("""
                 INSERT OR REPLACE INTO descriptions
-                  (image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash)
-                SELECT image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash
+                  (image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash, created_at)
+                SELECT image_id, model, prompt_version, renderer_version, json, text, caption, meta, text_hash,
+                       coalesce(created_at, CAST(current_timestamp AS TIMESTAMP) + to_microseconds(rank))
                 FROM _desc""")
             self.con.unregister("_desc")
+            point("store:descriptions-written")
+        replace = sorted(set(replace_captions))
+        if replace:
+            self.con.execute("DELETE FROM captions WHERE list_contains(?, image_id)", [replace])
         caps = [{"image_id": i, "text": t, "source": caption_source} for i, t in captions]
         if caps:
             self.con.register("_cap", pa.Table.from_pylist(caps))
             self.con.execute("INSERT OR IGNORE INTO captions SELECT DISTINCT image_id, text, source FROM _cap")
             self.con.unregister("_cap")
+            point("store:captions-written")
         self.log_changes([r.id for r in images] + [d.image_id for d in descriptions])
         self._purge_orphan_embeddings(old_hashes)
+        point("store:changes-logged")
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Erase images: descriptions, captions, error rows, and cached embeddings of text no other
@@ -220,15 +243,11 @@ class Store(ChangeLogMixin):
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredDocument]:
         """Current description and metadata for each id that exists."""
-        rows = self.con.execute("""
-            SELECT d.image_id, arg_max(d.text, d.created_at), arg_max(d.json, d.created_at),
-                   arg_max(d.caption, d.created_at), arg_max(d.model, d.created_at),
-                   arg_max(d.prompt_version, d.created_at), any_value(i.collection), any_value(i.path),
-                   arg_max(d.meta, d.created_at)
-            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
-            WHERE list_contains(?, d.image_id) GROUP BY d.image_id""", [list(ids)]).fetchall()
-        return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8]))
-                for r in rows}
+        rows = self.con.execute(f"""
+            SELECT r.image_id, r.text, r.json, r.caption, r.model, r.prompt_version, r.collection, i.path, r.meta
+            FROM ({records_sql("WHERE list_contains(?, d.image_id)")}) r LEFT JOIN images i ON i.id = r.image_id
+            """, [list(ids)]).fetchall()
+        return {r[0]: StoredDocument(r[0], r[1], _loads(r[2]), r[3], r[4], r[5], r[6], r[7], _loads(r[8])) for r in rows}
 
     def captions(self) -> list[tuple[str, str]]:
         """(image id, caption) for every described image; the calibration pair source."""
@@ -268,13 +287,17 @@ class Store(ChangeLogMixin):
         }
 
     def export_relation(self) -> duckdb.DuckDBPyRelation:
-        """One row per description with image metadata; `vfr export` writes it as Parquet or JSONL."""
+        """One row per description with image metadata and the image's captions; `vfr export` writes it as
+        Parquet or JSONL, and `vfr import` of that file rebuilds the same images, descriptions (with their
+        timestamps, so each image keeps its current document) and captions."""
         # A cursor of its own: DuckDB 2 refuses relation work on a connection with an unfinished result.
         return self.con.cursor().sql("""
             SELECT d.image_id AS id, d.text, d.json,
                    (SELECT list(c.text ORDER BY c.text) FROM captions c WHERE c.image_id = d.image_id) AS caption,
-                   i.collection, d.meta, d.model, d.prompt_version, d.renderer_version, i.path, i.size, d.created_at
-            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id, d.model""")
+                   d.caption AS description_caption, i.collection, d.meta, d.model, d.prompt_version,
+                   d.renderer_version, i.path, i.size, i.width, i.height, d.created_at
+            FROM descriptions d LEFT JOIN images i ON i.id = d.image_id
+            ORDER BY d.image_id, d.created_at, d.model, d.prompt_version""")
 
     # -- embedding cache -----------------------------------------------------------------------
     def cached_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -295,91 +318,16 @@ class Store(ChangeLogMixin):
             self.con.execute("INSERT OR IGNORE INTO embeddings SELECT text_hash, model, dim, vector FROM _e")
             self.con.unregister("_e")
 
-    # -- jobs ----------------------------------------------------------------------------------
-    def start_job(self, kind: str, params: dict[str, Any]) -> int:
-        return int(self.con.execute("INSERT INTO jobs (kind, status, params) VALUES (?, 'running', ?) RETURNING id",
-                                    [kind, json.dumps(params)]).fetchall()[0][0])
-
-    def update_job(self, job_id: int, counts: dict[str, Any], status: str | None = None,
-                   ended: bool = False) -> None:
-        self.con.execute(
-            "UPDATE jobs SET counts = ?, status = coalesce(?, status), "
-            "ended_at = CASE WHEN ? THEN current_timestamp ELSE ended_at END WHERE id = ?",
-            [json.dumps(counts), status, ended, job_id])
-
-    def record_errors(self, job_id: int, errors: Iterable[tuple[str | None, str | None, str, str | None]]) -> None:
-        """(image id, path, reason, detail) rows for files that could not be described."""
-        rows = list(errors)
-        if rows:
-            self.con.executemany("INSERT INTO job_errors (job_id, image_id, path, reason, detail) VALUES (?, ?, ?, ?, ?)",
-                                 [[job_id, *r] for r in rows])
-
-    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.con.execute("SELECT id, kind, status, params, counts, started_at, ended_at FROM jobs "
-                                "ORDER BY id DESC LIMIT ?", [limit]).fetchall()
-        return [{"id": r[0], "kind": r[1], "status": r[2], "params": _loads(r[3]), "counts": _loads(r[4]),
-                 "started_at": _iso(r[5]), "ended_at": _iso(r[6])} for r in rows]
-
-    # -- describe (issue 3) --------------------------------------------------------------------
-    def already_described(self, model: str, prompt_version: str, image_ids: Sequence[str]) -> set[str]:
-        """Like `described_keys`, but on a cursor of its own so a reader thread may call it during writes."""
-        if not image_ids:
-            return set()
-        cur = self.con.cursor()
-        try:
-            cur.register("_ids", pa.table({"id": list(image_ids)}))
-            rows = cur.execute("SELECT d.image_id FROM descriptions d JOIN _ids ON d.image_id = _ids.id "
-                               "WHERE d.model = ? AND d.prompt_version = ?", [model, prompt_version]).fetchall()
-        finally:
-            cur.close()
-        return {r[0] for r in rows}
-
-    def interrupt_stale_jobs(self, kind: str) -> int:
-        """Mark `running` jobs of this kind as interrupted. Only for a caller that knows none can be running
-        (a describe or ingest job holds its job lock, `describe.job.JobLock`, while it runs)."""
-        n = self.con.execute("UPDATE jobs SET status = 'interrupted' WHERE kind = ? AND status = 'running' "
-                             "RETURNING id", [kind]).fetchall()
-        return len(n)
-
-    def write_describe_batch(self, job_id: int, images: Sequence[ImageRow], descriptions: Sequence[DescriptionRow],
-                             errors: Sequence[tuple[str | None, str | None, str, str | None]],
-                             counts: dict[str, Any]) -> None:
-        """A batch's descriptions, its error rows and the job's running counts, in one transaction:
-        after a crash the database holds whole batches only, and the job row agrees with them."""
-        with self.transaction():
-            self.upsert_in_transaction(images, descriptions)
-            self.record_errors(job_id, errors)
-            self.update_job(job_id, counts)
-
-    def job_errors(self, job_id: int) -> list[dict[str, Any]]:
-        rows = self.con.execute("SELECT image_id, path, reason, detail FROM job_errors WHERE job_id = ? "
-                                "ORDER BY created_at, path", [job_id]).fetchall()
-        return [{"image_id": r[0], "path": r[1], "reason": r[2], "detail": r[3]} for r in rows]
-
-    def ingested_shard_digests(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT name, sha256 FROM ingested_shards").fetchall())
-
-    def ingest_shard(self, name: str, digest: str, images: Sequence[ImageRow],
-                     descriptions: Sequence[DescriptionRow],
-                     errors: Sequence[tuple[str | None, str | None, str, str | None]], job_id: int,
-                     counts: dict[str, Any] | None = None) -> None:
-        """One shard in one transaction, remembered by name and digest so ingesting again is a no-op;
-        with `counts`, the job row's running counts commit with it (they agree with the rows after a crash)."""
-        with self.transaction():
-            self.upsert_in_transaction(images, descriptions)
-            self.record_errors(job_id, errors)
-            if counts is not None:
-                self.update_job(job_id, counts)
-            self.con.execute("INSERT OR REPLACE INTO ingested_shards (name, sha256, rows, errors) VALUES (?, ?, ?, ?)",
-                             [name, digest, len(descriptions), len(errors)])
-
 
 def lock_timeout_s() -> float:
-    """How long to wait for another process's DuckDB lock (env VFR_LOCK_TIMEOUT, seconds; default 10)."""
+    """How long to wait for another process's DuckDB lock (env VFR_LOCK_TIMEOUT, seconds; default 10;
+    `inf` waits as long as it takes)."""
+    from vfr.store.env import EnvError, env_number
+
     try:
-        return max(0.0, float(os.environ.get("VFR_LOCK_TIMEOUT", "10")))
-    except ValueError:
-        raise StoreError("VFR_LOCK_TIMEOUT must be a number of seconds") from None
+        return env_number("VFR_LOCK_TIMEOUT", 10.0, minimum=0.0)
+    except EnvError as e:
+        raise StoreError(f"{e} (seconds to wait for another process's lock)") from None
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
@@ -415,7 +363,8 @@ class _Transaction:
 _IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("collection", pa.string()),
                           ("size", pa.int64()), ("width", pa.int32()), ("height", pa.int32())])
 _DESC_SCHEMA = pa.schema([(n, pa.string()) for n in (
-    "image_id", "text", "model", "prompt_version", "renderer_version", "json", "caption", "meta", "text_hash")])
+    "image_id", "text", "model", "prompt_version", "renderer_version", "json", "caption", "meta")]
+    + [("created_at", pa.timestamp("us")), ("text_hash", pa.string()), ("rank", pa.int64())])
 
 
 def _asdict(row: Any) -> dict[str, Any]:
@@ -424,7 +373,3 @@ def _asdict(row: Any) -> dict[str, Any]:
 
 def _loads(s: str | None) -> Any:
     return json.loads(s) if s else None
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat(timespec="seconds") if t else None

@@ -1,13 +1,16 @@
 """The one reader of line-oriented text files (JSONL records, query files, id lists): UTF-8 with or without
-a byte-order mark, plain or gzip-compressed (`.gz`), with errors that name the file and line.
+a byte-order mark, plain or gzip-compressed (`.gz`), with errors that name the file and line; and the one
+JSON writer for what vfr prints or saves (standard JSON: never NaN or Infinity).
 
-It lives in the lowest layer so the store's importer and the CLI share it."""
+It lives in the lowest layer so the store's importer, evaluation and the CLI share it."""
 from __future__ import annotations
 
 import gzip
 import io
+import json
+import math
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class TextFileError(ValueError):
@@ -42,3 +45,24 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def read_lines(path: Path) -> list[str]:
     return [line for _, line in iter_lines(path)]
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """Standard JSON text (non-finite numbers become null, so any JSON parser reads it)."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def reject_constant(name: str) -> Any:
+    """`json.loads(..., parse_constant=reject_constant)`: Python accepts NaN and Infinity, JSON does not."""
+    raise ValueError(f"{name} is not a JSON number")

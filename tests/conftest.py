@@ -25,3 +25,4 @@ def shared_data() -> Path:
 
 
 from tests.live_helpers import template_store  # noqa: E402,F401  (session fixture for live-index tests)
+from tests.server_helpers import api, served_store  # noqa: E402,F401  (session fixtures for the HTTP service)

@@ -1,6 +1,7 @@
 """A process that runs one write operation, for the fault-injection tests (they kill it at a named point).
 
-Usage: python -m tests.fault_worker DB OP   with OP one of update | delete | compact | full | merge"""
+Usage: python -m tests.fault_worker DB OP [IMAGES]   with OP one of update | delete | compact | full | merge |
+describe (a describe job over the IMAGES folder with a fake engine: no vLLM, real store writes)"""
 from __future__ import annotations
 
 import sys
@@ -12,6 +13,9 @@ def main() -> None:
     from vfr.store.store import DescriptionRow, ImageRow, Store
 
     db, op = Path(sys.argv[1]), sys.argv[2]
+    if op == "describe":
+        describe(db, Path(sys.argv[3]))
+        return
     eng = Engine.open(db)
     if op == "update":  # five new documents (sample texts: their vectors are cached) and two deletions
         with Store(db) as s:
@@ -36,6 +40,22 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown op {op}")
     print("done")
+
+
+def describe(db: Path, images: Path) -> dict:
+    """Batches of 4 images, each written in one transaction with its job counts (describe/job.py)."""
+    from tests.describe_helpers import FakeEngine
+    from vfr.describe import job
+    from vfr.describe.describer import ValidatingDescriber
+    from vfr.describe.job import JobConfig, StoreSink
+    from vfr.describe.prompt import prompt_version
+    from vfr.describe.reader import ReaderLimits
+
+    cfg = JobConfig(model="fake-vlm", prompt_version=prompt_version(True), batch_size=4, collection="photos",
+                    limits=ReaderLimits(max_pixels=224 * 224), read_workers=1, prefetch=1)
+    counts = job.run([images], ValidatingDescriber(FakeEngine()), StoreSink(db), cfg)
+    print(f"done {counts['described']} described, {counts['skipped']} skipped")
+    return counts
 
 
 if __name__ == "__main__":

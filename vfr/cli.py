@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from vfr import cmd_calibrate, cmd_describe, cmd_eval, cmd_index, cmd_models, cmd_search, cmd_store, cmd_tune
+from vfr import (cmd_calibrate, cmd_describe, cmd_eval, cmd_index, cmd_keys, cmd_models, cmd_search, cmd_serve,
+                 cmd_store, cmd_tune)
 
 app = typer.Typer(
     name="vfr",
@@ -16,7 +17,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (cmd_store, cmd_index, cmd_search, cmd_describe, cmd_eval, cmd_calibrate, cmd_tune, cmd_models):
+for module in (cmd_store, cmd_index, cmd_search, cmd_serve, cmd_keys, cmd_describe, cmd_eval, cmd_calibrate, cmd_tune,
+               cmd_models):
     module.register(app)
 
 

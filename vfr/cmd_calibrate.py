@@ -27,28 +27,28 @@ def calibrate_cmd(
     source: Annotated[Optional[list[str]], typer.Option("--source", help="COCO joins: only descriptions whose "
                                                         "key starts with this (repeatable), e.g. opera/.")] = None,
     loss: Annotated[str, typer.Option(help="mnrl | mnrl-sym | cached-mnrl | cached-mnrl-sym")] = "mnrl",
-    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch; the others in a batch are the negatives.")] = 32,
-    mini_batch_size: Annotated[int, typer.Option(help="Cached losses: GPU memory knob.")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warm-up and decay).")] = 2e-5,
-    warmup: Annotated[float, typer.Option(help="Warm-up fraction of the steps.")] = 0.1,
-    scale: Annotated[float, typer.Option(help="Inverse temperature of the contrastive softmax.")] = 20.0,
-    freeze_layers: Annotated[int, typer.Option(help="Freeze embeddings + this many lowest layers.")] = 0,
-    max_seq_length: Annotated[Optional[int], typer.Option(help="Truncate texts while training "
+    epochs: Annotated[float, typer.Option(min=0.001, max=10_000.0, help="Passes over the training pairs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=2, max=1_000_000, help="Pairs per batch; the others in a batch are the negatives.")] = 32,
+    mini_batch_size: Annotated[int, typer.Option(min=1, help="Cached losses: GPU memory knob.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", min=1e-12, max=1.0, help="Peak learning rate (linear warm-up and decay).")] = 2e-5,
+    warmup: Annotated[float, typer.Option(min=0.0, max=1.0, help="Warm-up fraction of the steps.")] = 0.1,
+    scale: Annotated[float, typer.Option(min=0.001, max=10_000.0, help="Inverse temperature of the contrastive softmax.")] = 20.0,
+    freeze_layers: Annotated[int, typer.Option(min=0, help="Freeze embeddings + this many lowest layers.")] = 0,
+    max_seq_length: Annotated[Optional[int], typer.Option(min=1, help="Truncate texts while training "
                                                           "(faster on CPU); the saved model keeps its own.")] = None,
     hard_negatives: Annotated[bool, typer.Option(help="Mine one BM25 hard negative per pair "
                                                  "(another image's description ranked high).")] = False,
-    hn_depth: Annotated[int, typer.Option(help="Draw the negative from this many top other-image hits.")] = 10,
-    hn_skip: Annotated[int, typer.Option(help="Skip this many top other-image hits (likely false negatives).")] = 0,
-    heldout: Annotated[float, typer.Option(help="Fraction of images (never pairs) held out for "
+    hn_depth: Annotated[int, typer.Option(min=1, help="Draw the negative from this many top other-image hits.")] = 10,
+    hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
+    heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
                                            "evaluation and early stopping; 0 = none.")] = 0.1,
-    early_stopping: Annotated[int, typer.Option(help="Stop after this many evaluations without "
+    early_stopping: Annotated[int, typer.Option(min=0, help="Stop after this many evaluations without "
                                                 "improvement (0 = off).")] = 2,
-    eval_steps: Annotated[Optional[int], typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, sampling and initialisation.")] = 0,
+    eval_steps: Annotated[Optional[int], typer.Option(min=1, help="Evaluate every N steps (default: each epoch).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the split, sampling and initialisation.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if present).")] = None,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (GPU).")] = "fp32",
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice). "
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice). "
                                                    "Use 1 on cores shared with other busy processes.")] = None,
     gather: Annotated[bool, typer.Option("--gather-across-devices", help="Multi-GPU: use every device's "
                                          "batch as negatives.")] = False,

@@ -1,7 +1,6 @@
 """`vfr describe`, `vfr ingest`, `vfr jobs` and `vfr dev tiny-vlm`: images → structured descriptions."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vfr.common import DbOption, console, fail, out, stdout_for_results
+from vfr.store.textfiles import json_dumps
 
 ENGINES = ("offline", "server")
 
@@ -34,7 +34,7 @@ def describe_cmd(
                                                       "Qwen/Qwen2.5-VL-3B-Instruct]")] = None,
     engine: Annotated[str, typer.Option(help="offline (vLLM in this process) | server (OpenAI-compatible URL).")] = "offline",
     server_url: Annotated[str, typer.Option(help="Base URL of the OpenAI-compatible API.")] = "http://127.0.0.1:8000/v1",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call and per database transaction.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Images per engine call and per database transaction.")] = 32,
     collection: Annotated[Optional[str], typer.Option(help="Collection name stored with each image.")] = None,
     no_paths: Annotated[bool, typer.Option("--no-paths", help="Store only content hashes, never file paths.")] = False,
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep e-mails, phone numbers, URLs, plates and long "
@@ -43,17 +43,17 @@ def describe_cmd(
                                                              "(load them with `vfr ingest`).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="K/N: this worker takes its 1/N share of the files.")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="Name stored with descriptions (default: --model).")] = None,
-    max_tokens: Annotated[int, typer.Option(min=16, help="Output token budget per image.")] = 1024,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Pixel budget images are downscaled to "
+    max_tokens: Annotated[int, typer.Option(min=16, max=1_000_000, help="Output token budget per image.")] = 1024,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Pixel budget images are downscaled to "
                                                            "(default: the model's, else 1003520).")] = None,
     dtype: Annotated[str, typer.Option(help="Offline: weights dtype (auto, bfloat16, float16, float32).")] = "auto",
-    max_model_len: Annotated[int, typer.Option(help="Offline: context length.")] = 8192,
+    max_model_len: Annotated[int, typer.Option(min=1, help="Offline: context length.")] = 8192,
     tensor_parallel_size: Annotated[int, typer.Option(min=1, help="Offline: GPUs per model replica.")] = 1,
     data_parallel_size: Annotated[int, typer.Option(min=1, help="Offline: model replicas (vLLM data parallel).")] = 1,
-    gpu_memory_utilization: Annotated[float, typer.Option(help="Offline: fraction of GPU memory vLLM may use.")] = 0.9,
+    gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0, help="Offline: fraction of GPU memory vLLM may use.")] = 0.9,
     concurrency: Annotated[int, typer.Option(min=1, help="Server: requests in flight.")] = 8,
-    timeout: Annotated[float, typer.Option(help="Server: seconds per request.")] = 120.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed (decoding is greedy; the retry samples).")] = 0,
+    timeout: Annotated[float, typer.Option(min=0.001, max=86_400.0, help="Server: seconds per request.")] = 120.0,
+    seed: Annotated[int, typer.Option(min=0, help="Sampling seed (decoding is greedy; the retry samples).")] = 0,
     read_workers: Annotated[int, typer.Option(min=1, help="Threads hashing and decoding images.")] = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     log_batches: Annotated[bool, typer.Option("--log-batches", help="One line per committed batch on stderr "
@@ -67,10 +67,10 @@ def describe_cmd(
                                                             "else a local Ray instance).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray: vLLM engines, one actor each (default: the "
                                                                "cluster's GPUs / --gpus-per-worker, else 1).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, help="Ray: GPUs per engine (default: "
+    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0, max=1024, help="Ray: GPUs per engine (default: "
                                                                          "--tensor-parallel-size on GPU clusters, "
                                                                          "else 0).")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(min=0, help="Ray: CPUs reserved per engine actor.")] = 0.5,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, max=4096, help="Ray: CPUs reserved per engine actor.")] = 0.5,
 ) -> None:
     """Describe images with a vision LLM and store structured descriptions (resumable; skips done images).
 
@@ -115,7 +115,7 @@ def describe_cmd(
                           log_batches)
         _summary(counts)
         if as_json:
-            results.print_json(json.dumps(counts))
+            results.print_json(json_dumps(counts))
     if counts["files"] and not counts["described"] and not counts["skipped"] and counts["failed"]:
         fail(f"nothing was described: all {sum(counts['failed'].values())} files that were tried failed "
              f"(reasons above; `vfr jobs --db {db}` keeps the counts)")
@@ -192,7 +192,7 @@ def _run_check(eng: Any, model: str, batch: int, load_s: float, source: str | No
 
     report = {**check.run(eng, model, batch, load_s), "source": source}
     if as_json:
-        results.print_json(json.dumps(report))
+        results.print_json(json_dumps(report))
     else:
         for line in check.lines(report):
             results.print(line, highlight=False, markup=False)
@@ -351,7 +351,7 @@ def jobs_cmd(db: DbOption, limit: Annotated[int, typer.Option(min=1, help="How m
     except StoreError as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps(jobs))
+        out.print_json(json_dumps(jobs))
         return
     table = Table("id", "kind", "status", "started", "ended", "described", "skipped", "failed", "images/s")
     for j in jobs:
@@ -366,7 +366,7 @@ def jobs_cmd(db: DbOption, limit: Annotated[int, typer.Option(min=1, help="How m
 
 def tiny_vlm_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    seed: Annotated[int, typer.Option(help="Weights and tokenizer are a pure function of the seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Weights and tokenizer are a pure function of the seed.")] = 0,
     check: Annotated[bool, typer.Option("--check", help="Then load it in vLLM and describe one image.")] = False,
 ) -> None:
     """Build a tiny random-weight Qwen2.5-VL (offline, < 2 MB) for tests and install checks."""

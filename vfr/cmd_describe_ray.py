@@ -1,12 +1,12 @@
 """`vfr describe --executor ray`: options, progress line and summary around `describe.ray_job`."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 from vfr.common import console, fail, stdout_for_results
+from vfr.store.textfiles import json_dumps
 
 
 def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], engine: str, batch_size: int,
@@ -59,7 +59,7 @@ def describe_ray(paths: Optional[list[str]], db: Path, model: Optional[str], eng
             fail(str(e))
         _summary(counts, shards_dir)
         if as_json:
-            results.print_json(json.dumps(counts))
+            results.print_json(json_dumps(counts))
     if counts["files"] and not counts["described"] and not counts["skipped"] and counts["failed"]:
         fail(f"nothing was described: all {sum(counts['failed'].values())} files that were tried failed "
              f"(`vfr jobs --db {db}` keeps the counts)")

@@ -34,13 +34,13 @@ def eval_cmd(
                                                      "default ../shared/data from the repository).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where evaluation stores and indexes "
                                                       "are cached (default ~/.cache/vfr/eval).")] = None,
-    depth: Annotated[int, typer.Option("--depth", min=10, help="Results kept per query (run files, curves).")] = 20,
+    depth: Annotated[int, typer.Option("--depth", min=10, max=10_000, help="Results kept per query (run files, curves).")] = 20,
     faiss: Annotated[str, typer.Option("--faiss", help="flat | hnsw")] = "flat",
     bm25_fields: Annotated[str, typer.Option("--bm25-fields", help="Field-aware BM25: FIELD=WEIGHT,... added to "
                                              "the plain BM25 (docs/fusion.md); none = plain.")] = "none",
     parts: Annotated[str, typer.Option("--parts", help="Multi-vector dense: 'sentences' also indexes each "
                                        "sentence (score mixes whole-text and best-sentence cosine); '' = off.")] = "",
-    parts_weight: Annotated[float, typer.Option("--parts-weight", help="Weight of the best sentence (0-1].")] = 0.5,
+    parts_weight: Annotated[float, typer.Option("--parts-weight", min=0.0, max=1.0, help="Weight of the best sentence (0-1].")] = 0.5,
     fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: auto (tuned for this encoder by `vfr "
                                         "tune` / `vfr calibrate` if stored, else the built-in default) or fixed "
                                         "(the built-in default).")] = "auto",

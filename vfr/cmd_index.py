@@ -1,13 +1,13 @@
 """`vfr index`, `vfr delete`, `vfr compact`: keep the live index in step with the store."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.store.textfiles import json_dumps
 
 HNSW_HINT_DOCS = 50_000
 
@@ -32,15 +32,15 @@ def index_cmd(
     faiss: Annotated[str | None, typer.Option(help="flat (exact) or hnsw (approximate: ~0.5 ms instead of ~18 ms "
                                                    "a query at 100k documents; see docs/benchmarks.md). "
                                                    "Changing it needs --full.")] = None,
-    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
-    b: Annotated[float | None, typer.Option(help="BM25 b (default 0.4; changing it needs --full).")] = None,
+    k1: Annotated[float | None, typer.Option(min=0.0, max=10.0, help="BM25 k1 (default 0.9; changing it needs --full).")] = None,
+    b: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="BM25 b (default 0.4; changing it needs --full).")] = None,
     bm25_fields: Annotated[str | None, typer.Option("--bm25-fields", help="Field-aware BM25: FIELD=WEIGHT,... "
                                                     "added to the plain BM25 (fields: caption, objects, attributes, "
                                                     "relations, text, setting; 'none' = plain). Needs --full; "
                                                     "docs/fusion.md.")] = None,
     parts: Annotated[str | None, typer.Option("--parts", help="Multi-vector dense: 'sentences' also indexes each "
                                               "sentence; 'none' = off. Needs --full.")] = None,
-    parts_weight: Annotated[float | None, typer.Option("--parts-weight", help="Weight of the best sentence "
+    parts_weight: Annotated[float | None, typer.Option("--parts-weight", min=0.0, max=1.0, help="Weight of the best sentence "
                                                        "(0-1], default 0.5.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -161,7 +161,7 @@ def compact_cmd(
     except EngineError as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json_dumps(report))
         return
     console.print("compacted: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()), highlight=False)
     if report.get("older_generations_held_by_readers"):

@@ -103,17 +103,21 @@ def search_cmd(
         fail(str(e))
 
 
+NOTE_LOCK_WAIT_S = 0.5  # the pending-changes note is advice: a busy store never delays a search for it
+
+
 def _note_pending(engine) -> None:
-    """Tell (on stderr) when the store has changes the index lacks; never fail a search over it."""
+    """Tell (on stderr) when the store has changes the index lacks; never fail or hold up a search over it."""
     from vfr.engine import EngineError
 
     from vfr.retrieve.generations import IndexError_
 
+    wait = min(engine.lock_timeout, NOTE_LOCK_WAIT_S)
     try:
-        pending = engine.pending()
+        pending = engine.pending(lock_timeout=wait)
         if pending.deleted:  # a delete that never reached the index: never serve those ids
-            engine.apply_deletions()
-            pending = engine.pending()
+            engine.apply_deletions(lock_timeout=wait)
+            pending = engine.pending(lock_timeout=wait)
     except (EngineError, IndexError_):  # the store or the index writer is busy: the index still answers
         return
     if pending.full_rebuild_needed or pending.total:
@@ -163,7 +167,7 @@ def _hit(h: Any) -> dict:
 
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where the demo database and index go.")] = Path("vfr-demo"),
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 3,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=10_000, help="Results per query.")] = 3,
 ) -> None:
     """Build a store and index from the built-in sample of scene descriptions and run example queries."""
     from vfr.demo import run_demo

@@ -1,13 +1,13 @@
 """`vfr import`, `vfr export`, `vfr stats`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.store.textfiles import json_dumps
 
 
 def register(app: typer.Typer) -> None:
@@ -17,19 +17,27 @@ def register(app: typer.Typer) -> None:
 
 
 def import_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="JSONL or Parquet files of descriptions.")],
+    paths: Annotated[list[Path], typer.Argument(help="JSONL (plain or .gz, UTF-8 with or without BOM) or Parquet "
+                                                     "files of descriptions.")],
     db: DbOption,
+    allow_duplicates: Annotated[bool, typer.Option(
+        "--allow-duplicates", help="Let a later line replace an earlier one with the same id, model and prompt "
+                                   "version (default: refuse the file, naming both lines).")] = False,
 ) -> None:
-    """Import descriptions: one record per image, at least {"id": str, "text": str}.
+    """Import descriptions: one record per description, at least {"id": str, "text": str}.
 
     Optional fields: "json" (structured SceneDescription; rendered to text when "text" is absent),
-    "caption" (string or list), "collection", "meta" (object), "model", "prompt_version".
+    "caption" (string or list: the image's captions, replacing those stored), "collection", "meta" (object),
+    "model", "prompt_version", and what `vfr export` writes (path, size, width, height, created_at,
+    renderer_version, description_caption), so an export re-imports as it was. An image may have one record
+    per model and prompt version; its current document is the newest (created_at, else the import time; later
+    lines of one file are newer).
     Each file is validated whole first and imported in one transaction: a bad line imports nothing
     and the error names the file and line. Importing the same ids again updates them.
     """
     from vfr.describe.schema import RENDERER
     from vfr.store.io import import_file
-    from vfr.store.store import Store, StoreError
+    from vfr.store.store import DatabaseErrors, Store, StoreError
 
     from vfr.retrieve.index import index_exists
     from vfr.settings import default_index
@@ -37,12 +45,22 @@ def import_cmd(
     try:
         with Store(db) as store:
             for path in paths:
-                n = import_file(store, path, RENDERER)
-                console.print(f"imported {n} records from {path} into {db}")
+                parsed = import_file(store, path, RENDERER, allow_duplicates)
+                console.print(f"imported {len(parsed.records)} records ({parsed.images} images) from {path} into {db}"
+                              + (f"; {parsed.replaced} duplicate lines replaced earlier ones" if parsed.replaced
+                                 else ""), highlight=False)
     except StoreError as e:
         fail(str(e))
+    except (OSError, *DatabaseErrors) as e:  # a full disk, a read-only folder: nothing of this file was written
+        fail(f"cannot write {db}: {_first_line(e)}; nothing from the failed file was imported (fix it and run "
+             "the import again)")
     if index_exists(default_index(db)):
         console.print("run `vfr index` to make them searchable (it applies only what changed)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def export_cmd(
@@ -83,7 +101,7 @@ def stats_cmd(db: DbOption, index: IndexOption = None,
     except (StoreError, EngineError) as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps(stats))
+        out.print_json(json_dumps(stats))
         return
     for key, value in stats.items():
         out.print(f"{key:>22}: {value}", highlight=False)

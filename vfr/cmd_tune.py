@@ -1,13 +1,13 @@
 """`vfr tune`: choose the hybrid's fusion for an encoder on a labelled dev set and keep it with the model."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from vfr.common import console, fail, out
+from vfr.store.textfiles import json_dumps
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def tune_cmd(
     bm25_fields: Annotated[str, typer.Option("--bm25-fields", help="Tune for indexes with field-aware BM25 "
                                              "(FIELD=WEIGHT,...; as `vfr index --bm25-fields`).")] = "none",
     parts: Annotated[str, typer.Option("--parts", help="Tune for multi-vector indexes ('sentences').")] = "",
-    parts_weight: Annotated[float, typer.Option("--parts-weight", help="Their best-sentence weight.")] = 0.5,
+    parts_weight: Annotated[float, typer.Option("--parts-weight", min=0.0, max=1.0, help="Their best-sentence weight.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
 ) -> None:
@@ -70,7 +70,7 @@ def tune_cmd(
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(str(e))
     if as_json:
-        out.print_json(json.dumps({"choice": tuned.choice.model_dump(),
+        out.print_json(json_dumps({"choice": tuned.choice.model_dump(),
                                    "saved_to": str(tuned.saved_to) if tuned.saved_to else None}))
         return
     out.print("\n".join(table_lines(tuned.result)), highlight=False)

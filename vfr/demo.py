@@ -32,7 +32,7 @@ def run_demo(workdir: Path, k: int = 3) -> None:
     db = workdir / "demo.duckdb"
     console.print(f"[bold]vfr demo[/]: importing the built-in sample into {db}")
     with Store(db) as store:
-        n = import_file(store, sample_path(), RENDERER)
+        n = len(import_file(store, sample_path(), RENDERER).records)
     console.print(f"imported {n} structured scene descriptions; building BM25 + dense indexes")
     engine = Engine.open(db, workdir / "demo.index")
     with Progress() as bar:

@@ -18,6 +18,7 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+from vfr.retrieve.encoder_batching import QueryBatching  # noqa: F401  (re-exported)
 from vfr.retrieve.fusion import FusionConfig
 from vfr.retrieve.maintain import IndexedStore, Pending, Progress  # noqa: F401  (re-exported)
 from vfr.retrieve.types import Hit, Query, Scope
@@ -30,6 +31,14 @@ class EngineError(RuntimeError):
     """A problem the caller can act on; the message says what to do."""
 
 
+class NotFound(EngineError):
+    """A collection or document the caller cannot see (whether or not it exists)."""
+
+
+class Conflict(EngineError):
+    """A write the caller may not make (an id held by a collection it cannot see)."""
+
+
 def _user_errors(fn: F) -> F:
     """Store, index, encoder and validation problems surface as one EngineError with their message."""
     @functools.wraps(fn)
@@ -40,12 +49,20 @@ def _user_errors(fn: F) -> F:
         from vfr.retrieve.maintain import MaintenanceError
         from vfr.retrieve.segments import SegmentError
         from vfr.retrieve.tuning import TuningError
-        from vfr.store.store import StoreError
+        from vfr.store.store import DatabaseErrors, StoreError
 
         try:
             return fn(*args, **kwargs)
         except (StoreError, IndexError_, MaintenanceError, SegmentError, LuceneError, EncoderError, TuningError) as e:
             raise EngineError(str(e)) from None
+        except OSError as e:  # a full disk, a read-only folder: the last published state stays in use
+            where = f" {e.filename}" if e.filename else ""
+            raise EngineError(f"cannot write{where}: {e.strerror or e}; what was written part-way is not used: fix "
+                              "the cause (e.g. free disk space) and run the command again") from None
+        except DatabaseErrors as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EngineError(f"the database failed ({first}); its last committed state stays: fix the cause "
+                              "(e.g. free disk space) and run the command again") from None
     return wrapper  # type: ignore[return-value]
 
 
@@ -54,16 +71,22 @@ class Engine(IndexedStore):
 
     @classmethod
     def open(cls, db: str | Path, index: str | Path | None = None, *, encoder: str | None = None,
-             encoder_backend: str | None = None, create: bool = False, lock_timeout: float | None = None
-             ) -> "Engine":
+             encoder_backend: str | None = None, create: bool = False, lock_timeout: float | None = None,
+             query_batching: "bool | QueryBatching" = False) -> "Engine":
         """Open the store at `db` (created with `create=True`) and its index (default: next to it).
         `encoder` chooses the model for a first or full build; searches use the one the index records
-        (from any working directory; a moved copy with the same weights may be given here)."""
+        (from any working directory; a moved copy with the same weights may be given here).
+        `query_batching` (True or a `QueryBatching`) encodes concurrent queries in shared batches
+        (retrieve/encoder_batching.py): for servers answering many searches at once."""
+        from vfr.retrieve.encoder_batching import QueryBatching
+
         db = Path(db)
         if not db.exists() and not create:
             raise EngineError(f"no database at {db}: run `vfr import FILE --db {db}` first "
                               "(or Engine.open(..., create=True))")
-        eng = cls(db, Path(index) if index else default_index(db), encoder, encoder_backend, lock_timeout)
+        batching = QueryBatching() if query_batching is True else (query_batching or None)
+        eng = _user_errors(cls)(db, Path(index) if index else default_index(db), encoder, encoder_backend,
+                                lock_timeout, batching)  # a bad VFR_LOCK_TIMEOUT is one line too
         if create and not db.exists():
             with _user_errors(eng.store)():
                 pass
@@ -111,41 +134,92 @@ class Engine(IndexedStore):
         with self.index.handle.acquire() as snap:
             return snap.payloads(list(ids), Scope.of(collection))
 
+    @_user_errors
+    def explain(self, query: str, ids: Sequence[str], *, collection: str | Iterable[str] | None = None
+                ) -> dict[str, dict]:
+        """Why each id matched `query` (ids not visible in `collection` are left out): its BM25 score split
+        by analysed term, its dense similarity, and the words of its text that match a term."""
+        from vfr.retrieve.explain import explain
+
+        scope = Scope.of(collection)
+        docs = self.get(ids, collection)
+        texts = {d: " ".join(filter(None, [p.get("caption"), p.get("text")])) for d, p in docs.items()}
+        return explain(self.index.sparse(), self.index.dense(), query, list(docs), scope, texts)
+
+    def query_encoding(self) -> dict:
+        """With query batching: model calls made and encode requests served (requests > calls: batched)."""
+        if self.query_batching is None:
+            return {}
+        enc = self.index.encoder()
+        return {"calls": enc.calls, "requests": enc.requests}
+
+    @staticmethod
+    def worker_pool(threads: int):
+        """Long-lived threads for calling the engine from a server (`submit(fn, *args) -> Future`): threads
+        that run searches call into the JVM, and must live as long as the server and detach when it ends;
+        `close()` ends them."""
+        from vfr.retrieve.lucene import JvmPool
+
+        return JvmPool(threads)
+
     # -- writes ----------------------------------------------------------------------------------
     @_user_errors
-    def upsert(self, records: Iterable[Mapping[str, Any]], progress: Progress | None = None) -> dict:
+    def upsert(self, records: Iterable[Mapping[str, Any]], progress: Progress | None = None, *,
+               collections: Iterable[str] | None = None) -> dict:
         """Validate records (the fields `vfr import` accepts), write them to the store, and index them.
-        Returns what was applied; the records are searchable when this returns."""
-        from pydantic import ValidationError
+        Returns what was applied; the records are searchable when this returns. A description (id, model,
+        prompt version) given twice is refused.
 
+        With `collections` (a tenant's): every record must name one of them (else `NotFound`), and an id
+        that already belongs to any other collection is refused (`Conflict`): a tenant never overwrites,
+        moves or learns the content of another's documents. Checked and written under one store lock."""
         from vfr.describe.schema import RENDERER
-        from vfr.store.io import ImportRecord, write_records
+        from vfr.store.io import ImportRecord, Where, collect, validate, write_records
 
-        parsed = []
-        for i, rec in enumerate(records, start=1):
-            try:
-                parsed.append(rec if isinstance(rec, ImportRecord)
-                              else ImportRecord.model_validate(dict(rec), context={"render": RENDERER}))
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or "record"
-                raise EngineError(f"record {i}: {field}: {err['msg']}") from None
+        allowed = None if collections is None else set(collections)
+
+        def located():
+            for i, rec in enumerate(records, start=1):
+                where = Where(f"record {i}", f"record {i}")
+                record = rec if isinstance(rec, ImportRecord) else validate(where, dict(rec), RENDERER)
+                if allowed is not None and record.collection not in allowed:
+                    raise NotFound(f"record {i}: unknown collection {record.collection!r}")
+                yield where, record
+
+        parsed = collect(located(), hint=None).records  # a bad or duplicate record: an ImportError_, one line
         if parsed:
             with self.store() as store:
+                if allowed is not None:
+                    taken = [d for d, c in store.collections_of([r.id for r in parsed]).items() if c not in allowed]
+                    if taken:
+                        raise Conflict(f"id {taken[0]!r} is not available: ids are unique across the whole "
+                                       "service; choose another (for example, prefix ids with your collection)")
                 write_records(store, parsed)
         return self.update_index(progress=progress)
 
     @_user_errors
-    def delete(self, ids: Iterable[str] = (), collection: str | None = None) -> list[str]:
+    def delete(self, ids: Iterable[str] = (), collection: str | None = None, *,
+               collections: Iterable[str] | None = None) -> list[str]:
         """Delete images (by id, or a whole collection) from the store and the index. No search returns
-        them once this returns; `compact()` then erases their bytes. Returns the ids that existed."""
+        them once this returns; `compact()` then erases their bytes. Returns the ids that existed.
+        With `collections` (a tenant's), ids outside them are left alone and reported as absent."""
         from vfr.retrieve.index import index_exists
         from vfr.store.faults import point
 
-        ids = list(ids)
+        ids = list(dict.fromkeys(ids))
+        allowed = None if collections is None else set(collections)
+        if allowed is not None and collection is not None and collection not in allowed:
+            raise NotFound(f"unknown collection {collection!r}")
         with self.store() as store:  # one writer process at a time: nothing else changes the log meanwhile
             if collection is not None:
                 ids += store.ids_in_collection(collection)
+            if allowed is not None:
+                owner = store.collections_of(ids)
+                in_index = self.get([d for d in ids if d not in owner], allowed) if index_exists(self.index_dir) \
+                    else {}
+                ids = [d for d in ids if owner.get(d, "\0") in allowed or d in in_index]
+                if not ids:
+                    return []
             before = store.current_seq()
             existed = store.delete(ids)
             after = store.current_seq()

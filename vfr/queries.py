@@ -43,13 +43,17 @@ def iter_queries(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> tuple[str, str]:
+    from vfr.store.textfiles import reject_constant
+
     if not line.lstrip().startswith("{"):
         return f"q{lineno}", line
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=reject_constant)
     except json.JSONDecodeError as e:
         raise QueryFileError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
                              'expected {"id": str, "text": str}') from None
+    except ValueError as e:
+        raise QueryFileError(f'{path}:{lineno}: not valid JSON ({e}); expected {{"id": str, "text": str}}') from None
     if not isinstance(obj, dict) or "id" not in obj or "text" not in obj:
         raise QueryFileError(f'{path}:{lineno}: expected {{"id": str, "text": str}}')
     if not isinstance(obj["text"], str):

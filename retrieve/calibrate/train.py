@@ -8,7 +8,6 @@ are imported inside functions so importing this module stays cheap.
 """
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from vfr.retrieve.calibrate.pairs import Pair, group_free_batches
+from vfr.store.textfiles import json_dumps
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -280,7 +280,7 @@ def _fmt(m: dict[str, float]) -> str:
 def _save(model: "SentenceTransformer", out_dir: Path, result: CalibrationResult) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
-    (out_dir / "calibration.json").write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
+    (out_dir / "calibration.json").write_text(json_dumps(asdict(result), indent=1, default=str) + "\n")
 
 
 def _versions() -> dict[str, str]:

@@ -100,3 +100,14 @@ def test_embedding_cache_is_keyed_by_content(setup):
         E.Encoder.encode = original
     assert encoded == [], "a full build with an identical copy re-encoded documents"
     eng.close()
+
+
+def test_full_rebuild_keeps_the_index_encoder(setup):
+    """`vfr index --full` without --encoder rebuilds with the encoder the index records, not the default."""
+    work, db = setup
+    r = vfr("index", "--db", str(db), "--full", "--quiet")
+    assert r.exit_code == 0, r.output
+    from vfr.retrieve import generations
+
+    manifest = generations.read_manifest(work / "s.index")
+    assert manifest["encoder"]["location"] == str((work / "models" / "minilm-cal").resolve())
