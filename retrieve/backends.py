@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vfr.retrieve import lucene, multivector
+from vfr.retrieve import bm25_batch, lucene, multivector
 from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
 from vfr.retrieve.dense import merge_topk, selector
 from vfr.retrieve.fields import LUCENE_PREFIX
@@ -69,8 +69,43 @@ class SparseBackend:
             return self._search(snap, q, k, scope)
 
     def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
+        """Exact top k of each query, scoring the batch against every visible document at once
+        (retrieve/bm25_batch.py) instead of one Lucene search and rescoring per query."""
+        queries = [as_query(q) for q in queries]
+        out: list[list[Hit]] = []
         with self.handle.acquire() as snap:
-            return [self._search(snap, as_query(q), k, scope) for q in queries]
+            for start in range(0, len(queries), bm25_batch.CHUNK):
+                chunk = queries[start:start + bm25_batch.CHUNK]
+                for pos, vals in bm25_batch.top_k(self.score_matrix(snap, chunk, scope), snap.all_ids, k):
+                    ids = snap.all_ids[pos].tolist()
+                    out.append([Hit(id=d, score=float(v), rank=r + 1) for r, (d, v) in enumerate(zip(ids, vals.tolist()))])
+        return out
+
+    @staticmethod
+    def analyse(queries: Sequence[Query]) -> None:
+        """Analyse the queries not analysed yet, with one analyser call."""
+        todo = [q for q in queries if not q.has(TERMS)]
+        for q, terms in zip(todo, lucene.query_terms_batch([q.text for q in todo]) if todo else []):
+            q.set_derived(TERMS, terms)
+
+    def score_matrix(self, snap: Snapshot, queries: Sequence[Query], scope: Scope | None = None) -> np.ndarray:
+        """(queries × every row of the snapshot) float32 BM25 scores; 0 where a row does not match or is not
+        visible in `scope` (positions as in `snap.all_ids`)."""
+        self.analyse(queries)
+        terms = [_terms_for(snap, q) for q in queries]
+        per_query = [_parts(snap, t) for t in terms]
+        config = snap.manifest["config"]
+        total = [np.zeros((len(queries), len(seg.ids)), dtype=np.float32) for seg in snap.segments]
+        for p, (field, _) in enumerate(per_query[0] if per_query else ()):
+            boosts = [parts[p][1] for parts in per_query]
+            names = list(dict.fromkeys(t for b in boosts for t in b))
+            forward = snap.forward_of(field)
+            stats = term_stats(names, forward, snap.stats(scope, field=field))
+            bm25_batch.add_part_scores(total, config["k1"], config["b"], boosts, names, stats, forward)
+        for acc, mask in zip(total, snap.masks(scope)):
+            if not mask.all():
+                acc *= mask
+        return np.concatenate(total, axis=1) if total else np.zeros((len(queries), 0), dtype=np.float32)
 
     def score(self, query: Query | str, ids: Sequence[str], scope: Scope | None = None) -> dict[str, float]:
         q = as_query(query)

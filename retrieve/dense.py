@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 
 FILE = "dense.faiss"
+GEMM_MIN_QUERIES = 16  # flat search of this many queries or more: one matrix product (FAISS below: a
+# single query's product is memory-bound, where FAISS on one thread is quicker)
 HNSW_MIN_ROWS = 20_000  # smaller segments stay exact (flat) even in an HNSW index: they are cheap to scan
 
 
@@ -115,6 +117,8 @@ class DenseSegment:
         k = min(k, self.rows)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.kind == "flat" and len(queries) >= GEMM_MIN_QUERIES:
+            return self._exact(queries, k, allowed)
         selector = allowed
         if selector is None and self.kind == "hnsw" and len(self.dead):
             if not hasattr(self, "_not_dead"):
@@ -135,6 +139,53 @@ class DenseSegment:
         finally:
             faiss.omp_set_num_threads(threads)  # process-wide: restore at once (torch shares libgomp)
         return scores, rows
+
+    def _exact(self, queries: np.ndarray, k: int, allowed) -> tuple[np.ndarray, np.ndarray]:
+        """Flat search as one matrix product over the stored vectors and a top k per query (FAISS's flat
+        search does the same product, slower here); removed and out-of-scope rows never come back."""
+        scores = np.ascontiguousarray(queries, dtype=np.float32) @ self.matrix.T
+        hidden = self.dead if allowed is None else _hidden(allowed, self.rows)
+        if len(hidden):
+            scores[:, hidden] = -np.inf
+        return top_rows(scores, k)
+
+
+def _hidden(sel, n: int) -> np.ndarray:
+    """Rows a selector from `selector` leaves out (kept with it)."""
+    if getattr(sel, "_hidden", None) is None:
+        keep = np.zeros(n, dtype=bool)
+        keep[sel._rows[sel._rows < n]] = True
+        sel._hidden = np.flatnonzero(~keep)
+    return sel._hidden
+
+
+BLOCK = 32
+
+
+def top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the k largest finite entries, best first: (scores, columns), -1 and -inf where a row has
+    fewer. Block maxima bound each row's k-th value from below, so only entries above it are ranked."""
+    n_q, n = scores.shape
+    k = min(k, n)
+    out_s = np.full((n_q, k), -np.inf, dtype=np.float32)
+    out_r = np.full((n_q, k), -1, dtype=np.int64)
+    nb = n // BLOCK
+    bound = np.full(n_q, -np.inf, dtype=np.float32)
+    if nb >= 4 * k:
+        maxima = scores[:, :nb * BLOCK].reshape(n_q, nb, BLOCK).max(axis=2)
+        bound = np.partition(maxima, nb - k, axis=1)[:, nb - k]
+    for q, (row, t) in enumerate(zip(scores, bound)):
+        cand = np.flatnonzero(row >= t) if np.isfinite(t) else np.arange(n)
+        vals = row[cand]
+        if len(cand) > k:
+            keep = np.argpartition(-vals, k - 1)[:k]
+            cand, vals = cand[keep], vals[keep]
+        order = np.argsort(-vals, kind="stable")
+        cand, vals = cand[order], vals[order]
+        ok = np.isfinite(vals)
+        out_s[q, :ok.sum()] = vals[ok]
+        out_r[q, :ok.sum()] = cand[ok]
+    return out_s, out_r
 
 
 def selector(rows: np.ndarray):

@@ -112,7 +112,7 @@ def fuse_batch(sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, flo
         present = np.fromiter((d in side[q] for q, ds in enumerate(docs) for d in ds), dtype=bool, count=len(qidx))
         values = np.fromiter((side[q].get(d, 0.0) for q, ds in enumerate(docs) for d in ds), dtype=np.float64,
                              count=len(qidx))
-        normed.append(_normalise_grouped(values, present, qidx, len(docs), config.norm))
+        normed.append(normalise_grouped(values, present, qidx, len(docs), config.norm))
     fused = config.weights[0] * normed[0] + config.weights[1] * normed[1]
     out, start = [], 0
     for ds, n in zip(docs, sizes.tolist()):
@@ -121,7 +121,7 @@ def fuse_batch(sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, flo
     return out
 
 
-def _normalise_grouped(values: np.ndarray, present: np.ndarray, qidx: np.ndarray, groups: int, norm: Norm
+def normalise_grouped(values: np.ndarray, present: np.ndarray, qidx: np.ndarray, groups: int, norm: Norm
                        ) -> np.ndarray:
     """`normalise` per query over the present values; absent entries get the query's minimum."""
     counts = np.bincount(qidx, weights=present, minlength=groups)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from vfr.retrieve import generations
+from vfr.retrieve import allocator, generations
 from vfr.retrieve.fusion import FusionConfig
 from vfr.retrieve.generations import FORMAT as INDEX_FORMAT, IndexError_, read_manifest  # noqa: F401
 from vfr.retrieve.snapshot import IndexHandle
@@ -33,6 +33,7 @@ class LiveIndex:
         `wrap_encoder`: wraps the query encoder (e.g. a CachedEncoder, a micro-batching encoder); the
         wrapper keeps the Encoder interface (`spec`, `dimension`, `encode`). `encoder_backend`: run the
         query encoder on another backend than the index was built with (their vectors agree: docs/encoders.md)."""
+        allocator.keep_freed_memory()
         self._encoder_backend = encoder_backend
         self.dir = Path(index_dir).absolute()
         self.handle = IndexHandle(self.dir)
@@ -81,9 +82,9 @@ class LiveIndex:
             return self.dense()
         if retriever == "hybrid":
             from vfr.retrieve import lucene
-            from vfr.retrieve.hybrid import HybridBackend
+            from vfr.retrieve.live_hybrid import LiveHybridBackend
 
-            return HybridBackend(self.sparse(), self.dense(), fusion or self.default_fusion(),
+            return LiveHybridBackend(self.sparse(), self.dense(), fusion or self.default_fusion(),
                                  background=lucene.pool().submit)
         raise IndexError_(f"unknown retriever {retriever!r}: use bm25, dense or hybrid")
 

@@ -138,10 +138,17 @@ def analyse(texts: Sequence[str]) -> list[list[str]]:
 
 def query_terms(text: str) -> Counter[str]:
     """Analysed query terms with their counts (the boost), capped at MAX_CLAUSES distinct terms."""
-    terms = Counter(analyse([text])[0]) if text.strip() else Counter()
-    if len(terms) > MAX_CLAUSES:
-        terms = Counter(dict(terms.most_common(MAX_CLAUSES)))
-    return terms
+    return query_terms_batch([text])[0]
+
+
+def query_terms_batch(texts: Sequence[str]) -> list[Counter[str]]:
+    """`query_terms` of many texts with one analyser call."""
+    live = [i for i, t in enumerate(texts) if t.strip()]
+    out = [Counter() for _ in texts]
+    for i, tokens in zip(live, analyse([texts[i] for i in live]) if live else []):
+        terms = Counter(tokens)
+        out[i] = terms if len(terms) <= MAX_CLAUSES else Counter(dict(terms.most_common(MAX_CLAUSES)))
+    return out
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -131,6 +131,19 @@ class Snapshot:
                     out[d] = (i, r)
         return out
 
+    @property
+    def all_ids(self) -> np.ndarray:
+        """Every row's id, segment after segment (object array; position = `row_base[segment]` + row)."""
+        if getattr(self, "_all_ids", None) is None:
+            self._all_ids = np.concatenate([s.id_array for s in self.segments]) if self.segments else \
+                np.zeros(0, dtype=object)
+        return self._all_ids
+
+    @property
+    def row_base(self) -> np.ndarray:
+        """Position of each segment's first row in `all_ids` (and one past the last)."""
+        return np.cumsum([0] + [len(s.ids) for s in self.segments])
+
     def lucene_rows(self, docs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Global Lucene doc numbers → (segment index, row)."""
         docs = np.asarray(docs, dtype=np.int64)
