@@ -154,6 +154,8 @@ def main() -> None:
                   f"q/s {median(rows, name, 'qps') / median(ref, 'search', 'qps'):.2f}x, "
                   f"batch q/s {median(rows, name, 'batch_qps') / median(ref, 'search', 'batch_qps'):.2f}x, "
                   f"p99/p50 {median(rows, name, 'p99') / median(rows, name, 'p50'):.2f}")
+        print(f"  vfr {kind[4:]} batch hybrid / batch dense (same run): "
+              f"{median(rows, 'hybrid', 'batch_qps') / median(rows, 'dense', 'batch_qps'):.2f}")
         print(f"  vfr {kind[4:]} build docs/s {median(rows, 'build_docs_per_s') / median(th, 'build_docs_per_s'):.2f}x, "
               f"peak RSS {median(rows, 'peak_rss_mb') / median(th, 'peak_rss_mb'):.2f}x of txtai hybrid")
 

@@ -7,7 +7,7 @@ On a synthetic corpus (benchmarks/retrieval_bench.py's generator) it prints:
   * the library call's single-query p50 (Engine.search in this process, before the server starts);
   * for each retriever and number of concurrent clients (keep-alive connections, one query after the other
     for --duration seconds): throughput, client-side p50/p95/p99, server-side p50 (Server-Timing header),
-    errors (must be 0), and how well query encoding batched (encode requests per model call);
+    errors (must be 0), and how well searches batched (searches per batch);
   * a mixed run: one writer upserting and deleting documents while 8 clients search; afterwards every
     acknowledged upsert is present (GET 200, found by a search for its unique word) and every
     acknowledged delete absent (GET 404, no search returns it).
@@ -120,10 +120,10 @@ def load(url: str, key: str, clients: int, seconds: float, retriever: str, queri
             "errors": len(errors), "error_kinds": sorted(set(errors))[:5]}
 
 
-def encode_counts(url: str, key: str) -> tuple[float, float]:
+def batch_counts(url: str, key: str) -> tuple[float, float]:
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=60).text
-    calls = re.search(r"^vfr_query_encode_calls_total ([\d.e+]+)", text, re.M)
-    reqs = re.search(r"^vfr_query_encode_requests_total ([\d.e+]+)", text, re.M)
+    calls = re.search(r"^vfr_search_batches_total ([\d.e+]+)", text, re.M)
+    reqs = re.search(r"^vfr_search_batch_requests_total ([\d.e+]+)", text, re.M)
     return (float(calls.group(1)) if calls else 0.0), (float(reqs.group(1)) if reqs else 0.0)
 
 
@@ -202,12 +202,12 @@ def main() -> None:
         server.wait_ready()
         load(server.url, key, 4, min(10.0, args.duration), "hybrid", queries)  # warm-up, untimed
         print(f"{'retriever':>9} {'clients':>7} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'srv p50':>8} "
-              f"{'errors':>6} {'enc/call':>8}")
+              f"{'errors':>6} {'q/batch':>8}")
         for r in args.retrievers:
             for c in args.clients:
-                calls0, reqs0 = encode_counts(server.url, key)
+                calls0, reqs0 = batch_counts(server.url, key)
                 res = load(server.url, key, c, args.duration, r, queries)
-                calls1, reqs1 = encode_counts(server.url, key)
+                calls1, reqs1 = batch_counts(server.url, key)
                 res["encodes_per_model_call"] = (reqs1 - reqs0) / max(calls1 - calls0, 1)
                 out["runs"].append(res)
                 print(f"{r:>9} {c:>7} {res['qps']:>8.1f} {res['p50']:>7.2f} {res['p95']:>7.2f} {res['p99']:>7.2f} "

@@ -29,31 +29,31 @@ class QueryBatching:
     max_wait_ms: float = 0.0   # how long a batch waits for more requests once it has one (0: never waits)
 
 
-class BatchingEncoder:
-    """An encoder whose concurrent `encode` calls share model calls. Thread-safe."""
+class MicroBatcher:
+    """A queue and one worker thread: `submit` queues a job and returns its Future; the worker takes every
+    job waiting (up to `max_batch` items, after `max_wait_ms` at most) and hands them to `process` at once."""
 
-    def __init__(self, encoder: Any, config: QueryBatching | None = None) -> None:
-        self.inner = encoder
+    name = "vfr-batcher"
+
+    def __init__(self, config: QueryBatching | None = None) -> None:
         self.config = config or QueryBatching()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.calls = 0     # model calls made
-        self.requests = 0  # encode() calls served
+        self.calls = 0     # batches processed
+        self.requests = 0  # jobs served
         self._closed = False
-        self._worker = threading.Thread(target=self._loop, name="vfr-encode-batcher", daemon=True)
+        self._worker = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._worker.start()
 
-    def __getattr__(self, name: str) -> Any:  # spec, dimension, ... of the wrapped encoder
-        return getattr(self.inner, name)
-
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
-        if args or kwargs or self._closed:  # a caller with its own options (or after close) goes direct
-            return self.inner.encode(texts, *args, **kwargs)
+    def submit(self, payload: Any, size: int = 1) -> Future:
         fut: Future = Future()
-        self._queue.put((list(texts), fut))
-        return fut.result()
+        self._queue.put((payload, size, fut))
+        return fut
+
+    def process(self, jobs: list[tuple[Any, Future]]) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def _gather(self, first) -> list:
-        jobs, size = [first], len(first[0])
+        jobs, size = [first], first[1]
         deadline = time.monotonic() + self.config.max_wait_ms / 1000
         while size < self.config.max_batch:
             timeout = deadline - time.monotonic()
@@ -65,33 +65,64 @@ class BatchingEncoder:
                 self._queue.put(None)  # close after this batch
                 break
             jobs.append(job)
-            size += len(job[0])
+            size += job[1]
         return jobs
 
     def _loop(self) -> None:
-        while (first := self._queue.get()) is not None:
-            jobs = self._gather(first)
-            texts = [t for j in jobs for t in j[0]]
-            try:
-                vecs = np.asarray(self.inner.encode(texts)) if texts else None
-            except BaseException as e:  # every waiting caller gets the error
-                for _, fut in jobs:
-                    fut.set_exception(e)
-                continue
-            self.calls += 1
-            self.requests += len(jobs)
-            start = 0
-            for job_texts, fut in jobs:
-                n = len(job_texts)
-                fut.set_result(vecs[start:start + n] if vecs is not None else np.zeros((0, 0), np.float32))
-                start += n
+        try:
+            while (first := self._queue.get()) is not None:
+                jobs = [(payload, fut) for payload, _, fut in self._gather(first)]
+                try:
+                    self.process(jobs)
+                except BaseException as e:  # every waiting caller gets the error
+                    for _, fut in jobs:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                self.calls += 1
+                self.requests += len(jobs)
+        finally:
+            self.on_exit()
+
+    def on_exit(self) -> None:
+        """Called on the worker thread when it ends."""
 
     def close(self) -> None:
-        """Stop the worker once what is queued is done; later calls encode directly."""
+        """Stop the worker once what is queued is done; later calls run directly."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)
             self._worker.join(timeout=30)
+
+
+class BatchingEncoder(MicroBatcher):
+    """An encoder whose concurrent `encode` calls share model calls. Thread-safe."""
+
+    name = "vfr-encode-batcher"
+
+    def __init__(self, encoder: Any, config: QueryBatching | None = None) -> None:
+        self.inner = encoder
+        super().__init__(config)
+
+    def __getattr__(self, name: str) -> Any:  # spec, dimension, ... of the wrapped encoder
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        if args or kwargs or self._closed:  # a caller with its own options (or after close) goes direct
+            return self.inner.encode(texts, *args, **kwargs)
+        texts = list(texts)
+        return self.submit(texts, len(texts)).result()
+
+    def process(self, jobs: list[tuple[Any, Future]]) -> None:
+        texts = [t for job_texts, _ in jobs for t in job_texts]
+        vecs = np.asarray(self.inner.encode(texts)) if texts else None
+        start = 0
+        for job_texts, fut in jobs:
+            n = len(job_texts)
+            fut.set_result(vecs[start:start + n] if vecs is not None else np.zeros((0, 0), np.float32))
+            start += n
 
 
 _shared: dict[tuple[int, QueryBatching], BatchingEncoder] = {}

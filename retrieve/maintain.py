@@ -76,13 +76,7 @@ class IndexedStore:
             if self._index is None:
                 if not index_exists(self.index_dir):
                     raise IndexError_(_missing_message(self.index_dir))
-                wrap = None
-                if self.query_batching is not None:
-                    from vfr.retrieve.encoder_batching import batching
-
-                    wrap = lambda encoder: batching(encoder, self.query_batching)  # noqa: E731
-                self._index = LiveIndex(self.index_dir, self._encoder_name, wrap_encoder=wrap,
-                                        encoder_backend=self._encoder_backend)
+                self._index = LiveIndex(self.index_dir, self._encoder_name, encoder_backend=self._encoder_backend)
             return self._index
 
     def _writer(self, config=None, identity=None, progress: Progress | None = None, lock_timeout: float | None = None):

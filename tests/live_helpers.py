@@ -39,13 +39,18 @@ def assert_same_ranking(got, want, context: str, tol: float = 1e-5) -> None:
 
 
 def assert_equivalent(live, rebuilt, queries=QUERIES, k: int = 10, scopes=(None,)) -> None:
-    """Every retriever of `live` (an Engine after updates) answers like `rebuilt` (a fresh full build)."""
+    """Every retriever of `live` (an Engine after updates) answers like `rebuilt` (a fresh full build), one
+    query at a time and in a batch (whose paths differ: retrieve/bm25_batch.py, retrieve/live_hybrid.py)."""
+    batch = {f"b{i}": q for i, q in enumerate(list(queries) * -(-16 // len(queries)))}  # 16+: the batch paths
     for scope in scopes:
         for retriever in ("bm25", "dense", "hybrid"):
+            batched = live.batch_search(batch, k, retriever=retriever, collection=scope)
             for q in queries:
                 got = ranking(live.search(q, k, retriever=retriever, collection=scope))
                 want = ranking(rebuilt.search(q, k, retriever=retriever, collection=scope))
                 assert_same_ranking(got, want, f"{retriever} {scope} {q!r}")
+                for qid in [i for i, t in batch.items() if t == q]:
+                    assert_same_ranking(ranking(batched[qid]), want, f"batch {retriever} {scope} {q!r}")
 
 
 def rebuild_copy(db: Path, dest: Path):

@@ -23,7 +23,7 @@ def serve_cmd(
                                            "(`vfr keys create`).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     threads: Annotated[int, typer.Option(min=1, max=256, help="Searches run at once.")] = 16,
-    batching: Annotated[bool, typer.Option(help="Encode concurrent queries in shared batches.")] = True,
+    batching: Annotated[bool, typer.Option(help="Run concurrent searches as shared batch searches (micro-batching).")] = True,
     batch_wait_ms: Annotated[float, typer.Option(min=0, max=100, help="How long a query batch waits for "
                                                  "more queries (0: takes what is waiting).")] = 0.0,
     key_ttl: Annotated[float, typer.Option(min=0.5, max=300, help="Seconds between reads of the key table: "

@@ -69,6 +69,13 @@ def _user_errors(fn: F) -> F:
 class Engine(IndexedStore):
     """A store and its live index. Thread-safe for searches; writes serialise on the index writer lock."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import threading
+
+        super().__init__(*args, **kwargs)
+        self._batcher = None
+        self._batcher_lock = threading.Lock()
+
     @classmethod
     def open(cls, db: str | Path, index: str | Path | None = None, *, encoder: str | None = None,
              encoder_backend: str | None = None, create: bool = False, lock_timeout: float | None = None,
@@ -76,8 +83,8 @@ class Engine(IndexedStore):
         """Open the store at `db` (created with `create=True`) and its index (default: next to it).
         `encoder` chooses the model for a first or full build; searches use the one the index records
         (from any working directory; a moved copy with the same weights may be given here).
-        `query_batching` (True or a `QueryBatching`) encodes concurrent queries in shared batches
-        (retrieve/encoder_batching.py): for servers answering many searches at once."""
+        `query_batching` (True or a `QueryBatching`) runs concurrent `search` calls as one batch search
+        (retrieve/search_batching.py): for servers answering many searches at once."""
         from vfr.retrieve.encoder_batching import QueryBatching
 
         db = Path(db)
@@ -116,7 +123,24 @@ class Engine(IndexedStore):
         """Top-k hits for one query. An empty or whitespace-only query is an error."""
         if not isinstance(query, str) or not query.strip():
             raise EngineError("the query is empty: give some words to search for")
+        if self.query_batching is not None:  # concurrent searches run as one batch (retrieve/search_batching.py)
+            return self._search_batcher().search((retriever, fusion), Query(query), k, Scope.of(collection))
         return self.backend(retriever, fusion).search(Query(query), k, Scope.of(collection))
+
+    def _search_batcher(self):
+        with self._batcher_lock:
+            if self._batcher is None:
+                from vfr.retrieve.search_batching import SearchBatcher
+
+                self._batcher = SearchBatcher(lambda key: self.index.backend(*key), self.query_batching)
+            return self._batcher
+
+    def close(self) -> None:
+        with self._batcher_lock:
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
+        super().close()
 
     @_user_errors
     def batch_search(self, queries: Mapping[str, str] | Sequence[str], k: int = 10, *, retriever: str = "hybrid",
@@ -146,12 +170,11 @@ class Engine(IndexedStore):
         texts = {d: " ".join(filter(None, [p.get("caption"), p.get("text")])) for d, p in docs.items()}
         return explain(self.index.sparse(), self.index.dense(), query, list(docs), scope, texts)
 
-    def query_encoding(self) -> dict:
-        """With query batching: model calls made and encode requests served (requests > calls: batched)."""
-        if self.query_batching is None:
+    def search_batching(self) -> dict:
+        """With query batching: batches run and searches answered through them (requests > calls: batched)."""
+        if self.query_batching is None or self._batcher is None:
             return {}
-        enc = self.index.encoder()
-        return {"calls": enc.calls, "requests": enc.requests}
+        return {"calls": self._batcher.calls, "requests": self._batcher.requests}
 
     @staticmethod
     def worker_pool(threads: int):

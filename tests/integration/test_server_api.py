@@ -176,7 +176,7 @@ def test_health_metrics_and_the_page(api, served_store):
     assert 'vfr_http_requests_total{method="GET",route="/v1/search",status="200"}' in text
     assert "vfr_http_request_duration_seconds_bucket" in text and "vfr_search_duration_seconds_count" in text
     assert "vfr_index_documents " in text and "vfr_index_generation " in text
-    assert "vfr_query_encode_calls_total" in text
+    assert "vfr_search_batches_total" in text
     page = api.get("/")
     assert page.status_code == 200 and "img-src 'none'" in page.headers["content-security-policy"]
     assert "<img" not in page.text and 'id="q"' in page.text and '<label for="q">' in page.text

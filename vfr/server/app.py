@@ -115,7 +115,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Fast
                               "collections; other collections' documents answer 404.")
     app.state.service = svc
     metrics = Metrics(lambda: svc.engine.stats() if svc.engine else {},
-                      lambda: svc.engine.query_encoding() if svc.engine else {})
+                      lambda: svc.engine.search_batching() if svc.engine else {})
     app.state.metrics = svc.metrics = metrics
     _install_errors(app)
     app.include_router(router)

@@ -1,6 +1,6 @@
 """Prometheus metrics (text format at /metrics): requests and their latency by route, search latency by
 retriever, and, read at scrape time, the index's documents, generation, segments and deleted rows, and
-how well query encoding batches. One registry per app, so tests can run several apps in one process."""
+how well searches batch. One registry per app, so tests can run several apps in one process."""
 from __future__ import annotations
 
 from typing import Callable
@@ -56,7 +56,8 @@ class _IndexCollector:
             yield g
         enc = self.encoding()
         if enc:
-            yield CounterMetricFamily("vfr_query_encode_calls", "Model calls for query encoding",
+            yield CounterMetricFamily("vfr_search_batches", "Search batches run (concurrent searches share one)",
                                       value=enc.get("calls", 0))
-            yield CounterMetricFamily("vfr_query_encode_requests", "Query encode requests (calls < requests: "
-                                      "concurrent queries were batched)", value=enc.get("requests", 0))
+            yield CounterMetricFamily("vfr_search_batch_requests", "Searches answered through search batching "
+                                      "(batches < requests: concurrent searches were batched)",
+                                      value=enc.get("requests", 0))

@@ -21,7 +21,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 16              # long-lived threads running engine calls (searches) concurrently
-    query_batching: bool = True    # encode concurrent queries in shared batches
+    query_batching: bool = True    # run concurrent searches as shared batch searches
     batch_wait_ms: float = 0.0     # how long a query batch waits for more (0: takes what is waiting)
     key_ttl: float = 5.0           # seconds between reads of the key table (revocation takes effect within)
     key_max_stale: float = 60.0    # refuse keyed requests (503) when the table could not be read for longer
