@@ -38,6 +38,7 @@ def ensure_jvm(heap: str | None = None) -> None:
             f"-Dlog4j2.configurationFile={here / 'log4j2.properties'}",
             f"-Djava.util.logging.config.file={here / 'jul.properties'}",
             "-Xrs",  # the JVM leaves SIGTERM/SIGINT to Python: a server shuts down gracefully, not at once
+            *os.environ.get("VFR_JVM_OPTIONS", "").split(),
         )
         os.environ["ANSERINI_CLASSPATH"] = str(Path(__file__).parent)  # no jar here: pyserini's setup is skipped
     _ready = True

@@ -57,6 +57,23 @@ def test_a_reference_it_cannot_reproduce_keeps_the_full_path(model):
     assert isinstance(E.load_encoder(spec), E.Encoder)
 
 
+def test_encoder_thread_settings_are_checked(model, monkeypatch):
+    """VFR_ENCODER_SPIN / VFR_ENCODER_THREADS: a bad value is one error naming the variable; good ones load."""
+    spec, texts = model
+    E.load_encoder(spec)  # exports and records the reference the lite path needs
+    for name, bad in (("VFR_ENCODER_SPIN", "2"), ("VFR_ENCODER_SPIN", "yes"), ("VFR_ENCODER_THREADS", "0")):
+        E.clear_loaded()
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(E.EncoderError, match=name):
+            E.load_encoder(spec)
+        monkeypatch.delenv(name)
+    E.clear_loaded()
+    monkeypatch.setenv("VFR_ENCODER_SPIN", "1")
+    monkeypatch.setenv("VFR_ENCODER_THREADS", "1")
+    lite = E.load_encoder(spec)
+    assert isinstance(lite, LiteOnnxEncoder) and lite.encode(texts[:3]).shape == (3, lite.dimension)
+
+
 def test_a_search_process_never_imports_torch(template_store, tmp_path):
     from tests.live_helpers import copy_store
     from vfr.engine import Engine
