@@ -11,6 +11,8 @@ On a synthetic corpus (benchmarks/retrieval_bench.py's generator) it prints:
   * a mixed run: one writer upserting and deleting documents while 8 clients search; afterwards every
     acknowledged upsert is present (GET 200, found by a search for its unique word) and every
     acknowledged delete absent (GET 404, no search returns it).
+  * the server's own p50 against the library's from interleaved blocks of the same queries (one side at a
+    time), which a machine whose speed drifts between minutes cannot skew as it skews the two figures above.
 Targets on a 2-core machine: hybrid throughput with 16 clients ≥ 2× one client's; one client's server-side
 p50 within 2 ms of the library call's p50. Take final figures on an idle machine.
 """
@@ -75,6 +77,32 @@ def library_p50(db: Path, queries: list[str], retriever: str) -> float:
         times.append((time.perf_counter() - t0) * 1000)
     eng.close()
     return pct(times, 50)
+
+
+def paired_overhead(url: str, key: str, db: Path, queries: list[str], retriever: str = "hybrid",
+                    blocks: int = 6, per_block: int = 100) -> dict:
+    """Library and server p50 from interleaved blocks (library, server, library, …) of the same queries:
+    machine speed drifts between a measurement taken before the server started and one taken minutes
+    later, so the difference of those two is mostly noise on a shared machine; blocks a few seconds apart
+    see the same machine. Only one side runs at a time (the other is idle)."""
+    eng = Engine.open(db)
+    lib, srv = [], []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for q in queries[:50]:  # both warm
+            eng.search(q, 10, retriever=retriever)
+            c.get("/v1/search", params={"q": q, "k": 10, "retriever": retriever})
+        for b in range(blocks):
+            block = queries[50 + b * per_block: 50 + (b + 1) * per_block]
+            for q in block:
+                t0 = time.perf_counter()
+                eng.search(q, 10, retriever=retriever)
+                lib.append((time.perf_counter() - t0) * 1000)
+            for q in block:
+                r = c.get("/v1/search", params={"q": q, "k": 10, "retriever": retriever})
+                srv.append(_server_ms(r) or float("nan"))
+    eng.close()
+    return {"library_p50": pct(lib, 50), "server_p50": pct(srv, 50), "queries": len(lib),
+            "overhead_ms": pct(srv, 50) - pct(lib, 50)}
 
 
 def _server_ms(resp: httpx.Response) -> float | None:
@@ -212,6 +240,11 @@ def main() -> None:
                 out["runs"].append(res)
                 print(f"{r:>9} {c:>7} {res['qps']:>8.1f} {res['p50']:>7.2f} {res['p95']:>7.2f} {res['p99']:>7.2f} "
                       f"{res['server_p50']:>8.2f} {res['errors']:>6} {res['encodes_per_model_call']:>8.2f}")
+        if "hybrid" in args.retrievers:
+            out["paired"] = p = paired_overhead(server.url, key, db, queries)
+            print(f"interleaved 1-client blocks ({p['queries']} queries each side): library p50 "
+                  f"{p['library_p50']:.2f} ms, server p50 {p['server_p50']:.2f} ms, difference "
+                  f"{p['overhead_ms']:.2f} ms (target ≤ 2)")
         out["mixed"] = mixed(server.url, key, args.duration, queries)
         m = out["mixed"]
         print(f"mixed (8 searching, 1 writing): {m['search']['qps']:.1f} req/s, p50 {m['search']['p50']:.2f} ms, "

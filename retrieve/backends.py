@@ -243,7 +243,8 @@ class DenseBackend:
                 out[i] = hits
         return out
 
-    def _allowed(self, snap: Snapshot, scope: Scope | None) -> list:
+    def allowed(self, snap: Snapshot, scope: Scope | None) -> list:
+        """Per segment, the FAISS selector of the rows `scope` may see (None: every live row)."""
         if scope is None:
             return [None] * len(snap.segments)
         key = (snap.generation, scope.key)
@@ -263,7 +264,7 @@ class DenseBackend:
         return self._selectors[key]
 
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
-        allowed = self._allowed(snap, scope)
+        allowed = self.allowed(snap, scope)
         if snap.parts:  # multi-vector: whole-text and best-sentence similarity combined
             weight = float(snap.manifest["config"]["parts_weight"])
             found = multivector.search(snap, vecs, k, allowed, self._allowed_parts(snap, scope), weight)

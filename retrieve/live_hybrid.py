@@ -6,7 +6,8 @@ encoded once, BM25 scores every visible document for the whole batch (retrieve/b
 returns each query's dense candidates, the union of both candidate lists is scored on both sides (BM25
 read from the same score matrix, cosine from the stored vectors), normalised per query and fused, and
 the top k is taken by score then id. Results equal `search` called per query (same candidates, same
-exact scores up to float rounding). Multi-vector indexes and rank fusion take the generic path.
+exact scores up to float rounding). Multi-vector indexes and rank fusion take the generic path. Single
+queries take the same path on indexes of up to `ARRAY_MAX_ROWS` rows, the generic one (Lucene) above.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from vfr.retrieve import bm25_batch
 from vfr.retrieve.backends import DenseBackend, SparseBackend
 from vfr.retrieve.dense import merge_topk
-from vfr.retrieve.fusion import FusionConfig, normalise_grouped
+from vfr.retrieve.fusion import normalise_grouped
 from vfr.retrieve.hybrid import HybridBackend
 from vfr.retrieve.snapshot import Snapshot
 from vfr.retrieve.types import Hit, Query, Scope, as_query
@@ -27,9 +28,21 @@ class LiveHybridBackend(HybridBackend):
     sparse: SparseBackend
     dense: DenseBackend
 
-    def __init__(self, sparse: SparseBackend, dense: DenseBackend, fusion: FusionConfig | None = None,
-                 background=None) -> None:
-        super().__init__(sparse, dense, fusion, background)
+    # Up to this many index rows a single query takes the array path too: exhaustive BM25 over the
+    # postings beats a Lucene search through JNI plus per-query scoring and fusion in Python (measured:
+    # p50 6.7 vs 8.6 ms at 20k documents, 7.1–8.2 vs 8.1–8.9 ms at 100k with HNSW, p99 ~35% lower).
+    # Exhaustive BM25 grows with the postings a query touches, where Lucene's block-max WAND does not,
+    # so larger indexes keep the Lucene path for single queries.
+    ARRAY_MAX_ROWS = 250_000
+
+    def search(self, query: Query | str, k: int = 10, scope: Scope | None = None) -> list[Hit]:
+        q = as_query(query)
+        if self.fusion.method == "convex" and k > 0 and not q.empty:
+            with self.sparse.handle.acquire() as snap:
+                small = not snap.parts and int(snap.row_base[-1]) <= self.ARRAY_MAX_ROWS
+            if small:
+                return self.batch_search([q], k, scope)[0]
+        return super().search(q, k, scope)
 
     def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
         queries = [as_query(q) for q in queries]
@@ -64,7 +77,7 @@ class LiveHybridBackend(HybridBackend):
         base = snap.row_base
         # each side's own candidates, as positions in snap.all_ids
         sparse_top = bm25_batch.top_k(bm25, ids, depth)
-        allowed = self.dense._allowed(snap, scope)
+        allowed = self.dense.allowed(snap, scope)
         parts = [seg.search(vecs, depth, sel) for seg, sel in zip(snap.dense, allowed)]
         if parts:
             faiss_scores, segs, rows = merge_topk(parts, depth)

@@ -191,3 +191,19 @@ def test_batch_search_equals_single_searches(engine):
             single = engine.search(text, 7, retriever=name)
             assert [(h.id, pytest.approx(h.score, rel=1e-5)) for h in batch[qid]] == \
                 [(h.id, h.score) for h in single], (name, text)
+
+
+def test_the_lucene_and_array_paths_of_a_single_hybrid_query_agree(engine, monkeypatch):
+    """Small indexes answer a single hybrid query with the array path, large ones with Lucene plus per-query
+    fusion (LiveHybridBackend.ARRAY_MAX_ROWS): both give the same ranking, scoped or not."""
+    from vfr.retrieve.live_hybrid import LiveHybridBackend
+
+    queries = ["dog", "neon diner", "AND (", "x" * 5000, "red bus", "a dog chasing a cat", "the of and"]
+    for scope in (None, "pets"):
+        array = {q: engine.search(q, 7, collection=scope) for q in queries}
+        monkeypatch.setattr(LiveHybridBackend, "ARRAY_MAX_ROWS", 0)
+        for q in queries:
+            lucene = engine.search(q, 7, collection=scope)
+            assert [h.id for h in lucene] == [h.id for h in array[q]], (q, scope)
+            assert [pytest.approx(h.score, rel=1e-5, abs=1e-6) for h in lucene] == [h.score for h in array[q]]
+        monkeypatch.undo()
