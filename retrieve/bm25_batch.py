@@ -1,9 +1,9 @@
-"""Exact BM25 of a whole batch of queries against every visible document, with sparse-matrix products.
+"""Exact BM25 of a whole batch of queries against every visible document, from the forward index's postings.
 
 The single-query path asks Lucene for candidates and rescores them (backends.SparseBackend); for a batch
-that is one JNI round trip and one rescoring per query. Here the batch is one product per segment and
-scored part: (queries × terms) weights times the (terms × rows) saturated term frequencies, read from the
-forward index's postings (its transpose, built once per segment). The formula and statistics are the
+that is one JNI round trip and one rescoring per query. Here each distinct term of the batch has its
+saturated frequencies computed once per segment and scored part, from the forward index's postings (its
+transpose, built once per segment), and added to the score row of every query that has the term. The formula and statistics are the
 forward index's (retrieve/bm25.py), so scores equal the single path's up to float rounding; the top k is
 taken with the same tie rule (score, then id).
 """
