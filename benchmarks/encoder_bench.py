@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/encoder_bench.py [--docs 10000] [--speed-docs 2000] [--rounds 3]
                                                  [--queries 300] [--backends torch,onnx,onnx-int8,openvino]
+                                                 [--encoder default|mpnet|MODEL_DIR]
 
 Documents are real texts from the shared data: the 8.4k distinct vision-LLM descriptions of COCO images
 (joins, HALC, OPERA), then IIW/DOCCI long human descriptions, then MSCOCO-FG captions up to --docs;
@@ -56,7 +57,7 @@ def real_texts(n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
     return docs_list, query_list
 
 
-def worker(backend: str, work: Path, batch_size: int, speed_docs: int, vectors: bool) -> None:
+def worker(backend: str, work: Path, batch_size: int, speed_docs: int, vectors: bool, encoder: str) -> None:
     """One backend in this process: load (export if needed), latency, throughput[, all vectors to disk]."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vfr.retrieve import encoder_backends as B
@@ -65,7 +66,7 @@ def worker(backend: str, work: Path, batch_size: int, speed_docs: int, vectors: 
     docs = json.loads((work / "docs.json").read_text())
     queries = json.loads((work / "queries.json").read_text())
     t0 = time.perf_counter()
-    enc = load_encoder(resolve_encoder("default", backend))
+    enc = load_encoder(resolve_encoder(encoder, backend))
     load_s = time.perf_counter() - t0
     for q in queries[:20]:  # warm-up
         enc.encode([q])
@@ -109,19 +110,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="each backend once per round, order rotated")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--backends", default="torch,onnx,onnx-int8,openvino")
+    ap.add_argument("--encoder", default="default", help="the model every backend runs (e.g. mpnet, a model folder)")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vectors", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.work, args.batch_size, args.speed_docs, args.vectors)
+        return worker(args.worker, args.work, args.batch_size, args.speed_docs, args.vectors, args.encoder)
 
     backends = args.backends.split(",")
     if "torch" not in backends:
         backends.insert(0, "torch")  # the reference for cosine
     docs, queries = real_texts(args.docs, args.queries)
-    print(f"{len(docs)} texts, {len(queries)} caption queries, {args.rounds} rounds, batch {args.batch_size}, "
+    print(f"encoder {args.encoder}: {len(docs)} texts, {len(queries)} caption queries, {args.rounds} rounds, batch {args.batch_size}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -130,7 +132,7 @@ def main() -> None:
         for r in range(args.rounds):  # rotate the order so that drifting machine load hits every backend
             for backend in backends[r % len(backends):] + backends[:r % len(backends)]:
                 cmd = [sys.executable, __file__, "--worker", backend, "--work", str(work), "--batch-size",
-                       str(args.batch_size), "--speed-docs", str(args.speed_docs)]
+                       str(args.batch_size), "--speed-docs", str(args.speed_docs), "--encoder", args.encoder]
                 subprocess.run(cmd + (["--vectors"] if r == 0 else []), check=True)
         rows = summarise([json.loads(x) for x in (work / "rows.jsonl").read_text().splitlines()], backends)
         ref = np.load(work / "torch.npy")

@@ -4,7 +4,10 @@
 
 SPEC: {"title": ..., "rows": [{"change": "tuned vs fixed fusion", "base": DIR, "variant": DIR,
 "retriever": "hybrid", "base_retriever"?: ..., "benchmarks": [...]}]}, where each DIR holds one
-`vfr eval BENCH --out DIR/BENCH` output per benchmark (metrics.json + runs/*.trec). For every benchmark and
+`vfr eval BENCH --out DIR/BENCH` output per benchmark (metrics.json + runs/*.trec). An optional
+"summary": {"variants": {LABEL: DIR, ...}, "benchmarks": [...], "tasks"?: [...]} adds a table of each variant's
+dense and hybrid R@1 (with the hybrid's 95% interval) and the hybrid − dense margin with its paired test, per
+benchmark: where each setting stands against the targets. For every benchmark and
 retrieval task both sides ran, a row gives R@1/5/10 of each side, the R@1 difference with a 95% paired
 bootstrap interval (queries resampled, 2,000 times) and the paired randomisation test's p-value (ranx,
 1,000 permutations) on R@1; a change is called significant at p < 0.05 with no multiple-comparison
@@ -77,6 +80,73 @@ def build(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def _metrics(folder: Path, bench: str, task: str) -> dict | None:
+    doc_path = folder / bench / "metrics.json"
+    if not doc_path.is_file():
+        return None
+    doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    return next((t for t in doc["tasks"] if t["task"] == task and t["kind"] == "retrieval"), None)
+
+
+def summary(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Per benchmark and variant: dense and hybrid R@1, the hybrid's interval, and hybrid − dense (paired)."""
+    from vfr.eval import benchmarks
+    from vfr.eval.tasks import RetrievalTask
+
+    rows = []
+    wanted = spec.get("tasks")
+    for bench in spec["benchmarks"]:
+        for task in benchmarks.resolve(bench, data_dir)[1]:
+            if not isinstance(task, RetrievalTask) or (wanted and task.name not in wanted):
+                continue
+            qrels = {q: dict(r) for q, r in task.qrels.items()}
+            for label, folder in spec["variants"].items():
+                dense, hybrid = (_runs(Path(folder), bench, task.name, r) for r in ("dense", "hybrid"))
+                if dense is None or hybrid is None:
+                    continue
+                diff = paired_diff(qrels, dense, hybrid)
+                ci = (_metrics(Path(folder), bench, task.name) or {}).get("r1_ci95", {}).get("hybrid")
+                rows.append({"benchmark": bench, "task": task.name, "variant": label, "queries": diff["queries"],
+                             "dense_r1": diff["base"]["hit_rate@1"], "hybrid_r1": diff["variant"]["hit_rate@1"],
+                             "hybrid_ci95": ci, "margin": diff["diff_r1"], "margin_ci95": diff["ci95"],
+                             "p": diff["p"]})
+    return rows
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| benchmark | task | setting | dense R@1 | hybrid R@1 (95% CI) | hybrid − dense (95% CI) | p |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = f" ({100 * r['hybrid_ci95'][0]:.1f}–{100 * r['hybrid_ci95'][1]:.1f})" if r["hybrid_ci95"] else ""
+        lines.append(f"| {r['benchmark']} | {r['task']} | {r['variant']} | {100 * r['dense_r1']:.1f} | "
+                     f"{100 * r['hybrid_r1']:.1f}{ci} | {100 * r['margin']:+.1f} ({100 * r['margin_ci95'][0]:+.1f} to "
+                     f"{100 * r['margin_ci95'][1]:+.1f}) | {_p(r['p'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def compositional_markdown(spec: dict) -> str:
+    """Each variant's accuracy (all items / macro over categories) on the compositional benchmarks."""
+    lines = ["| benchmark | setting | items | dense accuracy (all / macro) | hybrid accuracy (all / macro) |",
+             "|---|---|---:|---:|---:|"]
+    for bench in spec.get("compositional", []):
+        for label, folder in spec["variants"].items():
+            doc_path = Path(folder) / bench / "metrics.json"
+            if not doc_path.is_file():
+                continue
+            task = next(t for t in json.loads(doc_path.read_text(encoding="utf-8"))["tasks"]
+                        if t["kind"] == "compositional")
+            res = task["results"]
+            if not {"dense", "hybrid"} <= set(res):
+                continue
+            acc = lambda r: f"{100 * res[r]['micro_accuracy']:.1f} / {100 * res[r]['macro_accuracy']:.1f}"  # noqa: E731
+            lines.append(f"| {bench} | {label} | {res['hybrid']['items']} | {acc('dense')} | {acc('hybrid')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else format(p, ".3f")
+
+
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:
     lines = [f"## {title}", "",
              "| change | benchmark | task | queries | base R@1/5/10 | variant R@1/5/10 | ΔR@1 (95% CI) | p | |",
@@ -86,7 +156,7 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
         sig = "significant" if r["p"] < 0.05 else ""
         lines.append(f"| {r['change']} | {r['benchmark']} | {r['task']} | {r['queries']} | {fmt(r['base'])} | "
                      f"{fmt(r['variant'])} | {100 * r['diff_r1']:+.1f} ({100 * r['ci95'][0]:+.1f} to "
-                     f"{100 * r['ci95'][1]:+.1f}) | {'<0.001' if r['p'] < 0.001 else format(r['p'], '.3f')} | {sig} |")
+                     f"{100 * r['ci95'][1]:+.1f}) | {_p(r['p'])} | {sig} |")
     lines += ["", "ΔR@1 = variant − base on the same queries; 95% interval: paired bootstrap over queries (2,000 "
               "resamples); p: paired randomisation test on R@1 (ranx, 1,000 permutations, so p = 0.001 is the "
               "floor); significant = p < 0.05, no multiple-comparison correction.", ""]
@@ -96,7 +166,15 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> None:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     rows = build(spec)
-    Path(argv[1]).write_text(markdown(spec.get("title", "Ablations"), rows), encoding="utf-8")
+    text = markdown(spec.get("title", "Ablations"), rows)
+    if spec.get("summary"):
+        text = (f"## {spec['summary'].get('title', 'Where each setting stands')}\n\n{spec['summary'].get('note', '')}\n\n"
+                + summary_markdown(summary(spec["summary"])) + "\n"
+                + (compositional_markdown(spec["summary"]) + "\n" if spec["summary"].get("compositional") else "")
+                + text)
+    if spec.get("preamble"):
+        text = spec["preamble"].strip() + "\n\n" + text
+    Path(argv[1]).write_text(text, encoding="utf-8")
     if len(argv) > 3 and argv[2] == "--jsonl":
         with open(argv[3], "a", encoding="utf-8") as f:
             for r in rows:

@@ -8,10 +8,11 @@ file stem, everything else by the id the file gives.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from vfr.store.image_ids import coco_id
 
 
 class BenchmarkError(ValueError):
@@ -57,15 +58,6 @@ class Benchmark:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-_COCO_NAME = re.compile(r"(?:COCO_(?:val|train|test)20\d\d_)?0*(\d+)(?:\.jpg)?$")
-
-
-def coco_id(name: str | int) -> str:
-    """`COCO_val2014_000000001290.jpg`, `000000001290.jpg`, `1290` → `"1290"`."""
-    m = _COCO_NAME.fullmatch(str(name))
-    if not m:
-        raise ValueError(f"not a COCO image name or id: {name!r}")
-    return m.group(1)
 
 
 def _read_json(path: Path) -> Any:

@@ -40,8 +40,8 @@ orientation only, never as a like-for-like comparison.
 The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion.md): the `coco-val` rows
 are tuning data, not held-out results. Fusion source for this run: {fusion_source}. One-change-at-a-time
 ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector
-dense), with paired intervals and significance, are in [ablations.md](ablations.md)
-(`bash scripts/regen_ablations.sh`).
+dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
+`bash scripts/regen_ablations.sh`, run before this page).
 """
 
 
@@ -123,12 +123,23 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
                 "then rebuild the page as above).\n"
     parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
              "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
+             *ablation_section(path.parent / "ablations.md"),
              "## Time", "", *timing_lines(docs, total_s), "",
              "## Every benchmark in detail", ""]
     parts += [markdown(d, heading="###") for d in docs]
     parts.append(f"\n_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC._\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def ablation_section(ablations: Path) -> list[str]:
+    """docs/ablations.md (made by scripts/regen_ablations.sh) one heading level down, or nothing."""
+    if not ablations.is_file():
+        return []
+    body = [line for line in ablations.read_text(encoding="utf-8").splitlines() if not line.startswith("# ")]
+    while body and not body[0].strip():
+        body.pop(0)
+    return ["## Ablations (issue 13)", "", *[("#" + line) if line.startswith("##") else line for line in body], ""]
 
 
 def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None = None) -> list[str]:

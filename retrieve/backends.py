@@ -20,7 +20,7 @@ from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
 from vfr.retrieve.dense import merge_topk, selector
 from vfr.retrieve.fields import LUCENE_PREFIX
 from vfr.retrieve.snapshot import IndexHandle, Snapshot
-from vfr.retrieve.types import Hit, Query, Scope, as_query, hits_from_scores
+from vfr.retrieve.types import Hit, Query, Scope, as_query, hits_from_scores, ranked_hits
 
 MAX_FETCH = 1 << 14  # Lucene candidates at most (only huge runs of tied scores get near it)
 TERMS = "bm25_terms"
@@ -77,8 +77,7 @@ class SparseBackend:
             for start in range(0, len(queries), bm25_batch.CHUNK):
                 chunk = queries[start:start + bm25_batch.CHUNK]
                 for pos, vals in bm25_batch.top_k(self.score_matrix(snap, chunk, scope), snap.all_ids, k):
-                    ids = snap.all_ids[pos].tolist()
-                    out.append([Hit(id=d, score=float(v), rank=r + 1) for r, (d, v) in enumerate(zip(ids, vals.tolist()))])
+                    out.append(ranked_hits(snap.all_ids[pos].tolist(), vals.tolist()))
         return out
 
     @staticmethod

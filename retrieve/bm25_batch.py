@@ -16,6 +16,7 @@ import numpy as np
 from scipy import sparse as sp
 
 from vfr.retrieve.bm25 import ForwardSegment, TermStats
+from vfr.retrieve.topk import block_bound
 
 CHUNK = 64  # queries per product: bounds the dense (queries × rows) score block
 
@@ -60,7 +61,6 @@ def add_part_scores(out: Sequence[np.ndarray], k1: float, b: float, boosts: Sequ
                 acc[i, rows] += w * sat
 
 
-BLOCK = 32  # block maxima give a useful lower bound when there are well over k blocks
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -72,14 +72,7 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[np.ndarray,
     n_q, n = scores.shape
     if k <= 0 or not n:
         return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(n_q)]
-    whole = n - n % BLOCK  # full blocks as a view, the rest as one more block
-    maxima = [scores[:, :whole].reshape(n_q, -1, BLOCK).max(axis=2)] if whole else []
-    if whole < n:
-        maxima.append(scores[:, whole:].max(axis=1, keepdims=True))
-    maxima = np.concatenate(maxima, axis=1)
-    nb = maxima.shape[1]
-    bound = np.partition(maxima, nb - k, axis=1)[:, nb - k] if k <= nb else np.zeros(n_q, np.float32)
-    bound = np.maximum(bound, np.float32(0))
+    bound = np.maximum(block_bound(scores, k, 0.0), np.float32(0))
     out = []
     for row, t in zip(scores, bound.tolist()):
         cand = np.flatnonzero(row >= t) if t > 0 else np.flatnonzero(row > 0)

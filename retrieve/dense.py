@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vfr.retrieve.topk import block_bound
+
 FILE = "dense.faiss"
 GEMM_MIN_QUERIES = 16  # flat search of this many queries or more: one matrix product (FAISS below: a
 # single query's product is memory-bound, where FAISS on one thread is quicker)
@@ -159,8 +161,6 @@ def _hidden(sel, n: int) -> np.ndarray:
     return sel._hidden
 
 
-BLOCK = 32
-
 
 def top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row the k largest finite entries, best first: (scores, columns), -1 and -inf where a row has
@@ -169,11 +169,7 @@ def top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, n)
     out_s = np.full((n_q, k), -np.inf, dtype=np.float32)
     out_r = np.full((n_q, k), -1, dtype=np.int64)
-    nb = n // BLOCK
-    bound = np.full(n_q, -np.inf, dtype=np.float32)
-    if nb >= 4 * k:
-        maxima = scores[:, :nb * BLOCK].reshape(n_q, nb, BLOCK).max(axis=2)
-        bound = np.partition(maxima, nb - k, axis=1)[:, nb - k]
+    bound = block_bound(scores, k, -np.inf, min_blocks=4 * k)
     for q, (row, t) in enumerate(zip(scores, bound)):
         cand = np.flatnonzero(row >= t) if np.isfinite(t) else np.arange(n)
         vals = row[cand]

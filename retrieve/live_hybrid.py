@@ -21,7 +21,7 @@ from vfr.retrieve.dense import merge_topk
 from vfr.retrieve.fusion import normalise_grouped
 from vfr.retrieve.hybrid import HybridBackend
 from vfr.retrieve.snapshot import Snapshot
-from vfr.retrieve.types import Hit, Query, Scope, as_query
+from vfr.retrieve.types import Hit, Query, Scope, as_query, ranked_hits
 
 
 class LiveHybridBackend(HybridBackend):
@@ -112,8 +112,7 @@ class LiveHybridBackend(HybridBackend):
         out = []
         for q in range(n_q):
             take = order[starts[q]:starts[q] + min(k, int(sizes[q]))]
-            out.append([Hit(id=d, score=float(v), rank=r + 1)
-                        for r, (d, v) in enumerate(zip(ids[pos[take]].tolist(), fused[take].tolist()))])
+            out.append(ranked_hits(ids[pos[take]].tolist(), fused[take].tolist()))
         return out
 
     @staticmethod

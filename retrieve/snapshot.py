@@ -141,8 +141,11 @@ class Snapshot:
 
     @property
     def row_base(self) -> np.ndarray:
-        """Position of each segment's first row in `all_ids` (and one past the last)."""
-        return np.cumsum([0] + [len(s.ids) for s in self.segments])
+        """Position of each segment's first row in `all_ids` (and one past the last); computed once (a
+        snapshot's segments never change)."""
+        if getattr(self, "_row_base", None) is None:
+            self._row_base = np.cumsum([0] + [len(s.ids) for s in self.segments])
+        return self._row_base
 
     def lucene_rows(self, docs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Global Lucene doc numbers → (segment index, row)."""

@@ -122,7 +122,12 @@ Searcher = Backend  # the name used before the live engine
 def hits_from_scores(scores: dict[str, float], k: int) -> list[Hit]:
     """Rank a {doc: score} mapping (ties broken by id so runs are deterministic)."""
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    return [Hit(id=d, score=float(s), rank=i + 1) for i, (d, s) in enumerate(ordered)]
+    return ranked_hits([d for d, _ in ordered], [s for _, s in ordered])
+
+
+def ranked_hits(ids: Sequence[str], scores: Sequence[float]) -> list[Hit]:
+    """Hits for ids already in rank order (best first), with their scores."""
+    return [Hit(id=d, score=float(s), rank=i + 1) for i, (d, s) in enumerate(zip(ids, scores))]
 
 
 def run_from_hits(results: dict[str, Sequence[Hit]]) -> Run:

@@ -15,17 +15,26 @@ def register(app: typer.Typer) -> None:
 
 
 def calibrate_cmd(
-    pairs: Annotated[str, typer.Option("--pairs", help="Pair source: a .duckdb store (captions of described "
-                                       "images), a COCO join JSONL, a JSONL of {\"query\", \"document\"} "
-                                       "pairs, or coco-val / coco-test (the shared joins, under $VFR_DATA).")],
+    pairs: Annotated[list[str], typer.Option("--pairs", help="Pair source (repeatable: sources of different "
+                                             "description styles train together): a .duckdb store (captions of "
+                                             "described images), a COCO join JSONL, a Karpathy split JSON (caption "
+                                             "proxy: captions 2… ↔ caption 1), a JSONL of {\"query\", "
+                                             "\"document\"} pairs, or a shared-data name under $VFR_DATA: coco-val, "
+                                             "coco-test (joins), flickr30k-val, coco-5k-val (caption proxies).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the calibrated model (`vfr index --encoder OUT`).")],
     base: Annotated[str, typer.Option("--base", help="Model to start from: default (packaged MiniLM), a "
                                       "model folder or a hub name.")] = "default",
-    fmt: Annotated[str, typer.Option("--format", help="auto | store | coco-join | jsonl")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | store | coco-join | karpathy | jsonl")] = "auto",
     descriptions: Annotated[str, typer.Option(help="COCO joins: pair captions with all descriptions or the "
                                               "longest one per image.")] = "all",
     source: Annotated[Optional[list[str]], typer.Option("--source", help="COCO joins: only descriptions whose "
                                                         "key starts with this (repeatable), e.g. opera/.")] = None,
+    max_pairs: Annotated[Optional[int], typer.Option(min=2, help="Keep a seeded random sample of at most this "
+                                                     "many pairs from each --pairs source.")] = None,
+    exclude_groups: Annotated[Optional[Path], typer.Option(help="File of image ids (one a line) whose pairs are "
+                                                           "dropped: keep the images you evaluate on out of "
+                                                           "training (`python benchmarks/benchmark_images.py`).")]
+    = None,
     loss: Annotated[str, typer.Option(help="mnrl | mnrl-sym | cached-mnrl | cached-mnrl-sym")] = "mnrl",
     epochs: Annotated[float, typer.Option(min=0.001, max=10_000.0, help="Passes over the training pairs.")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=2, max=1_000_000, help="Pairs per batch; the others in a batch are the negatives.")] = 32,
@@ -36,8 +45,11 @@ def calibrate_cmd(
     freeze_layers: Annotated[int, typer.Option(min=0, help="Freeze embeddings + this many lowest layers.")] = 0,
     max_seq_length: Annotated[Optional[int], typer.Option(min=1, help="Truncate texts while training "
                                                           "(faster on CPU); the saved model keeps its own.")] = None,
-    hard_negatives: Annotated[bool, typer.Option(help="Mine one BM25 hard negative per pair "
-                                                 "(another image's description ranked high).")] = False,
+    hard_negatives: Annotated[bool, typer.Option(help="Mine one hard negative per pair (another image's "
+                                                 "document ranked high; see --hn-retriever).")] = False,
+    hn_retriever: Annotated[str, typer.Option(help="Who ranks the negatives: bm25 (Lucene) or hybrid / dense "
+                                              "(the engine over the --base model: the mistakes search would "
+                                              "make).")] = "bm25",
     hn_depth: Annotated[int, typer.Option(min=1, help="Draw the negative from this many top other-image hits.")] = 10,
     hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
     heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
@@ -70,7 +82,7 @@ def calibrate_cmd(
     defaults: the packaged MiniLM calibrates on ~2k pairs in about five minutes on 2 cores (pass
     --threads 1 when other busy processes share them).
     """
-    from vfr.retrieve.calibrate.pairs import PairError, load_pairs, split_by_group
+    from vfr.retrieve.calibrate.pairs import PairError, load_sources, read_groups, split_by_group
     from vfr.retrieve.tuning import METRICS
 
     if tune_metric not in METRICS:
@@ -79,13 +91,20 @@ def calibrate_cmd(
         fail(f"{out} exists and is not empty: choose another --out or pass --force")
     if descriptions not in ("all", "longest"):
         fail("--descriptions must be all or longest")
+    if hn_retriever not in ("bm25", "hybrid", "dense"):
+        fail(f"--hn-retriever must be bm25, hybrid or dense, got {hn_retriever!r}")
     try:
-        all_pairs = load_pairs(pairs, fmt, descriptions=descriptions, description_sources=source or ())  # type: ignore[arg-type]
+        excluded = read_groups(exclude_groups) if exclude_groups else []
+        all_pairs, counts = load_sources(pairs, fmt, descriptions=descriptions,  # type: ignore[arg-type]
+                                         description_sources=source or (), max_pairs=max_pairs,
+                                         exclude_groups=excluded, seed=seed)
         train, held = split_by_group(all_pairs, heldout, seed)
     except PairError as e:
         fail(str(e))
-    console.print(f"{len(all_pairs)} pairs from {pairs}: {len(train)} for training, {len(held)} held out "
-                  f"({len({p.group for p in held})} images)")
+    per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
+    console.print(f"{len(all_pairs)} pairs ({per_source}{f'; {len(excluded)} excluded images' if excluded else ''}): "
+                  f"{len(train)} for training, {len(held)} held out ({len({p.group for p in held})} images)",
+                  highlight=False)
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
     config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]
@@ -98,9 +117,12 @@ def calibrate_cmd(
         if hard_negatives:
             from vfr.retrieve.calibrate.mining import mine_hard_negatives
 
-            train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed)
-            console.print(f"mined {sum(p.negative is not None for p in train)} BM25 hard negatives")
-        result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False))
+            search = None if hn_retriever == "bm25" else _engine_search(hn_retriever, base)
+            train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search)
+            console.print(f"mined {sum(p.negative is not None for p in train)} {hn_retriever} hard negatives")
+        result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False),
+                           record={"sources": counts, "excluded_groups": len(excluded),
+                                   "hard_negative_retriever": hn_retriever if hard_negatives else None})
     except ValueError as e:
         fail(str(e))
     if result.heldout_after and result.heldout_before:
@@ -111,6 +133,35 @@ def calibrate_cmd(
     if tune and os.environ.get("RANK", "0") == "0":
         _tune_fusion(out, held, train, tune_on, tune_metric)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
+
+
+def _engine_search(retriever: str, encoder: str):
+    """Rank with the engine itself (a throw-away index over the documents, the built-in fusion): the
+    hard negatives are then the documents the served hybrid would wrongly put first."""
+    import shutil
+    import tempfile
+
+    from vfr.eval.cache import open_corpus_index
+    from vfr.retrieve.types import Query
+    from vfr.retrieve.writer import IndexConfig
+
+    def search(texts: list[str], queries: list[str], k: int) -> dict[str, list[int]]:
+        cache = Path(tempfile.mkdtemp(prefix="vfr-calibrate-mine-"))
+        try:
+            index, _ = open_corpus_index({str(i): t for i, t in enumerate(texts)}, encoder, IndexConfig(), cache,
+                                         progress=True, fusion="fixed")
+            try:
+                backend, ranked = index.backend(retriever), {}
+                for start in range(0, len(queries), 256):
+                    chunk = queries[start:start + 256]
+                    for q, hits in zip(chunk, backend.batch_search([Query(q) for q in chunk], k)):
+                        ranked[q] = [int(h.id) for h in hits]
+                return ranked
+            finally:
+                index.close()
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+    return search
 
 
 def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str) -> None:

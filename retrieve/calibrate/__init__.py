@@ -1,7 +1,8 @@
 """Calibration: contrastive fine-tuning of the dense encoder on (caption, description) pairs.
 
-pairs.py   pair sources (store, COCO joins, generic JSONL), validation, split by image
-mining.py  BM25 hard negatives (a throw-away Lucene index)
+pairs.py   pair sources (store, COCO joins, Karpathy caption proxies, generic JSONL), several at once,
+           validation, exclusions, split by image
+mining.py  hard negatives: BM25 (a throw-away Lucene index) or any ranking passed in (the CLI's hybrid)
 sampler.py batches with one pair per image
 train.py   the sentence-transformers trainer run → a model folder `load_encoder` accepts
 Heavy libraries (torch, sentence-transformers, the JVM) load inside the functions that need them.

@@ -1,8 +1,10 @@
-"""BM25 hard negatives: for each pair, a document of *another* image that Lucene ranks high for the query.
+"""Hard negatives: for each pair, a document of *another* image that a retriever ranks high for the query.
 
-Lexically close but wrong documents are the negatives in-batch sampling rarely supplies ("a dog on a
-couch" vs a description of a cat on a couch). The index is a throw-away Lucene index of the pairs'
-distinct documents, built in-process (real BM25, the same as `vfr index`'s sparse side).
+Close but wrong documents are the negatives in-batch sampling rarely supplies ("a dog on a couch" vs a
+description of a cat on a couch). By default the ranking is BM25 over a throw-away Lucene index of the pairs'
+distinct documents, built in-process (real BM25, the same as `vfr index`'s sparse side); any other ranking
+(`vfr calibrate --hn-retriever hybrid` passes the engine's own hybrid over the base model) comes in as
+`search`, so the negatives are the mistakes the served retriever would make.
 """
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import random
 import shutil
 import tempfile
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from vfr.retrieve.calibrate.pairs import Pair
 
 
+Search = Callable[[list[str], list[str], int], dict[str, list[int]]]
+"""(documents, queries, k) → query → indices of its top-k documents, best first."""
+
+
 def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, seed: int = 0,
-                        threads: int = 2) -> list[Pair]:
+                        threads: int = 2, search: Search | None = None) -> list[Pair]:
     """Return the pairs with `negative` set: drawn at random from ranks [skip, skip+depth) of the
-    BM25 hits for the query that belong to other groups.
+    hits for the query (BM25 unless `search` is given) that belong to other groups.
 
     `skip` > 0 steps over the very top hits, which on near-duplicate collections (COCO has many
     "man surfing a wave" images) are often unlabelled positives rather than negatives.
@@ -36,7 +42,8 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
         raise ValueError("hard negatives need documents from at least 2 groups (images)")
     texts = list(docs)
     queries = sorted({p.query for p in pairs})
-    hits = _bm25(texts, queries, k=skip + depth + 20, threads=threads)
+    k = skip + depth + 20
+    hits = search(texts, queries, k) if search is not None else _bm25(texts, queries, k=k, threads=threads)
     rng = random.Random(seed)
     out = []
     for p in pairs:

@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-Format = Literal["auto", "store", "coco-join", "jsonl"]
+from vfr.store.image_ids import coco_id
+
+Format = Literal["auto", "store", "coco-join", "karpathy", "jsonl"]
 DescriptionChoice = Literal["all", "longest"]
 
 _JOIN = "joined/coco_karpathy_{}_x_vlm_descriptions.jsonl"
-SHORTHANDS = {"coco-val": _JOIN.format("val"), "coco-test": _JOIN.format("test")}
-"""Names for the shared COCO joins, resolved under the data folder (env VFR_DATA, default ../shared/data)."""
+SHORTHANDS = {"coco-val": _JOIN.format("val"), "coco-test": _JOIN.format("test"),
+              "flickr30k-val": "karpathy/flickr30k_val_karpathy.json",
+              "coco-5k-val": "karpathy/coco_val_karpathy.json"}
+"""Names for the shared data, resolved under the data folder (env VFR_DATA, default ../shared/data): the COCO
+joins (captions ↔ machine descriptions) and the Karpathy validation splits as caption proxies (each image's
+first human caption stands in for its description, the other captions query it: a second description style)."""
 
 
 class PairError(ValueError):
@@ -48,7 +54,7 @@ def resolve_source(source: str) -> Path:
         return path
     path = Path(source).expanduser()
     if not path.exists():
-        raise PairError(f"{source}: no such file (give a .duckdb store, a COCO join, a JSONL of "
+        raise PairError(f"{source}: no such file (give a .duckdb store, a COCO join, a Karpathy split, a JSONL of "
                         f"{{\"query\", \"document\"}} pairs, or one of {sorted(SHORTHANDS)})")
     return path
 
@@ -67,19 +73,65 @@ def load_pairs(source: str, fmt: Format = "auto", *, descriptions: DescriptionCh
         pairs = store_pairs(path)
     elif kind == "coco-join":
         pairs = coco_join_pairs(path, descriptions=descriptions, sources=description_sources)
+    elif kind == "karpathy":
+        pairs = karpathy_pairs(path)
     elif kind == "jsonl":
         pairs = jsonl_pairs(path)
     else:
-        raise PairError(f"unknown pair format {fmt!r}: use auto, store, coco-join or jsonl")
+        raise PairError(f"unknown pair format {fmt!r}: use auto, store, coco-join, karpathy or jsonl")
     if not pairs:
         raise PairError(f"{path}: no pairs found (a store needs captions on described images; "
                         "a COCO join needs captions and descriptions)")
     return pairs
 
 
+def load_sources(sources: Sequence[str], fmt: Format = "auto", *, descriptions: DescriptionChoice = "all",
+                 description_sources: Sequence[str] = (), max_pairs: int | None = None,
+                 exclude_groups: Sequence[str] = (), seed: int = 0) -> tuple[list[Pair], dict[str, int]]:
+    """Pairs of several sources together (calibration that should travel across description styles), each
+    source cut to a seeded sample of `max_pairs`, without the pairs of `exclude_groups` (e.g. the images of a
+    benchmark the model will be evaluated on). Returns the pairs and the count kept per source.
+
+    Groups are image ids: COCO images keep their numeric id in every source (join or Karpathy split), so one
+    image's captions never serve as each other's negatives, and the held-out split keeps it on one side."""
+    if not sources:
+        raise PairError("no pair source given")
+    excluded = set(exclude_groups)
+    pairs: list[Pair] = []
+    counts: dict[str, int] = {}
+    for i, source in enumerate(sources):
+        got = [p for p in load_pairs(source, fmt, descriptions=descriptions, description_sources=description_sources)
+               if p.group not in excluded]
+        if max_pairs is not None and len(got) > max_pairs:
+            got = random.Random(seed + i).sample(got, max_pairs)
+        if not got:
+            raise PairError(f"{source}: no pairs left after excluding {len(excluded)} groups")
+        counts[source] = len(got)
+        pairs.extend(got)
+    return pairs, counts
+
+
+def read_groups(path: Path) -> list[str]:
+    """Group (image) ids, one a line (# comments and blank lines ignored); COCO file names become their id."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PairError(f"{path}: cannot read the group list: {e}") from None
+    return [_group_id(x.strip()) for x in lines if x.strip() and not x.lstrip().startswith("#")]
+
+
+def _group_id(name: str) -> str:
+    try:
+        return coco_id(name)
+    except ValueError:
+        return name
+
+
 def detect_format(path: Path) -> str:
     if path.suffix == ".duckdb":
         return "store"
+    if path.suffix == ".json":
+        return "karpathy"
     for lineno, obj in _json_lines(path):
         if "query" in obj or "document" in obj:
             return "jsonl"
@@ -124,6 +176,26 @@ def coco_join_pairs(path: Path, descriptions: DescriptionChoice = "all",
         for cap in caps:
             if isinstance(cap, str) and cap.strip():
                 pairs.extend(Pair(cap.strip(), t.strip(), str(group)) for t in texts)
+    return pairs
+
+
+def karpathy_pairs(path: Path) -> list[Pair]:
+    """A Karpathy split `[{image_name, captions[]}]` as caption proxy pairs: captions 2… query caption 1 (the
+    `*-val` proxy benchmarks' construction); group = the COCO id, or the file stem (Flickr30k)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PairError(f"{path}: not a readable Karpathy split (a JSON list of images): {e}") from None
+    if not isinstance(data, list):
+        raise PairError(f"{path}: a Karpathy split is a JSON list of {{\"image_name\", \"captions\"}} objects")
+    pairs = []
+    for n, rec in enumerate(data):
+        name, caps = (rec.get("image_name"), rec.get("captions")) if isinstance(rec, dict) else (None, None)
+        if not isinstance(name, str) or not isinstance(caps, list):
+            raise PairError(f"{path} item {n}: needs \"image_name\" (string) and \"captions\" (list)")
+        caps = [c.strip() for c in caps if isinstance(c, str) and c.strip()]
+        group = _group_id(name) if name.startswith("COCO_") else Path(name).stem
+        pairs.extend(Pair(c, caps[0], group) for c in caps[1:])
     return pairs
 
 

@@ -77,11 +77,14 @@ class CalibrationResult:
     seconds: float = 0.0
     log_history: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)      # where the pairs came from (sources, exclusions, mining)
 
 
 def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Path,
-              config: CalibrateConfig, log: Callable[[str], None] = print) -> CalibrationResult:
-    """Train, keep the best held-out checkpoint, save a loadable model folder, and say what happened."""
+              config: CalibrateConfig, log: Callable[[str], None] = print,
+              record: dict[str, Any] | None = None) -> CalibrationResult:
+    """Train, keep the best held-out checkpoint, save a loadable model folder, and say what happened
+    (`record`: what the caller knows about the pairs, kept in calibration.json as "data")."""
     config.validate()
     if len({p.group for p in train}) < 2:
         raise ValueError("need pairs from at least 2 groups (images) to train with in-batch negatives")
@@ -144,7 +147,7 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
             hard_negatives=hard, train_loss_before=loss_before, train_loss_after=loss_after,
             heldout_before=before, heldout_after=after, best_checkpoint_metric=trainer.state.best_metric,
             steps=trainer.state.global_step, seconds=round(seconds, 1),
-            log_history=trainer.state.log_history, versions=_versions())
+            log_history=trainer.state.log_history, versions=_versions(), data=dict(record or {}))
         if trainer.is_world_process_zero():
             _save(model, out_dir, result)
     finally:

@@ -17,6 +17,18 @@ def slice_pairs(shared_data):  # missing data fails (tests/conftest.py), never s
     return [p for p in pairs if p.group in groups]
 
 
+def calibrate_app():
+    """`vfr calibrate` alone, for typer's in-process CliRunner."""
+    import typer
+
+    from vfr import cmd_calibrate
+
+    app = typer.Typer()
+    cmd_calibrate.register(app)
+    app.command("noop", hidden=True)(lambda: None)   # two commands: typer keeps the subcommand name
+    return app
+
+
 def test_training_lowers_loss_and_saves_a_loadable_model(slice_pairs, tmp_path):
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
     from vfr.retrieve.encoder import load_encoder
@@ -37,16 +49,12 @@ def test_training_lowers_loss_and_saves_a_loadable_model(slice_pairs, tmp_path):
 
 
 def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
-    import typer
     from safetensors.numpy import load_file
     from typer.testing import CliRunner
 
     from vfr.retrieve.encoder import resolve_encoder
-    from vfr import cmd_calibrate
 
-    app = typer.Typer()
-    cmd_calibrate.register(app)
-    app.command("noop", hidden=True)(lambda: None)
+    app = calibrate_app()
     src = tmp_path / "pairs.jsonl"
     write_jsonl(slice_pairs[:12], src)
     out = tmp_path / "m"
@@ -64,17 +72,13 @@ def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
 
 
 def test_cli_chooses_the_new_models_fusion_on_held_out_pairs(slice_pairs, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from vfr import cmd_calibrate
     from vfr.retrieve.encoder import resolve_encoder
     from vfr.retrieve.tuning import default_fusion, read_choices
     from vfr.retrieve.writer import IndexConfig
 
-    app = typer.Typer()
-    cmd_calibrate.register(app)
-    app.command("noop", hidden=True)(lambda: None)
+    app = calibrate_app()
     src = tmp_path / "pairs.jsonl"
     write_jsonl(slice_pairs, src)
     out = tmp_path / "m"
@@ -91,3 +95,47 @@ def test_cli_chooses_the_new_models_fusion_on_held_out_pairs(slice_pairs, tmp_pa
     fusion, source = default_fusion(spec, IndexConfig().scoring())
     assert source["kind"] == "tuned" and fusion == choice.config()
     assert default_fusion(resolve_encoder("default"), IndexConfig().scoring())[1] == {"kind": "built-in"}
+
+
+def test_engine_ranks_the_hard_negatives(tmp_path):
+    """--hn-retriever hybrid/dense: the engine's own index over the documents ranks them (real Lucene, real
+    encoder, the built-in fusion)."""
+    from vfr.cmd_calibrate import _engine_search
+
+    texts = ["A red double-decker bus drives down a city street.", "A cat sleeps on a windowsill in the sun.",
+             "Two surfers ride a large wave at the beach.", "A plate of pasta with tomato sauce and basil."]
+    queries = ["a red bus in the city", "someone surfing", "a sleepy cat"]
+    for retriever in ("hybrid", "dense"):
+        ranked = _engine_search(retriever, "default")(texts, queries, 3)
+        assert [r[0] for r in (ranked[q] for q in queries)] == [0, 2, 1], retriever
+        assert all(len(r) == 3 and len(set(r)) == 3 for r in ranked.values())
+
+
+def test_cli_trains_on_several_sources_with_hybrid_negatives_and_exclusions(slice_pairs, tmp_path):
+    from typer.testing import CliRunner
+
+
+    app = calibrate_app()
+    src = tmp_path / "pairs.jsonl"
+    write_jsonl(slice_pairs, src)
+    split = tmp_path / "split.json"   # a caption proxy source (Karpathy format) of two other images
+    split.write_text(json.dumps([{"image_name": "9001.jpg", "captions": ["a red bus", "a bus on a street", "red bus"]},
+                                 {"image_name": "9002.jpg", "captions": ["a cat", "a cat sleeping", "cat on a sill"]}]))
+    excluded = sorted({p.group for p in slice_pairs})[:2]
+    groups = tmp_path / "exclude.txt"
+    groups.write_text("\n".join(excluded) + "\n")
+    out = tmp_path / "m"
+    r = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--pairs", str(split), "--out", str(out),
+                                 "--max-pairs", "30", "--exclude-groups", str(groups), "--heldout", "0",
+                                 "--hard-negatives", "--hn-retriever", "hybrid", "--batch-size", "4",
+                                 "--max-seq-length", "32", "--no-tune", "--device", "cpu", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    kept = [p for p in slice_pairs if p.group not in excluded]
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["data"] == {"sources": {str(src): min(30, len(kept)), str(split): 4}, "excluded_groups": 2,
+                              "hard_negative_retriever": "hybrid"}
+    assert record["hard_negatives"] == record["train_pairs"] == min(30, len(kept)) + 4
+    assert "hybrid hard negatives" in r.output
+    bad = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
+                                   "--hard-negatives", "--hn-retriever", "splade"])
+    assert bad.exit_code != 0 and "--hn-retriever must be bm25, hybrid or dense" in bad.output

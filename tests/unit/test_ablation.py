@@ -20,3 +20,30 @@ def test_identical_runs_are_not_significant():
     run = {f"q{i}": {f"d{i}": 1.0 if i % 3 else 0.1, "x": 0.5} for i in range(50)}
     r = paired_diff(qrels, run, run)
     assert r["diff_r1"] == 0 and r["ci95"] == [0.0, 0.0] and r["p"] >= 0.05
+
+
+def test_summary_gives_each_settings_margin_of_hybrid_over_dense(tmp_path, monkeypatch):
+    import json
+
+    from vfr.eval import ablation, benchmarks
+    from vfr.eval.tasks import RetrievalTask
+
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(100)}
+    task = RetrievalTask("t2i", "t", {f"d{i}": "x" for i in range(100)}, {f"q{i}": "x" for i in range(100)}, qrels)
+    monkeypatch.setattr(benchmarks, "resolve", lambda bench, data_dir=None: (None, [task]))
+    for name, hybrid_right in (("a", 60), ("b", 80)):
+        folder = tmp_path / name / "bench"
+        (folder / "runs").mkdir(parents=True)
+        for retriever, right in (("dense", 50), ("hybrid", hybrid_right)):
+            with open(folder / "runs" / f"{retriever}.trec", "w") as f:
+                for i in range(100):
+                    top, other = (f"d{i}", "x") if i < right else ("x", f"d{i}")
+                    f.write(f"q{i} Q0 {top} 1 2.0 r\nq{i} Q0 {other} 2 1.0 r\n")
+        (folder / "metrics.json").write_text(json.dumps({"tasks": [{"task": "t2i", "kind": "retrieval",
+            "r1_ci95": {"hybrid": [0.5, 0.7]}, "run_files": {r: f"runs/{r}.trec" for r in ("dense", "hybrid")}}]}))
+    rows = ablation.summary({"variants": {"A": str(tmp_path / "a"), "B": str(tmp_path / "b"),
+                                          "missing": str(tmp_path / "none")}, "benchmarks": ["bench"]})
+    assert [r["variant"] for r in rows] == ["A", "B"]
+    assert [round(r["margin"], 2) for r in rows] == [0.1, 0.3] and rows[1]["p"] < 0.01
+    table = ablation.summary_markdown(rows)
+    assert "| bench | t2i | A | 50.0 | 60.0 (50.0–70.0) | +10.0 (" in table

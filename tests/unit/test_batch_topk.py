@@ -33,3 +33,20 @@ def test_dense_top_rows_equals_a_full_sort_and_skips_hidden_rows():
             got = rows[q][rows[q] >= 0]
             assert np.allclose(np.sort(scores[q, got])[::-1], scores[q, want])
             assert len(got) == min(k, len(finite)) and np.all(np.isneginf(vals[q][len(got):]))
+
+
+def test_block_bound_never_exceeds_the_kth_largest_entry():
+    from vfr.retrieve.topk import BLOCK, block_bound
+
+    rng = np.random.default_rng(2)
+    for n in (BLOCK * 10, BLOCK * 10 + 7, 5):   # whole blocks, a short last block, fewer columns than a block
+        scores = rng.standard_normal((4, n)).astype(np.float32)
+        for k in (1, 3, 11):
+            bound = block_bound(scores, k, floor=-np.inf)
+            blocks = -(-n // BLOCK)
+            for row, t in zip(scores, bound):
+                if k > blocks:
+                    assert np.isneginf(t)   # too few blocks: the floor
+                else:
+                    assert t <= np.sort(row)[::-1][k - 1] and t > -np.inf
+    assert np.all(block_bound(scores, 1, floor=0.5, min_blocks=1000) == 0.5)

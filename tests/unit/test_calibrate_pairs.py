@@ -111,3 +111,69 @@ def test_group_free_batches_never_repeat_a_group():
     batches = group_free_batches(items, 3, key=lambda x: x[0])
     assert sorted(x for b in batches for x in b) == sorted(items)
     assert all(len(b) <= 3 and len({x[0] for x in b}) == len(b) for b in batches)
+
+
+KARPATHY = [{"split": "val", "image_name": "COCO_val2014_000000000042.jpg",
+             "captions": ["a dog on a couch", "brown dog resting", " "]},
+            {"split": "val", "image_name": "1000092795.jpg", "captions": ["two men", "men in a park", "friends"]}]
+
+
+def test_karpathy_split_is_a_caption_proxy_with_image_groups(tmp_path):
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps(KARPATHY), encoding="utf-8")
+    pairs = load_pairs(str(f))
+    assert pairs == [Pair("brown dog resting", "a dog on a couch", "42"),
+                     Pair("men in a park", "two men", "1000092795"), Pair("friends", "two men", "1000092795")]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_name": 3, "captions": []}]), encoding="utf-8")
+    with pytest.raises(PairError, match=r"bad\.json item 0: needs \"image_name\""):
+        load_pairs(str(bad))
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(PairError, match="not a readable Karpathy split"):
+        load_pairs(str(bad))
+
+
+def test_several_sources_share_coco_groups_sample_and_exclude(tmp_path):
+    from vfr.retrieve.calibrate.pairs import load_sources, read_groups
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(KARPATHY), encoding="utf-8")
+    join = write(tmp_path / "join.jsonl", [{**JOIN[0], "coco_id": 42}, JOIN[1]])
+    pairs, counts = load_sources([str(join), str(split)])
+    assert counts == {str(join): 5, str(split): 3} and len(pairs) == 8
+    assert {p.group for p in pairs} == {"42", "2", "1000092795"}   # image 42 is one group in both sources
+    sampled, counts = load_sources([str(join), str(split)], max_pairs=2, seed=3)
+    assert counts == {str(join): 2, str(split): 2} and load_sources([str(join), str(split)], max_pairs=2, seed=3)[0] == sampled
+    groups = write(tmp_path / "images.txt", ["# benchmark images", "COCO_val2014_000000000042.jpg", "", "1000092795"])
+    assert read_groups(groups) == ["42", "1000092795"]
+    kept, counts = load_sources([str(join), str(split)][:1], exclude_groups=read_groups(groups))
+    assert {p.group for p in kept} == {"2"} and counts == {str(join): 1}
+    with pytest.raises(PairError, match="no pairs left after excluding 2 groups"):
+        load_sources([str(split)], exclude_groups=read_groups(groups))
+    with pytest.raises(PairError, match="cannot read the group list"):
+        read_groups(tmp_path / "missing.txt")
+
+
+def test_shared_karpathy_shorthands_resolve(shared_data, monkeypatch):
+    from vfr.retrieve.calibrate.pairs import load_sources
+
+    monkeypatch.setenv("VFR_DATA", str(shared_data))
+    pairs, counts = load_sources(["flickr30k-val", "coco-5k-val"], max_pairs=50)
+    assert counts == {"flickr30k-val": 50, "coco-5k-val": 50}
+    assert all(p.query != p.document for p in pairs) and all(p.group.isdigit() for p in pairs)
+
+
+def test_mining_takes_another_groups_hit_from_any_ranking():
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+
+    pairs = [Pair("dog", "D dog", "1"), Pair("cat", "D cat", "2"), Pair("bird", "D bird", "3")]
+    seen = {}
+
+    def search(texts, queries, k):   # a ranking that puts the query's own document first, then the others in order
+        seen["k"] = k
+        return {q: [texts.index(f"D {q}")] + [i for i in range(len(texts)) if texts[i] != f"D {q}"] for q in queries}
+
+    mined = mine_hard_negatives(pairs, depth=1, skip=0, search=search)
+    assert seen["k"] == 21 and [p.negative for p in mined] == ["D cat", "D dog", "D dog"]
+    mined = mine_hard_negatives(pairs, depth=1, skip=1, search=search)
+    assert [p.negative for p in mined] == ["D bird", "D bird", "D cat"]

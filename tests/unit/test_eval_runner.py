@@ -88,6 +88,12 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     (tmp_path / "pf" / "toy" / "metrics.json").write_text((tmp_path / "metrics.json").read_text())
     assert page_from_folder(tmp_path / "pf", tmp_path / "again.md") == ["toy"]
     assert "| toy | t2i |" in (tmp_path / "again.md").read_text()
+    assert "## Ablations" not in (tmp_path / "again.md").read_text()
+    (tmp_path / "ablations.md").write_text("# Ablations page\n\nSettings.\n\n## Where each setting stands\n\n| a |\n")
+    page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # the ablation page beside it is embedded, one level down
+    again = (tmp_path / "again.md").read_text()
+    assert "## Ablations (issue 13)\n\nSettings.\n\n### Where each setting stands\n\n| a |" in again
+    assert "# Ablations page" not in again
 
 
 def test_trec_format(tmp_path: Path) -> None:
