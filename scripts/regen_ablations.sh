@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# Regenerate docs/ablations.md: every variant of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
+# Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py).
-# Needs: a calibrated MiniLM in out/models/minilm-cal (`vfr calibrate --pairs coco-val --out out/models/minilm-cal
-# --descriptions longest --max-seq-length 128 --seed 0`), mpnet installed (`vfr models install mpnet`), and the
-# fusion tuned for each (`vfr tune coco-val --encoder mpnet`; calibrate tunes its own). SKIP_RUNS=1 only rebuilds
-# the page from the runs already in out/ablate. On a shared machine: nice, one torch thread.
+# Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
+#   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
+#   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
+#       --hn-retriever hybrid --hn-skip 1 --max-seq-length 128 --seed 0 --out out/models/minilm-multi
+#   python benchmarks/benchmark_images.py halc-xmodel opera-xmodel > out/unseen-images.txt
+#   vfr calibrate --pairs coco-val --descriptions all --hard-negatives --hn-retriever hybrid --hn-skip 1 \
+#       --max-seq-length 128 --seed 0 --out out/models/minilm-vlms
+#   vfr calibrate (the same as minilm-multi) --exclude-groups out/unseen-images.txt --out out/models/minilm-travel
+#   vfr models install mpnet && vfr tune coco-val --encoder mpnet      (calibrate tunes its own models' fusion)
+# SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
+# embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ -z "${SKIP_RUNS:-}" ]; then
   R="$PY benchmarks/quality_runs.py"
-  TEST=coco-test,coco-fg-test,docci-iiw,opera-xmodel,iiw-400
+  TEST=coco-test,coco-fg-test,halc-xmodel,opera-xmodel,docci-iiw,iiw-400
   $R base $TEST,sugarcrepe
   $PY benchmarks/retune_calibrated.py out/models/minilm-cal --no-distractors   # 43 held-out documents only
   $R cal-heldout-only coco-test -- --encoder out/models/minilm-cal --fusion auto
-  $PY benchmarks/retune_calibrated.py out/models/minilm-cal                   # what vfr calibrate now does
+  $PY benchmarks/retune_calibrated.py out/models/minilm-cal                   # what vfr calibrate does
   $R cal-auto $TEST,sugarcrepe -- --encoder out/models/minilm-cal --fusion auto
   $R cal-fixed coco-test -- --encoder out/models/minilm-cal --fusion fixed
+  $R multi $TEST,sugarcrepe -- --encoder out/models/minilm-multi --fusion auto
+  $R multi-fixed coco-test -- --encoder out/models/minilm-multi --fusion fixed --retriever hybrid
+  $R vlms $TEST,sugarcrepe -- --encoder out/models/minilm-vlms --fusion auto
+  $R travel $TEST,sugarcrepe -- --encoder out/models/minilm-travel --fusion auto
   $R mpnet-auto $TEST,sugarcrepe -- --encoder mpnet --fusion auto
   $R mpnet-fixed coco-test -- --encoder mpnet --fusion fixed --retriever hybrid
   $R fields $TEST -- --bm25-fields caption=0.25 --retriever bm25,hybrid
