@@ -68,6 +68,7 @@ def J() -> SimpleNamespace:
         "OpenMode": "org.apache.lucene.index.IndexWriterConfig$OpenMode",
         "NoDeletion": "org.apache.lucene.index.NoDeletionPolicy",
         "LogMP": "org.apache.lucene.index.LogByteSizeMergePolicy",
+        "SerialMS": "org.apache.lucene.index.SerialMergeScheduler",
         "Document": "org.apache.lucene.document.Document", "StringField": "org.apache.lucene.document.StringField",
         "TextField": "org.apache.lucene.document.TextField", "Store": "org.apache.lucene.document.Field$Store",
         "Term": "org.apache.lucene.index.Term", "TermQuery": "org.apache.lucene.search.TermQuery",
@@ -162,6 +163,9 @@ def _config(create: bool, commit=None):
     cfg = j.IWC(analyzer())
     cfg.setIndexDeletionPolicy(j.NoDeletion.INSTANCE)
     cfg.setMergePolicy(j.LogMP())  # merges adjacent segments only: document order is kept
+    # merges in the calling thread: a failing merge (disk full) raises in the write that caused it, as one
+    # error, instead of a background merge thread printing a Java stack trace to stderr
+    cfg.setMergeScheduler(j.SerialMS())
     cfg.setRAMBufferSizeMB(512.0)
     cfg.setOpenMode(j.OpenMode.CREATE if create else j.OpenMode.APPEND)
     if commit is not None:
