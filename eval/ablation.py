@@ -28,15 +28,23 @@ from vfr.eval.report import read_trec
 KS = ("hit_rate@1", "hit_rate@5", "hit_rate@10")
 
 
-def _runs(folder: Path, bench: str, task: str, retriever: str) -> dict | None:
+def _tasks(folder: Path, bench: str) -> list[dict]:
+    """The task records of `vfr eval BENCH --out FOLDER/BENCH` (empty when that run is missing)."""
     doc_path = folder / bench / "metrics.json"
     if not doc_path.is_file():
+        return []
+    return json.loads(doc_path.read_text(encoding="utf-8"))["tasks"]
+
+
+def _metrics(folder: Path, bench: str, task: str) -> dict | None:
+    return next((t for t in _tasks(folder, bench) if t["task"] == task and t["kind"] == "retrieval"), None)
+
+
+def _runs(folder: Path, bench: str, task: str, retriever: str) -> dict | None:
+    record = _metrics(folder, bench, task)
+    if record is None or retriever not in record.get("run_files", {}):
         return None
-    doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    for t in doc["tasks"]:
-        if t["task"] == task and t["kind"] == "retrieval" and retriever in t.get("run_files", {}):
-            return read_trec(folder / bench / t["run_files"][retriever])
-    return None
+    return read_trec(folder / bench / record["run_files"][retriever])
 
 
 def paired_diff(qrels: dict, base: dict, variant: dict, seed: int = 0) -> dict[str, Any]:
@@ -78,14 +86,6 @@ def build(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
                 rows.append({"change": row["change"], "benchmark": bench, "task": task.name,
                              "retriever": row["retriever"], **paired_diff(qrels, base, variant)})
     return rows
-
-
-def _metrics(folder: Path, bench: str, task: str) -> dict | None:
-    doc_path = folder / bench / "metrics.json"
-    if not doc_path.is_file():
-        return None
-    doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    return next((t for t in doc["tasks"] if t["task"] == task and t["kind"] == "retrieval"), None)
 
 
 def summary(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -130,11 +130,9 @@ def compositional_markdown(spec: dict) -> str:
              "|---|---|---:|---:|---:|"]
     for bench in spec.get("compositional", []):
         for label, folder in spec["variants"].items():
-            doc_path = Path(folder) / bench / "metrics.json"
-            if not doc_path.is_file():
+            task = next((t for t in _tasks(Path(folder), bench) if t["kind"] == "compositional"), None)
+            if task is None:
                 continue
-            task = next(t for t in json.loads(doc_path.read_text(encoding="utf-8"))["tasks"]
-                        if t["kind"] == "compositional")
             res = task["results"]
             if not {"dense", "hybrid"} <= set(res):
                 continue

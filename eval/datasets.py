@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from vfr.store.image_ids import coco_id
+from vfr.store.karpathy import KarpathyError, read_karpathy
 
 
 class BenchmarkError(ValueError):
@@ -122,19 +123,13 @@ def _unique(ids: list[str], path: Path) -> None:
 
 # -- caption files ------------------------------------------------------------------------------
 def load_karpathy(path: Path) -> list[CaptionedImage]:
-    """Karpathy split file `[{split, image_name, captions[]}]` (COCO ids normalised, Flickr by stem)."""
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise BenchmarkError(f"{path}: expected a JSON list of images")
-    out = []
-    for n, rec in enumerate(data):
-        where = f"{path} item {n}"
-        name = _need(rec, "image_name", str, where)
-        caps = _strings(_need(rec, "captions", list, where), "captions", where)
-        image_id = coco_id(name) if name.startswith("COCO_") else Path(name).stem
-        out.append(CaptionedImage(image_id, caps))
-    _unique([c.image_id for c in out], path)
-    return out
+    """Karpathy split file `[{split, image_name, captions[]}]` (store/karpathy.py: COCO ids normalised,
+    Flickr by stem)."""
+    _check_file(path)
+    try:
+        return [CaptionedImage(i, caps) for i, caps in read_karpathy(path)]
+    except KarpathyError as e:
+        raise BenchmarkError(str(e)) from None
 
 
 def load_fg(path: Path) -> list[CaptionedImage]:

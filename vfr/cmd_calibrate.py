@@ -102,7 +102,9 @@ def calibrate_cmd(
     except PairError as e:
         fail(str(e))
     per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
-    console.print(f"{len(all_pairs)} pairs ({per_source}{f'; {len(excluded)} excluded images' if excluded else ''}): "
+    if excluded:
+        per_source += f"; without the images of the {len(excluded)} ids in --exclude-groups"
+    console.print(f"{len(all_pairs)} pairs ({per_source}): "
                   f"{len(train)} for training, {len(held)} held out ({len({p.group for p in held})} images)",
                   highlight=False)
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate

@@ -61,6 +61,7 @@ def eval_cmd(
     from vfr.eval import benchmarks
     from vfr.eval.datasets import BenchmarkError
     from vfr.retrieve.encoder import EncoderError
+    from vfr.store.store import StoreError
 
     if list_:
         for name, b in benchmarks.BUILTINS.items():
@@ -94,7 +95,7 @@ def eval_cmd(
         try:
             docs.append(_run_one(name, target, retrievers, encoder, source, data_dir, cache_dir, depth, faiss,
                                  stat_test, progress, not no_plots, fusion, fields, (parts, parts_weight)))
-        except (BenchmarkError, ValueError, EncoderError) as e:
+        except (BenchmarkError, ValueError, EncoderError, StoreError) as e:   # StoreError: e.g. a cache in use
             fail(str(e))
     total = time.perf_counter() - started
     if results_md:

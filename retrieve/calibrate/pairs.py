@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from vfr.store.image_ids import coco_id
+from vfr.store.karpathy import KarpathyError, read_karpathy
+from vfr.store.textfiles import TextFileError, read_lines
 
 Format = Literal["auto", "store", "coco-join", "karpathy", "jsonl"]
 DescriptionChoice = Literal["all", "longest"]
@@ -114,9 +116,9 @@ def load_sources(sources: Sequence[str], fmt: Format = "auto", *, descriptions: 
 def read_groups(path: Path) -> list[str]:
     """Group (image) ids, one a line (# comments and blank lines ignored); COCO file names become their id."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise PairError(f"{path}: cannot read the group list: {e}") from None
+        lines = read_lines(path)
+    except TextFileError as e:
+        raise PairError(f"cannot read the group list: {e}") from None
     return [_group_id(x.strip()) for x in lines if x.strip() and not x.lstrip().startswith("#")]
 
 
@@ -180,23 +182,13 @@ def coco_join_pairs(path: Path, descriptions: DescriptionChoice = "all",
 
 
 def karpathy_pairs(path: Path) -> list[Pair]:
-    """A Karpathy split `[{image_name, captions[]}]` as caption proxy pairs: captions 2… query caption 1 (the
-    `*-val` proxy benchmarks' construction); group = the COCO id, or the file stem (Flickr30k)."""
+    """A Karpathy split (store/karpathy.py) as caption proxy pairs: captions 2… query caption 1 (the `*-val`
+    proxy benchmarks' construction); group = the image id."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PairError(f"{path}: not a readable Karpathy split (a JSON list of images): {e}") from None
-    if not isinstance(data, list):
-        raise PairError(f"{path}: a Karpathy split is a JSON list of {{\"image_name\", \"captions\"}} objects")
-    pairs = []
-    for n, rec in enumerate(data):
-        name, caps = (rec.get("image_name"), rec.get("captions")) if isinstance(rec, dict) else (None, None)
-        if not isinstance(name, str) or not isinstance(caps, list):
-            raise PairError(f"{path} item {n}: needs \"image_name\" (string) and \"captions\" (list)")
-        caps = [c.strip() for c in caps if isinstance(c, str) and c.strip()]
-        group = _group_id(name) if name.startswith("COCO_") else Path(name).stem
-        pairs.extend(Pair(c, caps[0], group) for c in caps[1:])
-    return pairs
+        images = read_karpathy(path)
+    except KarpathyError as e:
+        raise PairError(f"not a readable Karpathy split: {e}") from None
+    return [Pair(c.strip(), caps[0].strip(), image_id) for image_id, caps in images for c in caps[1:]]
 
 
 def store_pairs(path: Path) -> list[Pair]:

@@ -83,3 +83,35 @@ def test_eval_rerun_encodes_no_query_twice(small, tmp_path: Path) -> None:
     assert sum(e.stats["encoded"] for e in opened) == 0
     assert sum(e.stats["store_hits"] for e in opened) > 0
     assert [r.summary["metrics"] for r in again] == [r.summary["metrics"] for r in first]
+
+
+def test_eval_with_a_cache_in_use_fails_cleanly(small, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holding the evaluation cache's lock: one clear error (exit 1), no traceback."""
+    import subprocess
+    import sys
+
+    import typer
+    from typer.testing import CliRunner
+
+    from vfr import cmd_eval
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(json.dumps({"id": i.image_id, "document": next(iter(i.descriptions.values())),
+                                           "queries": list(i.captions[:1])}) for i in small[:5]))
+    (tmp_path / "cache").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('holding', flush=True); time.sleep(300)", str(tmp_path / "cache" / "embeddings.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        monkeypatch.setenv("VFR_LOCK_TIMEOUT", "0")
+        app = typer.Typer()
+        cmd_eval.register(app)
+        app.command("noop")(lambda: None)
+        res = CliRunner().invoke(app, ["eval", str(bench), "--cache-dir", str(tmp_path / "cache"), "--out",
+                                       str(tmp_path / "o"), "--no-progress", "--no-plots"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.exit_code == 1, res.output
+    assert "in use by another process" in res.output and "Traceback" not in res.output

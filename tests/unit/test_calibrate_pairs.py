@@ -114,7 +114,7 @@ def test_group_free_batches_never_repeat_a_group():
 
 
 KARPATHY = [{"split": "val", "image_name": "COCO_val2014_000000000042.jpg",
-             "captions": ["a dog on a couch", "brown dog resting", " "]},
+             "captions": ["a dog on a couch", "brown dog resting "]},
             {"split": "val", "image_name": "1000092795.jpg", "captions": ["two men", "men in a park", "friends"]}]
 
 
@@ -127,6 +127,9 @@ def test_karpathy_split_is_a_caption_proxy_with_image_groups(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"image_name": 3, "captions": []}]), encoding="utf-8")
     with pytest.raises(PairError, match=r"bad\.json item 0: needs \"image_name\""):
+        load_pairs(str(bad))
+    bad.write_text(json.dumps([{"image_name": "1.jpg", "captions": ["a", " "]}]), encoding="utf-8")
+    with pytest.raises(PairError, match=r"bad\.json item 0: 'captions' must be a non-empty list of non-empty"):
         load_pairs(str(bad))
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(PairError, match="not a readable Karpathy split"):
@@ -152,6 +155,12 @@ def test_several_sources_share_coco_groups_sample_and_exclude(tmp_path):
         load_sources([str(split)], exclude_groups=read_groups(groups))
     with pytest.raises(PairError, match="cannot read the group list"):
         read_groups(tmp_path / "missing.txt")
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeff391895\r\nCOCO_val2014_000000000042.jpg\r\n".encode("utf-8"))
+    assert read_groups(bom) == ["391895", "42"]          # a BOM and Windows line ends, as the other id lists
+    bom.write_bytes(b"\xff\xfe4\x002\x00")
+    with pytest.raises(PairError, match=r"bom\.txt:1: not UTF-8"):
+        read_groups(bom)
 
 
 def test_shared_karpathy_shorthands_resolve(shared_data, monkeypatch):
