@@ -80,6 +80,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float, name: str) -> None:
+    """Poll `url` until it answers 200; RuntimeError with the log's tail if `proc` exits or `timeout` (a hang
+    guard, generous) passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not answer within {timeout}s: {log.read_text()[-3000:]}")
+
+
 class ServerProcess:
     """`vfr serve` in a child process on 127.0.0.1; its stderr (access log) goes to a file."""
 
@@ -93,17 +109,7 @@ class ServerProcess:
                                       *args], stdout=subprocess.DEVNULL, stderr=self._err, cwd=REPO, env=env)
 
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vfr serve exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"vfr serve did not answer within {timeout}s: {self.log.read_text()[-2000:]}")
+        wait_http(f"{self.url}/healthz", self.proc, self.log, timeout, "vfr serve")
 
     def terminate(self, timeout: float = 120) -> int:
         if self.proc.poll() is None:

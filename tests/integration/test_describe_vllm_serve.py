@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from vfr.describe import job
@@ -20,19 +17,14 @@ from vfr.describe.schema import SceneDescription
 from vfr.store.store import Store
 from tests.describe_helpers import make_bad_files, make_images
 from tests.describe_vllm import subprocess_env, tiny_model  # noqa: F401 - fixture
+from tests.server_helpers import free_port, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
            "--served-model-name", "tiny-vlm", "--host", "127.0.0.1", "--port", str(port),
@@ -43,19 +35,11 @@ def vllm_server(tiny_model, tmp_path_factory):
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 420
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
+    try:
+        wait_http(f"{url}/models", proc, log, 420, "vllm serve")
+    except RuntimeError as e:
         proc.kill()
-        pytest.fail(f"vllm serve did not come up in time:\n{log.read_text()[-3000:]}")
+        pytest.fail(str(e))
     yield url
     proc.send_signal(signal.SIGINT)
     try:
@@ -86,7 +70,7 @@ def test_server_engine_describes_and_stores(tmp_path, vllm_server):
 
 
 def test_server_unreachable_is_an_engine_error(tmp_path):
-    eng = ServerEngine(ServerOptions(url=f"http://127.0.0.1:{_free_port()}/v1", model="x", max_retries=1,
+    eng = ServerEngine(ServerOptions(url=f"http://127.0.0.1:{free_port()}/v1", model="x", max_retries=1,
                                      backoff_s=0.01, timeout_s=2))
     from PIL import Image
 
