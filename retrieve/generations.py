@@ -231,7 +231,7 @@ def held_generations(index_dir: Path) -> int:
 
 def collect_garbage(index_dir: Path) -> dict[str, int]:
     """Remove old manifests no reader holds, then every file no remaining manifest needs. Writer only."""
-    from vfr.retrieve import lucene
+    from vfr.retrieve import lucene_write
 
     from vfr.store.faults import point
 
@@ -274,7 +274,7 @@ def collect_garbage(index_dir: Path) -> dict[str, int]:
         if not (folder / "lucene").is_dir():  # damaged: readers and writers report it; nothing to collect
             continue
         if sum(1 for n in os.listdir(folder / "lucene") if n.startswith("segments_")) > len(commits):
-            removed["files"] += lucene.collect_garbage(folder / "lucene", commits)
+            removed["files"] += lucene_write.collect_garbage(folder / "lucene", commits)
     for stray in [*index_dir.glob(".*.tmp"), *index_dir.glob("manifests/.*.tmp")]:  # a dead writer's half-files
         stray.unlink(missing_ok=True)
     return removed

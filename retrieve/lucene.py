@@ -1,13 +1,8 @@
-"""Lucene through pyjnius: write, delete in, merge, open and garbage-collect the Lucene index of one
-index segment (retrieve/segments.py), analyse text with the index's analyser, and run BM25 queries.
+"""Lucene through pyjnius, the shared part: the Java classes, Java errors turned into LuceneError, the index's
+analyser (tokens of documents and queries), a segment's directory and commits, and the pool of JVM threads.
 
-Each segment's Lucene directory holds one Lucene segment whose document numbers follow the order the
-documents were added (one flush, LogByteSizeMergePolicy, forceMerge(1); merges of several segments use
-addIndexes, which concatenates live documents in order). So a hit's document number maps to a row of the
-segment, and the row to the id, with no stored-field read per hit; the order is verified on write.
-
-Commits are kept (NoDeletionPolicy) until the index's garbage collector drops those no generation uses,
-so a reader can open exactly the commit its generation names.
+Writing a segment's Lucene index (write, merge, delete in, garbage-collect) is retrieve/lucene_write.py;
+opening a commit and running BM25 queries is retrieve/lucene_read.py.
 """
 from __future__ import annotations
 
@@ -18,16 +13,14 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import Iterator, Sequence
 
 from vfr.retrieve.jvm import ensure_jvm
 from vfr.retrieve.types import clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
 _SEP = "vfrdocsep"  # joins a batch of documents for one analyser call; a batch that contains it goes one by one
-_NO_COLLECTION = ""
+NO_COLLECTION = ""
 
 
 class LuceneError(RuntimeError):
@@ -41,7 +34,7 @@ def _java_message(e: Exception) -> str:
 
 
 @contextmanager
-def _java_errors(path: Path, writing: bool = False) -> Iterator[None]:
+def java_errors(path: Path, writing: bool = False) -> Iterator[None]:
     """Java exceptions from Lucene become one LuceneError that says what the user can do."""
     ensure_jvm()  # importing jnius starts the JVM: it must start with our class path and options
     from jnius import JavaException
@@ -102,10 +95,11 @@ def analyzer():
     return _local.analyzer
 
 
-def _cast(name: str, obj):
-    from jnius import cast
+def cast(name: str, obj):
+    """`obj` as the Java class `name` (pyjnius picks methods by the declared class)."""
+    from jnius import cast as jcast
 
-    return cast(name, obj)
+    return jcast(name, obj)
 
 
 # -- analysis -------------------------------------------------------------------------------------
@@ -152,276 +146,21 @@ def query_terms_batch(texts: Sequence[str]) -> list[Counter[str]]:
     return out
 
 
-# -- writing ---------------------------------------------------------------------------------------
-def _directory(path: Path):
+# -- directories and commits ------------------------------------------------------------------------
+def open_directory(path: Path):
     # absolute: the JVM resolves relative paths against its start-up directory, not Python's current one
     return J().FSDirectory.open(J().Paths.get(os.path.abspath(path)))
 
 
-def _config(create: bool, commit=None):
-    j = J()
-    cfg = j.IWC(analyzer())
-    cfg.setIndexDeletionPolicy(j.NoDeletion.INSTANCE)
-    cfg.setMergePolicy(j.LogMP())  # merges adjacent segments only: document order is kept
-    # merges in the calling thread: a failing merge (disk full) raises in the write that caused it, as one
-    # error, instead of a background merge thread printing a Java stack trace to stderr
-    cfg.setMergeScheduler(j.SerialMS())
-    cfg.setRAMBufferSizeMB(512.0)
-    cfg.setOpenMode(j.OpenMode.CREATE if create else j.OpenMode.APPEND)
-    if commit is not None:
-        cfg.setIndexCommit(commit)
-    return cfg
-
-
-def _commit(writer, generation: int) -> None:
-    data = J().HashMap()
-    data.put("vfr_generation", str(generation))
-    writer.setLiveCommitData(data.entrySet())
-    writer.commit()
-
-
-def _latest_commit_name(directory) -> str:
-    commits = J().DR.listCommits(directory)  # sorted by generation
-    return commits.get(commits.size() - 1).getSegmentsFileName()
-
-
-def write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
-    """A new Lucene index at `path` of (id, collection, text[, {field: text}]) in order (fields: the BM25
-    fields of retrieve/fields.py, each its own Lucene field); returns its commit's name."""
-    with _java_errors(path, writing=True):
-        return _write_segment(path, docs, generation)
-
-
-def _write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
-    j = J()
-    directory = _directory(path)
-    ids: list[str] = []
-    try:
-        writer = j.IW(directory, _config(create=True))
-        try:
-            for doc_id, collection, text, *extra in docs:
-                doc = j.Document()
-                doc.add(j.StringField("id", doc_id, j.Store.YES))
-                doc.add(j.StringField("collection", collection or _NO_COLLECTION, j.Store.NO))
-                doc.add(j.TextField("contents", clean_text(text), j.Store.NO))
-                for name, value in (extra[0] if extra else {}).items():
-                    if value.strip():
-                        doc.add(j.TextField(name, clean_text(value), j.Store.NO))
-                writer.addDocument(doc)
-                ids.append(doc_id)
-            writer.forceMerge(1)
-            _commit(writer, generation)
-        finally:
-            writer.close()
-        name = _latest_commit_name(directory)
-        _verify_order(directory, path, name, ids)
-        return name
-    finally:
-        directory.close()
-
-
-def merge_segments(path: Path, sources: Sequence[tuple[Path, str]], expected_ids: Sequence[str],
-                   generation: int) -> str:
-    """A new Lucene index at `path` holding the live documents of `sources` ((dir, commit) pairs), in
-    order; `expected_ids` is that order (checked). Returns the commit name."""
-    with _java_errors(path, writing=True):
-        return _merge_segments(path, sources, expected_ids, generation)
-
-
-def _merge_segments(path: Path, sources: Sequence[tuple[Path, str]], expected_ids: Sequence[str],
-                    generation: int) -> str:
-    j = J()
-    opened = [open_reader(p, c) for p, c in sources]
-    directory = _directory(path)
-    try:
-        codecs = [_cast("org.apache.lucene.index.CodecReader", j.SlowCodec.wrap(leaf.reader()))
-                  for r in opened for leaf in r.reader.leaves().toArray()]
-        writer = j.IW(directory, _config(create=True))
-        try:
-            if codecs:
-                _add_indexes(writer, codecs)
-            writer.forceMerge(1)
-            _commit(writer, generation)
-        finally:
-            writer.close()
-        name = _latest_commit_name(directory)
-        _verify_order(directory, path, name, list(expected_ids))
-        return name
-    finally:
-        directory.close()
-        for r in opened:
-            r.close()
-
-
-@functools.cache
-def _writer_add_class():
-    """IndexWriter with only addIndexes(CodecReader...): pyjnius would pick the Directory overload."""
-    from jnius import JavaClass, JavaMethod, MetaJavaClass
-
-    class _WriterAdd(JavaClass, metaclass=MetaJavaClass):
-        __javaclass__ = "org/apache/lucene/index/IndexWriter"
-        addIndexes = JavaMethod("([Lorg/apache/lucene/index/CodecReader;)J", varargs=True)
-    return _WriterAdd
-
-
-def _add_indexes(writer, codecs: list) -> None:
-    from jnius import cast
-
-    cast(_writer_add_class(), writer).addIndexes(*codecs)
-
-
-def delete_documents(path: Path, base_commit: str, ids: Iterable[str], generation: int) -> str:
-    """Delete `ids` (by id term) in the segment at `path`, starting from `base_commit` (a crashed writer
-    may have left a later, unpublished commit); returns the new commit's name."""
-    if not path.is_dir():
-        raise LuceneError(f"Lucene segment {path} is missing: the index is damaged; run `vfr index --full`")
-    with _java_errors(path, writing=True):
-        return _delete_documents(path, base_commit, ids, generation)
-
-
-def _delete_documents(path: Path, base_commit: str, ids: Iterable[str], generation: int) -> str:
-    j = J()
-    directory = _directory(path)
-    try:
-        writer = j.IW(directory, _config(create=False, commit=_find_commit(directory, base_commit, path)))
-        try:
-            for doc_id in ids:
-                writer.deleteDocuments(j.TermQuery(j.Term("id", doc_id)))
-            _commit(writer, generation)
-        finally:
-            writer.close()
-        return _latest_commit_name(directory)
-    finally:
-        directory.close()
-
-
-def _find_commit(directory, name: str, path: Path):
-    with _java_errors(path):
+def find_commit(directory, name: str, path: Path):
+    with java_errors(path):
         commits = J().DR.listCommits(directory)
     for i in range(commits.size()):
         if commits.get(i).getSegmentsFileName() == name:
-            return _cast("org.apache.lucene.index.IndexCommit", commits.get(i))
+            return cast("org.apache.lucene.index.IndexCommit", commits.get(i))
     raise LuceneError(f"Lucene commit {name} is missing in {path}: the index is damaged; "
                       "run `vfr index --full` to rebuild it")
 
-
-def _verify_order(directory, path: Path, commit: str, ids: Sequence[str]) -> None:
-    """The first, middle and last documents must be the ids in the order we gave (rows == doc numbers)."""
-    reader = J().DR.open(_find_commit(directory, commit, path))
-    try:
-        if reader.maxDoc() != len(ids):
-            raise LuceneError(f"Lucene holds {reader.maxDoc()} documents, expected {len(ids)}")
-        fields = reader.storedFields()
-        for i in {0, len(ids) // 2, len(ids) - 1} if ids else ():
-            got = fields.document(i).get("id")
-            if got != ids[i]:
-                raise LuceneError(f"Lucene document {i} is {got!r}, expected {ids[i]!r}: order not kept")
-    finally:
-        reader.close()
-
-
-def collect_garbage(path: Path, keep: set[str]) -> int:
-    """Delete the files of every commit at `path` that is not in `keep` (and files no commit uses).
-    Only while no IndexWriter is open there (the index writer lock guarantees it). Returns files removed."""
-    directory = _directory(path)
-    try:
-        commits = J().DR.listCommits(directory)
-        wanted = {"write.lock"}
-        for i in range(commits.size()):
-            c = commits.get(i)
-            if c.getSegmentsFileName() in keep:
-                wanted.update(c.getFileNames().toArray())
-    finally:
-        directory.close()
-    removed = 0
-    for name in os.listdir(path):
-        if name not in wanted:
-            os.remove(path / name)
-            removed += 1
-    return removed
-
-
-# -- reading ---------------------------------------------------------------------------------------
-class OpenSegmentReader:
-    """A Lucene DirectoryReader of one commit, with the directory it holds open."""
-
-    def __init__(self, path: Path, commit: str) -> None:
-        self.path, self.commit = path, commit
-        self.directory = _directory(path)
-        try:
-            with _java_errors(path):
-                self.reader = J().DR.open(_find_commit(self.directory, commit, path))
-        except Exception:
-            self.directory.close()
-            raise
-        self.max_doc = int(self.reader.maxDoc())
-
-    def close(self) -> None:
-        try:
-            self.reader.close()
-        finally:
-            self.directory.close()
-
-
-def open_reader(path: Path, commit: str) -> OpenSegmentReader:
-    if not path.is_dir():
-        raise LuceneError(f"Lucene segment {path} is missing: the index is damaged; run `vfr index --full`")
-    return OpenSegmentReader(path, commit)
-
-
-class MultiSearcher:
-    """BM25 over several segment readers as one Lucene MultiReader; hits are (global doc number, score)."""
-
-    def __init__(self, readers: Sequence[OpenSegmentReader], k1: float, b: float) -> None:
-        j = J()
-        subs = [_cast("org.apache.lucene.index.IndexReader", r.reader) for r in readers]
-        self._multi = j.MultiReader(subs, False)  # the segment readers are closed by their owner
-        self._searcher = j.IndexSearcher(_cast("org.apache.lucene.index.IndexReader", self._multi))
-        self._searcher.setSimilarity(j.BM25(float(k1), float(b)))
-        self._local = threading.local()
-
-    def _parser(self):
-        # Terms are already analysed, so the keyword analyser keeps each quoted literal as one term:
-        # one parse call instead of hundreds of JNI object constructions per query.
-        if not hasattr(self._local, "parser"):
-            self._local.parser = J().QueryParser("contents", J().Keyword())
-        return self._local.parser
-
-    def build_query(self, terms: Counter[str], collections: Sequence[str] | None = None,
-                    fields: Sequence[tuple[str, float]] = ()):
-        """BM25 of the analysed terms over `contents`, plus each (Lucene field, weight) of `fields` with its
-        term boosts multiplied by the weight (a sum of per-field BM25 scores); optionally filtered."""
-        j = J()
-        text = " ".join(_quote(t) + (f"^{c}" if c > 1 else "") for t, c in terms.items())
-        for name, weight in fields:
-            text += " " + " ".join(f"{name}:{_quote(t)}^{float(np.float32(c * weight))!r}" for t, c in terms.items())
-        query = self._parser().parse(text)
-        if collections is None:
-            return query
-        builder = j.BQBuilder()
-        builder.add(query, j.Occur.MUST)
-        if len(collections) == 1:
-            builder.add(j.TermQuery(j.Term("collection", collections[0])), j.Occur.FILTER)
-        else:
-            either = j.BQBuilder()
-            for c in collections:
-                either.add(j.TermQuery(j.Term("collection", c)), j.Occur.SHOULD)
-            builder.add(either.build(), j.Occur.FILTER)
-        return builder.build()
-
-    def top(self, query, n: int) -> tuple[list[int], list[float]]:
-        """Lucene's top `n` (doc numbers, scores), counting hits only up to n so block-max WAND prunes."""
-        collector = J().Collector.create(int(n), int(n))
-        with _java_errors(Path("(this generation's segments)")):  # a file damaged after the reader opened
-            self._searcher.search(query, _cast("org.apache.lucene.search.Collector", collector))
-        docs, scores = [], []
-        for h in collector.topDocs().scoreDocs:
-            docs.append(h.doc)
-            scores.append(h.score)
-        return docs, scores
-
-    def close(self) -> None:
-        self._multi.close()
 
 
 class JvmPool:
@@ -482,8 +221,3 @@ def pool() -> JvmPool:
     p = JvmPool(size)
     atexit.register(p.close)
     return p
-
-
-def _quote(text: str) -> str:
-    """A quoted query-parser literal: only backslash and double quote need escaping inside quotes."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

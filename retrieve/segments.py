@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vfr.retrieve import bm25, dense, lucene, multivector
+from vfr.retrieve import bm25, dense, lucene_write, multivector
 from vfr.retrieve.fields import FIELDS, LUCENE_PREFIX
 from vfr.store.faults import point
 from vfr.retrieve.types import IndexDoc
@@ -94,7 +94,7 @@ def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Seque
     fields = fields or {}
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": [d.collection for d in docs]}))
     per_doc = [{LUCENE_PREFIX + name: texts[i] for name, (texts, _) in fields.items()} for i in range(len(docs))]
-    commit = lucene.write_segment(tmp / "lucene", ((d.id, d.collection, d.text, f) for d, f in zip(docs, per_doc)),
+    commit = lucene_write.write_segment(tmp / "lucene", ((d.id, d.collection, d.text, f) for d, f in zip(docs, per_doc)),
                                   generation)
     point("segment:lucene-written")
     bm25.save_forward(tmp, tokens)
@@ -116,7 +116,7 @@ def merge_segments(folder: Path, sources: Sequence["LoadedSegment"], live_rows: 
     ids = [s.ids[r] for s, rows in zip(sources, live_rows) for r in rows]
     collections = [s.collections[r] for s, rows in zip(sources, live_rows) for r in rows]
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": collections}))
-    commit = lucene.merge_segments(tmp / "lucene", [(s.folder / "lucene", c) for s, c in zip(sources, commits)],
+    commit = lucene_write.merge_segments(tmp / "lucene", [(s.folder / "lucene", c) for s, c in zip(sources, commits)],
                                    ids, generation)
     counts: list[Counter[str]] = [c for s, rows in zip(sources, live_rows) for c in s.forward.terms_of(rows)]
     bm25.save_forward(tmp, [list(c.elements()) for c in counts])

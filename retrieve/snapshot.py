@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from vfr.retrieve import generations, lucene
+from vfr.retrieve import generations, lucene, lucene_read
 from vfr.retrieve.bm25 import SegmentStats
 from vfr.retrieve.dense import DenseSegment
 from vfr.retrieve.segments import LoadedSegment, SegmentError, SegmentInfo, read_tombstones
@@ -29,7 +29,7 @@ class _Parts:
     def __init__(self, index_dir: Path) -> None:
         self.dir = index_dir
         self.segments: dict[str, LoadedSegment] = {}
-        self.readers: dict[tuple[str, str], lucene.OpenSegmentReader] = {}
+        self.readers: dict[tuple[str, str], lucene_read.OpenSegmentReader] = {}
         self.dense: dict[tuple, DenseSegment] = {}
         self.lock = threading.Lock()
 
@@ -38,10 +38,10 @@ class _Parts:
             self.segments[info.name] = LoadedSegment(self.dir / "segments" / info.name, info)
         return self.segments[info.name]
 
-    def reader(self, info: SegmentInfo) -> lucene.OpenSegmentReader:
+    def reader(self, info: SegmentInfo) -> lucene_read.OpenSegmentReader:
         key = (info.name, info.lucene_commit)
         if key not in self.readers:
-            self.readers[key] = lucene.open_reader(self.dir / "segments" / info.name / "lucene", info.lucene_commit)
+            self.readers[key] = lucene_read.open_reader(self.dir / "segments" / info.name / "lucene", info.lucene_commit)
         return self.readers[key]
 
     def dense_view(self, seg: LoadedSegment, info: SegmentInfo, dead: np.ndarray) -> DenseSegment:
@@ -93,7 +93,7 @@ class Snapshot:
                 if self.manifest["config"].get("parts") else []
             readers = [parts.reader(i) for i in self.infos]
             self.doc_base = np.cumsum([0] + [r.max_doc for r in readers])
-            self.lucene = lucene.MultiSearcher(readers, self.manifest["config"]["k1"], self.manifest["config"]["b"])
+            self.lucene = lucene_read.MultiSearcher(readers, self.manifest["config"]["k1"], self.manifest["config"]["b"])
         except (OSError, SegmentError, lucene.LuceneError) as e:
             self.lease.release()
             if isinstance(e, OSError):

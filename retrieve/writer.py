@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
-from vfr.retrieve import generations, lucene
+from vfr.retrieve import generations, lucene, lucene_write
 from vfr.store.faults import point
 from vfr.retrieve.segments import LoadedSegment, SegmentError, SegmentInfo, merge_segments, read_tombstones, \
     write_segment, write_tombstones
@@ -249,7 +249,7 @@ class IndexWriter:
                 out.append(info)
                 continue
             folder = self.dir / "segments" / info.name
-            commit = lucene.delete_documents(folder / "lucene", info.lucene_commit,
+            commit = lucene_write.delete_documents(folder / "lucene", info.lucene_commit,
                                              [ids[r] for r in new_rows], gen)
             point("commit:lucene-deleted")
             all_dead = np.union1d(dead, new_rows)
