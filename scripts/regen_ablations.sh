@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
-# (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py).
+# (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
+# and docs/soups.md (model soups, benchmarks/soups.json) the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -10,6 +11,8 @@
 #       --max-seq-length 128 --seed 0 --out out/models/minilm-vlms
 #   vfr calibrate (the same as minilm-multi) --exclude-groups out/unseen-images.txt --out out/models/minilm-travel
 #   vfr models install mpnet && vfr tune coco-val --encoder mpnet      (calibrate tunes its own models' fusion)
+#   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
+#   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -29,6 +32,10 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R multi-fixed coco-test -- --encoder out/models/minilm-multi --fusion fixed --retriever hybrid
   $R vlms $TEST,sugarcrepe -- --encoder out/models/minilm-vlms --fusion auto
   $R travel $TEST,sugarcrepe -- --encoder out/models/minilm-travel --fusion auto
+  $R soup3 $TEST,sugarcrepe -- --encoder out/models/minilm-soup3 --fusion auto
+  $R soup4 $TEST,sugarcrepe -- --encoder out/models/minilm-soup4 --fusion auto
+  $R soup4-opts $TEST -- --encoder out/models/minilm-soup4 --fusion auto --parts sentences --parts-weight 0.5 \
+      --bm25-fields caption=0.25
   $R mpnet-auto $TEST,sugarcrepe -- --encoder mpnet --fusion auto
   $R mpnet-fixed coco-test -- --encoder mpnet --fusion fixed --retriever hybrid
   $R fields $TEST -- --bm25-fields caption=0.25 --retriever bm25,hybrid
@@ -36,4 +43,5 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   for w in 0.25 0.5 1.0; do $R val-fields-caption$w coco-val -- --bm25-fields caption=$w --retriever bm25,hybrid; done
   for w in 0.25 0.5 0.75; do $R val-parts$w coco-val -- --parts sentences --parts-weight $w --retriever dense,hybrid; done
 fi
-exec "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
+"$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
+exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md

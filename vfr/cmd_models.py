@@ -68,8 +68,8 @@ def soup_cmd(
     same size and speed; soup.json in the folder records the ingredients.
 
     Calibrations on different pair sources each move the base model in their own direction; their average
-    often travels to unseen description styles better than any one of them (docs/calibrate.md). The soup
-    has no tuned fusion of its own: search uses the built-in fusion until `vfr tune DEV --encoder OUT`.
+    is a robust middle: measured never far below the best of them on any benchmark (docs/calibrate.md). The
+    soup has no tuned fusion of its own: search uses the built-in fusion until `vfr tune DEV --encoder OUT`.
     """
     from vfr.retrieve.calibrate.soup import SoupError, make_soup
     from vfr.retrieve.encoder import EncoderError

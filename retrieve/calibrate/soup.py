@@ -1,7 +1,8 @@
 """Model soups: the weighted average of the weights of several encoders fine-tuned from one base model
 (Wortsman et al., ICML 2022, "Model soups"). Calibrations on different pair sources each move the base
 model a little in a different direction; their average is one encoder of the same size and speed that
-often travels better than any of them. A soup of the base model and one calibration (weights 1 − α, α)
+sits in the middle: on the benchmarks of docs/soups.md never significantly below the best of them, though
+not above it. A soup of the base model and one calibration (weights 1 − α, α)
 is WiSE-FT (Wortsman et al., CVPR 2022): it trades in-domain gain for what the base model knew.
 
 Only models of one architecture, tokenizer and pooling can be averaged; anything else is refused with the
