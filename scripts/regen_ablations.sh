@@ -11,6 +11,7 @@
 #       --max-seq-length 128 --seed 0 --out out/models/minilm-vlms
 #   vfr calibrate (the same as minilm-multi) --exclude-groups out/unseen-images.txt --out out/models/minilm-travel
 #   vfr models install mpnet && vfr tune coco-val --encoder mpnet      (calibrate tunes its own models' fusion)
+#   vfr calibrate (the same as minilm-travel) --max-pairs 6000 --out out/models/minilm-travel-6k
 #   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
@@ -32,6 +33,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R multi-fixed coco-test -- --encoder out/models/minilm-multi --fusion fixed --retriever hybrid
   $R vlms $TEST,sugarcrepe -- --encoder out/models/minilm-vlms --fusion auto
   $R travel $TEST,sugarcrepe -- --encoder out/models/minilm-travel --fusion auto
+  $R travel-6k $TEST,sugarcrepe -- --encoder out/models/minilm-travel-6k --fusion auto
   $R soup3 $TEST,sugarcrepe -- --encoder out/models/minilm-soup3 --fusion auto
   $R soup4 $TEST,sugarcrepe -- --encoder out/models/minilm-soup4 --fusion auto
   $R soup4-opts $TEST -- --encoder out/models/minilm-soup4 --fusion auto --parts sentences --parts-weight 0.5 \
