@@ -94,8 +94,8 @@ def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Seque
     fields = fields or {}
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": [d.collection for d in docs]}))
     per_doc = [{LUCENE_PREFIX + name: texts[i] for name, (texts, _) in fields.items()} for i in range(len(docs))]
-    commit = lucene_write.write_segment(tmp / "lucene", ((d.id, d.collection, d.text, f) for d, f in zip(docs, per_doc)),
-                                  generation)
+    rows = ((d.id, d.collection, d.text, f) for d, f in zip(docs, per_doc))
+    commit = lucene_write.write_segment(tmp / "lucene", rows, generation)
     point("segment:lucene-written")
     bm25.save_forward(tmp, tokens)
     for name, (_, field_tokens) in fields.items():
@@ -117,7 +117,7 @@ def merge_segments(folder: Path, sources: Sequence["LoadedSegment"], live_rows: 
     collections = [s.collections[r] for s, rows in zip(sources, live_rows) for r in rows]
     (tmp / ROWS).write_text(json.dumps({"ids": ids, "collections": collections}))
     commit = lucene_write.merge_segments(tmp / "lucene", [(s.folder / "lucene", c) for s, c in zip(sources, commits)],
-                                   ids, generation)
+                                         ids, generation)
     counts: list[Counter[str]] = [c for s, rows in zip(sources, live_rows) for c in s.forward.terms_of(rows)]
     bm25.save_forward(tmp, [list(c.elements()) for c in counts])
     for name in sources[0].fields if sources else ():

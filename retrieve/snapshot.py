@@ -41,7 +41,8 @@ class _Parts:
     def reader(self, info: SegmentInfo) -> lucene_read.OpenSegmentReader:
         key = (info.name, info.lucene_commit)
         if key not in self.readers:
-            self.readers[key] = lucene_read.open_reader(self.dir / "segments" / info.name / "lucene", info.lucene_commit)
+            self.readers[key] = lucene_read.open_reader(self.dir / "segments" / info.name / "lucene",
+                                                        info.lucene_commit)
         return self.readers[key]
 
     def dense_view(self, seg: LoadedSegment, info: SegmentInfo, dead: np.ndarray) -> DenseSegment:
@@ -93,7 +94,8 @@ class Snapshot:
                 if self.manifest["config"].get("parts") else []
             readers = [parts.reader(i) for i in self.infos]
             self.doc_base = np.cumsum([0] + [r.max_doc for r in readers])
-            self.lucene = lucene_read.MultiSearcher(readers, self.manifest["config"]["k1"], self.manifest["config"]["b"])
+            config = self.manifest["config"]
+            self.lucene = lucene_read.MultiSearcher(readers, config["k1"], config["b"])
         except (OSError, SegmentError, lucene.LuceneError) as e:
             self.lease.release()
             if isinstance(e, OSError):

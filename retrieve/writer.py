@@ -250,7 +250,7 @@ class IndexWriter:
                 continue
             folder = self.dir / "segments" / info.name
             commit = lucene_write.delete_documents(folder / "lucene", info.lucene_commit,
-                                             [ids[r] for r in new_rows], gen)
+                                                   [ids[r] for r in new_rows], gen)
             point("commit:lucene-deleted")
             all_dead = np.union1d(dead, new_rows)
             tomb = write_tombstones(folder, gen, all_dead)

@@ -99,8 +99,8 @@ def test_eval_with_a_cache_in_use_fails_cleanly(small, tmp_path: Path, monkeypat
     bench.write_text("\n".join(json.dumps({"id": i.image_id, "document": next(iter(i.descriptions.values())),
                                            "queries": list(i.captions[:1])}) for i in small[:5]))
     (tmp_path / "cache").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('holding', flush=True); time.sleep(300)", str(tmp_path / "cache" / "embeddings.duckdb")],
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('holding', flush=True); time.sleep(300)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "cache" / "embeddings.duckdb")],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"

@@ -73,7 +73,8 @@ def test_soup_is_the_weighted_average_and_an_encoder(ingredients, tmp_path):
     base_vecs = load_encoder(resolve_encoder("all-MiniLM-L6-v2")).encode(texts)
     assert vecs.shape == base_vecs.shape and not torch.allclose(torch.tensor(vecs), torch.tensor(base_vecs))
 
-    again = CliRunner().invoke(models_app(), ["models", "soup", "all-MiniLM-L6-v2", str(ingredients["moved"]), "--out", str(out)])
+    again = CliRunner().invoke(models_app(), ["models", "soup", "all-MiniLM-L6-v2", str(ingredients["moved"]),
+                                              "--out", str(out)])
     assert again.exit_code == 1 and "not empty" in again.output
 
 
