@@ -20,7 +20,6 @@ from vfr.retrieve.types import clean_text
 
 MAX_CLAUSES = 1 << 16  # distinct query terms kept (most frequent first); Lucene's default of 1,024 is lifted
 _SEP = "vfrdocsep"  # joins a batch of documents for one analyser call; a batch that contains it goes one by one
-NO_COLLECTION = ""
 
 
 class LuceneError(RuntimeError):

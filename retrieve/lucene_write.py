@@ -16,10 +16,11 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from vfr.retrieve.lucene import (NO_COLLECTION, J, LuceneError, cast, open_directory, find_commit, java_errors,
-                                 analyzer)
+from vfr.retrieve.lucene import J, LuceneError, analyzer, cast, find_commit, java_errors, open_directory
 from vfr.retrieve.lucene_read import open_reader
 from vfr.retrieve.types import clean_text
+
+_NO_COLLECTION = ""  # the collection term of a document that belongs to none
 
 
 def _config(create: bool, commit=None):
@@ -66,7 +67,7 @@ def _write_segment(path: Path, docs: Iterable[tuple], generation: int) -> str:
             for doc_id, collection, text, *extra in docs:
                 doc = j.Document()
                 doc.add(j.StringField("id", doc_id, j.Store.YES))
-                doc.add(j.StringField("collection", collection or NO_COLLECTION, j.Store.NO))
+                doc.add(j.StringField("collection", collection or _NO_COLLECTION, j.Store.NO))
                 doc.add(j.TextField("contents", clean_text(text), j.Store.NO))
                 for name, value in (extra[0] if extra else {}).items():
                     if value.strip():

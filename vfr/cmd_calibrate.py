@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vfr.common import console, fail
+from vfr.common import console, fail, require_empty_out
 
 
 def register(app: typer.Typer) -> None:
@@ -87,8 +87,7 @@ def calibrate_cmd(
 
     if tune_metric not in METRICS:
         fail(f"unknown --tune-metric {tune_metric!r}: use one of {', '.join(METRICS)}")
-    if out.exists() and any(out.iterdir()) and not force:
-        fail(f"{out} exists and is not empty: choose another --out or pass --force")
+    require_empty_out(out, force)
     if descriptions not in ("all", "longest"):
         fail("--descriptions must be all or longest")
     if hn_retriever not in ("bm25", "hybrid", "dense"):

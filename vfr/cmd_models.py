@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vfr.common import console, fail, out
+from vfr.common import console, fail, out, require_empty_out
 
 models_app = typer.Typer(help="Install extra encoders offline-capable (`vfr models install mpnet`), list them, "
                          "and average calibrated encoders into one (`vfr models soup`).",
@@ -74,8 +74,7 @@ def soup_cmd(
     from vfr.retrieve.calibrate.soup import SoupError, make_soup
     from vfr.retrieve.encoder import EncoderError
 
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        fail(f"{out_dir} exists and is not empty: choose another --out or pass --force")
+    require_empty_out(out_dir, force)
     try:
         mix = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:

@@ -29,6 +29,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def require_empty_out(folder: Path, force: bool) -> None:
+    """Refuse to write a model into a non-empty folder (or onto a file) unless --force says so."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:
+        fail(f"{folder} exists and is not empty: choose another --out or pass --force")
+
+
 @contextmanager
 def stdout_for_results() -> Iterator[Console]:
     """While the block runs, whatever anything writes to stdout (print, logging handlers such as vLLM's,

@@ -71,14 +71,15 @@ def make_soup(models: Sequence[str], out_dir: Path, weights: Sequence[float] | N
     specs = [resolve_encoder(m) for m in models]
     base = SentenceTransformer(specs[0].location, device="cpu")
     shape = _shape(base)
-    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    state = base.state_dict()   # detached tensors; only the float ones are replaced below
     summed = {k: v.double() * mix[0] for k, v in state.items() if v.is_floating_point()}
     for spec, w in zip(specs[1:], mix[1:]):
         log(f"adding {spec.name} (weight {w:.3f})")
         other = SentenceTransformer(spec.location, device="cpu")
-        if _shape(other) != shape:
+        other_shape = _shape(other)
+        if other_shape != shape:
             raise SoupError(f"{spec.name} cannot be averaged with {specs[0].name}: they differ in "
-                            f"{_difference(shape, _shape(other))}; a soup needs models fine-tuned from one base")
+                            f"{_difference(shape, other_shape)}; a soup needs models fine-tuned from one base")
         theirs = other.state_dict()
         if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape for k in state):
             raise SoupError(f"{spec.name} and {specs[0].name} have different parameters; "

@@ -33,5 +33,7 @@ def test_refuses_non_empty_out_and_too_few_images(tmp_path):
     f.write_text("".join(json.dumps({"query": f"q{i}", "document": f"d{i}"}) + "\n" for i in range(3)))
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(out)])
     assert r.exit_code == 1 and "not empty" in r.output
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(f)])   # a file, not a folder
+    assert r.exit_code == 1 and "not empty" in r.output and f.read_text().startswith('{"query"')
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "n")])
     assert r.exit_code == 1 and "too few" in r.output
