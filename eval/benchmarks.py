@@ -155,3 +155,39 @@ def resolve(bench: str, data_dir: Path | None = None, source: str = "longest") -
 
 def names() -> Sequence[str]:
     return list(BUILTINS)
+
+
+BANKS = {"coco-val-captions": "COCO Karpathy val captions (2 of each of 2,000 images, seed 0), none of an "
+                              "image in the COCO joins"}
+
+
+def query_bank(spec: str, data_dir: Path | None = None) -> list[str]:
+    """A query bank for the hubness correction (retrieve/hubness.py): a built-in name (BANKS) or a text file
+    of queries, one a line."""
+    import random
+
+    from vfr.retrieve.hubness import clean_bank, read_bank
+
+    if spec not in BANKS:
+        path = Path(spec)
+        if not path.is_file():
+            raise ds.BenchmarkError(f"query bank {spec!r} is neither a file nor a built-in bank "
+                                    f"({', '.join(BANKS)})")
+        return read_bank(path)
+    root = data_dir or default_data_dir()
+    joined = {i.image_id for split in ("test", "val")
+              for i in ds.load_joined(root / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl")}
+    images = [i for i in ds.load_karpathy(root / "karpathy" / "coco_val_karpathy.json") if i.image_id not in joined]
+    random.Random(0).shuffle(images)
+    return clean_bank([c for i in images[:2000] for c in i.captions[:2]])
+
+
+def without_scored(tasks: Sequence[Task], bank: Sequence[str]) -> list[str]:
+    """The bank less every text the tasks score (queries, and SugarCrepe's captions and negatives): a bank must
+    never hold what it is tested on. Generic captions recur across images ("A man riding a wave on top of a
+    surfboard."), so a few may match by chance."""
+    texts = {q for t in tasks if isinstance(t, tk.RetrievalTask) for q in t.queries.values()}
+    texts |= {x for t in tasks if isinstance(t, tk.CompositionalTask) for trial in t.trials
+              for c in trial.checks for x in (c.query, c.positive, c.negative)}
+    scored = {" ".join(x.split()) for x in texts}
+    return [b for b in bank if b not in scored]

@@ -17,7 +17,7 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 CACHE_VERSION = 1
 
@@ -52,6 +52,9 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
     if not settings.get("parts"):  # one vector per document: likewise
         settings.pop("parts", None)
         settings.pop("parts_weight", None)
+    if not settings.get("hubness"):  # no query bank: likewise
+        for k in ("hubness", "hubness_k", "query_bank"):
+            settings.pop(k, None)
     h.update(json.dumps(settings, sort_keys=True).encode())
     for doc_id in sorted(corpus):
         h.update(doc_id.encode("utf-8") + b"\x00" + corpus[doc_id].encode("utf-8") + b"\x01")
@@ -73,16 +76,18 @@ def resolve_fusion(encoder: str, config: Any, mode: str = "auto") -> tuple[Any, 
 
 
 def open_corpus_index(corpus: Mapping[str, str], encoder: str, config: Any, root: Path | None = None,
-                      progress: bool = True, fusion: str = "auto") -> tuple[Any, dict]:
+                      progress: bool = True, fusion: str = "auto", query_bank: Sequence[str] = ()
+                      ) -> tuple[Any, dict]:
     """An opened index over `corpus` (built on first use) whose hybrid uses the fusion `fusion` names
-    (`resolve_fusion`: the cached index may predate a tuning). Returns (index, info about the cache)."""
+    (`resolve_fusion`: the cached index may predate a tuning). `query_bank`: the texts whose fingerprint
+    `config.query_bank` is (hubness correction). Returns (index, info about the cache)."""
     from vfr.retrieve.index import LiveIndex, index_exists
 
     root = cache_root(root)
     key = corpus_key(corpus, encoder, config)
     folder = root / key
     cached = index_exists(folder / "index")
-    info = {} if cached else _build(corpus, encoder, config, root, folder, progress)
+    info = {} if cached else _build(corpus, encoder, config, root, folder, progress, query_bank)
     index = LiveIndex(folder / "index", wrap_encoder=query_cache(root / "embeddings.duckdb"))
     index.fusion, source = resolve_fusion(encoder, config, fusion)
     return index, {"key": key, "cached": cached, "folder": str(folder),
@@ -103,7 +108,9 @@ def manifest_summary(m: Mapping[str, Any], fusion: Any = None, source: Mapping[s
             "fusion_tuned_on": source.get("dataset")}
 
 
-def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool) -> dict:
+def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool,
+           query_bank: Sequence[str] = ()) -> dict:
+    from vfr.retrieve.hubness import stage_bank
     from vfr.retrieve.maintain import IndexedStore
     from vfr.store.store import DescriptionRow, ImageRow, Store, text_hash
 
@@ -117,6 +124,8 @@ def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, fol
                      [DescriptionRow(i, t, model="eval") for i, t in corpus.items()])
         seeded = _copy_embeddings(root / "embeddings.duckdb", store, key, key, hashes)
         _copy_embeddings(root / "embeddings.duckdb", store, key + "#parts", key + "#parts", hashes)
+    if config.query_bank and stage_bank(folder / "index", query_bank) != config.query_bank:
+        raise ValueError("the query bank's texts do not match the fingerprint in the index settings")
     pair = IndexedStore(folder / "store.duckdb", folder / "index", encoder=encoder)
     report = pair.update_index(full=True, config=config, progress=_tqdm_progress() if progress else None)
     with Store(folder / "store.duckdb") as store:

@@ -41,7 +41,8 @@ The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion
 are tuning data, not held-out results. Fusion source for this run: {fusion_source}. One-change-at-a-time
 ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector
 dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
-`bash scripts/regen_ablations.sh`, run before this page).
+`bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
+([hubness.md](hubness.md)) and model soups ([soups.md](soups.md)) the same way.
 """
 
 
@@ -124,6 +125,8 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
     parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
              "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
              *ablation_section(path.parent / "ablations.md"),
+             *ablation_section(path.parent / "hubness.md", "## Query-bank hubness correction (issue 13)"),
+             *ablation_section(path.parent / "soups.md", "## Model soups (issue 13)"),
              "## Time", "", *timing_lines(docs, total_s), "",
              "## Every benchmark in detail", ""]
     parts += [markdown(d, heading="###") for d in docs]
@@ -132,14 +135,15 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def ablation_section(ablations: Path) -> list[str]:
-    """docs/ablations.md (made by scripts/regen_ablations.sh) one heading level down, or nothing."""
-    if not ablations.is_file():
+def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> list[str]:
+    """A page scripts/regen_ablations.sh makes (docs/ablations.md, hubness.md, soups.md) under `heading`, its
+    own headings one level down, or nothing."""
+    if not page.is_file():
         return []
-    body = [line for line in ablations.read_text(encoding="utf-8").splitlines() if not line.startswith("# ")]
+    body = [line for line in page.read_text(encoding="utf-8").splitlines() if not line.startswith("# ")]
     while body and not body[0].strip():
         body.pop(0)
-    return ["## Ablations (issue 13)", "", *[("#" + line) if line.startswith("##") else line for line in body], ""]
+    return [heading, "", *[("#" + line) if line.startswith("##") else line for line in body], ""]
 
 
 def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None = None) -> list[str]:

@@ -35,6 +35,8 @@ class EvalConfig:
     bm25_fields: tuple[tuple[str, float], ...] = ()  # field-aware BM25 (retrieve/fields.py); () = plain
     parts: str = ""                 # multi-vector dense (retrieve/multivector.py): "" | "sentences"
     parts_weight: float = 0.5
+    query_bank: tuple[str, ...] = ()  # hubness correction (retrieve/hubness.py): the bank's texts; () = off
+    hubness: float = 0.5
 
 
 @dataclass
@@ -47,14 +49,16 @@ class TaskResult:
 
 def default_opener(config: EvalConfig) -> Callable[[Mapping[str, str]], tuple[Any, dict]]:
     from vfr.eval.cache import open_corpus_index
+    from vfr.retrieve.hubness import bank_sha
     from vfr.retrieve.writer import IndexConfig
 
+    bank = {"hubness": config.hubness, "query_bank": bank_sha(config.query_bank)} if config.query_bank else {}
     index_config = IndexConfig(faiss=config.faiss, fields=config.bm25_fields, parts=config.parts,  # type: ignore[arg-type]
-                               parts_weight=config.parts_weight)
+                               parts_weight=config.parts_weight, **bank)
 
     def opener(corpus: Mapping[str, str]) -> tuple[Any, dict]:
         return open_corpus_index(corpus, config.encoder, index_config, config.cache_dir, config.progress,
-                                 config.fusion)
+                                 config.fusion, config.query_bank)
     return opener
 
 

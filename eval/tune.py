@@ -63,9 +63,10 @@ def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs", distractors: 
 
 def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | None = None,
               cache_dir: Path | None = None, faiss: str = "flat", save: bool = True, progress: bool = True,
-              log=lambda msg: None, index_config: Any = None) -> Tuned:
+              log=lambda msg: None, index_config: Any = None, query_bank: Sequence[str] = ()) -> Tuned:
     """Choose the fusion for `encoder` on `task` over an index built with `index_config` (its scoring
-    settings key the choice: BM25 k1/b, fields, multi-vector), and (with `save`) keep it with the model."""
+    settings key the choice: BM25 k1/b, fields, multi-vector, query bank), and (with `save`) keep it with the
+    model. `query_bank`: the texts `index_config.query_bank` fingerprints."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
     from vfr.retrieve.tuning import DEFAULT_METRIC, FEW_QUERIES, FusionChoice, save_choice, tune
@@ -75,7 +76,8 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
         raise TuneInputError(f"{dataset}: too small to tune on ({len(task.corpus)} documents, "
                              f"{len(task.queries)} queries)")
     config = index_config or IndexConfig(faiss=faiss)  # type: ignore[arg-type]
-    index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed")
+    index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed",
+                                     query_bank=query_bank)
     try:
         hybrid = index.backend("hybrid")
         to_target = (lambda run: to_target_run(run, task.doc_target)) if task.doc_target else None

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vfr.retrieve import bm25_batch, lucene, multivector
+from vfr.retrieve import bm25_batch, hubness, lucene, multivector
 from vfr.retrieve.bm25 import Bm25Scorer, bound_ratio, term_stats
 from vfr.retrieve.dense import merge_topk, selector
 from vfr.retrieve.fields import LUCENE_PREFIX
@@ -266,7 +266,10 @@ class DenseBackend:
         allowed = self.allowed(snap, scope)
         if snap.parts:  # multi-vector: whole-text and best-sentence similarity combined
             weight = float(snap.manifest["config"]["parts_weight"])
-            found = multivector.search(snap, vecs, k, allowed, self._allowed_parts(snap, scope), weight)
+            found = multivector.search(snap, vecs, k, allowed, self._allowed_parts(snap, scope), weight, snap.hub)
+            return [hits_from_scores({snap.segments[s].ids[r]: v for (s, r), v in f.items()}, k) for f in found]
+        if snap.hub:  # query-bank hubness correction: cos(q, d) − λ · h(d)
+            found = hubness.search(snap, vecs, k, allowed, snap.hub)
             return [hits_from_scores({snap.segments[s].ids[r]: v for (s, r), v in f.items()}, k) for f in found]
         parts = [seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)]
         if not parts:
@@ -311,6 +314,10 @@ class DenseBackend:
                 for j, (_, _, _, s, r) in enumerate(pairs):
                     best[j] = snap.parts[s].max_sim(qv[j], np.array([r]))[0]
                 sims = multivector.combined(sims, best, float(snap.manifest["config"]["parts_weight"]))
+            if snap.hub:  # query-bank hubness correction
+                for s in np.unique(seg):
+                    mask = seg == s
+                    sims[mask] -= snap.hub * snap.segments[int(s)].hubness[row[mask]]
             sims = sims.tolist()
         for (_, i, d, _, _), v in zip(pairs, sims):
             out[i][d] = v

@@ -6,8 +6,9 @@ encoded once, BM25 scores every visible document for the whole batch (retrieve/b
 returns each query's dense candidates, the union of both candidate lists is scored on both sides (BM25
 read from the same score matrix, cosine from the stored vectors), normalised per query and fused, and
 the top k is taken by score then id. Results equal `search` called per query (same candidates, same
-exact scores up to float rounding). Multi-vector indexes and rank fusion take the generic path. Single
-queries take the same path on indexes of up to `ARRAY_MAX_ROWS` rows, the generic one (Lucene) above.
+exact scores up to float rounding). Multi-vector indexes, indexes with a query bank (hubness offsets)
+and rank fusion take the generic path. Single queries take the same path on indexes of up to
+`ARRAY_MAX_ROWS` rows, the generic one (Lucene) above.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class LiveHybridBackend(HybridBackend):
         q = as_query(query)
         if self.fusion.method == "convex" and k > 0 and not q.empty:
             with self.sparse.handle.acquire() as snap:
-                small = not snap.parts and int(snap.row_base[-1]) <= self.ARRAY_MAX_ROWS
+                small = not snap.parts and not snap.hub and int(snap.row_base[-1]) <= self.ARRAY_MAX_ROWS
             if small:
                 return self.batch_search([q], k, scope)[0]
         return super().search(q, k, scope)
@@ -60,7 +61,7 @@ class LiveHybridBackend(HybridBackend):
             chunk = [queries[i] for i in part]
             vecs = all_vecs[start:start + bm25_batch.CHUNK]
             with self.sparse.handle.acquire() as snap:
-                if snap.parts:
+                if snap.parts or snap.hub:
                     found = super().batch_search(chunk, k, scope)
                 else:
                     found = self._fused(snap, chunk, vecs, k, scope)

@@ -92,6 +92,13 @@ class IndexedStore:
         if index is not None:
             index.close()
 
+    def stage_query_bank(self, texts: Sequence[str]) -> str:
+        """Keep a query bank's texts in the index folder for the hubness correction (retrieve/hubness.py);
+        returns the fingerprint to pass as `IndexConfig(query_bank=..., hubness=...)` to `update_index`."""
+        from vfr.retrieve.hubness import stage_bank
+
+        return stage_bank(self.index_dir, texts)
+
     def update_index(self, full: bool = False, config=None, progress: Progress | None = None) -> dict:
         """Apply the store's changes since the index's applied sequence (or rebuild everything with
         `full=True`, or when there is no usable index). Returns counts and the new generation."""
@@ -205,11 +212,17 @@ def _part_vectors(target: "IndexedStore", encoder, records: Sequence[Any]) -> li
     return out
 
 
-def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress, parts: bool = False) -> list[IndexDoc]:
+def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress, config) -> list[IndexDoc]:
+    from vfr.retrieve import hubness
+
     vectors = _embed(target, encoder, records, progress)
-    part_vectors = _part_vectors(target, encoder, records) if parts else [None] * len(records)
-    return [IndexDoc(r.id, r.text, v, r.collection, r.payload(), p)
-            for r, v, p in zip(records, vectors, part_vectors)]
+    part_vectors = _part_vectors(target, encoder, records) if config.parts else [None] * len(records)
+    hubs: Sequence[float | None] = [None] * len(records)
+    if config.hubness:
+        bank = hubness.bank_vectors(target.index_dir, encoder, config.query_bank)
+        hubs = hubness.offsets(bank, vectors, config.hubness_k).tolist()
+    return [IndexDoc(r.id, r.text, v, r.collection, r.payload(), p, h)
+            for r, v, p, h in zip(records, vectors, part_vectors, hubs)]
 
 
 def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
@@ -228,7 +241,7 @@ def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
             full = True  # no index, an older format, or a damaged one: build it anew
     if manifest is not None and manifest.get("store_uid") != uid:
         full, manifest = True, None  # the index follows another store
-    if manifest is not None and config is not None and config.to_dict() != manifest["config"]:
+    if manifest is not None and config is not None and config != _recorded_config(manifest):
         full, manifest = True, None  # new settings take a full build
     if manifest is not None and target._encoder_backend and \
             target._encoder_backend != manifest["encoder"].get("backend"):
@@ -244,6 +257,15 @@ def update_index(target: "IndexedStore", full: bool, config, progress) -> dict:
         if full or not changes.complete:
             return _full(target, w, encoder, upto, progress, t0)
         return _apply(target, w, encoder, changes, progress, t0, fusion_changed)
+
+
+def _recorded_config(manifest: dict):
+    from vfr.retrieve.writer import IndexConfig
+
+    try:
+        return IndexConfig(**manifest["config"])
+    except (TypeError, ValueError, KeyError):
+        return None  # another format: a full build
 
 
 def _record_fusion(w, spec) -> bool:
@@ -272,7 +294,7 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
             records = store.document_records_after(last, BATCH)
         if not records:
             break
-        w.upsert(_docs(target, encoder, records, progress, bool(w.config.parts)))
+        w.upsert(_docs(target, encoder, records, progress, w.config))
         n += len(records)
         last = records[-1].id
     if n == 0:
@@ -296,7 +318,7 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, set
         added += sum(1 for r in present if r.id not in live)
         changed += sum(1 for r in present if r.id in live)
         if present:
-            w.upsert(_docs(target, encoder, present, progress, bool(w.config.parts)))
+            w.upsert(_docs(target, encoder, present, progress, w.config))
     w.delete(deleted)
     if not (added or changed or deleted) and changes.upto == w.applied_seq and not settings_changed:
         generation = w.generation

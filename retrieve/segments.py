@@ -6,6 +6,7 @@
     segments/<name>/forward-<f>.npz  forward index of BM25 field <f>, when the index scores fields (retrieve/fields.py)
     segments/<name>/dense.faiss      vectors (retrieve/dense.py)
     segments/<name>/parts.faiss      multi-vector indexes: sentence vectors + parts.offsets.npy (retrieve/multivector.py)
+    segments/<name>/hubness.npy      indexes with a query bank: each row's hubness offset (retrieve/hubness.py)
     segments/<name>/docs.jsonl       payload per row (the description shown with a hit) + docs.offsets.npy
     segments/<name>/del-<gen>.npy    rows deleted as of generation <gen> (the manifest names the current one)
 
@@ -24,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vfr.retrieve import bm25, dense, lucene_write, multivector
+from vfr.retrieve import bm25, dense, hubness, lucene_write, multivector
 from vfr.retrieve.fields import FIELDS, LUCENE_PREFIX
 from vfr.store.faults import point
 from vfr.retrieve.types import IndexDoc
@@ -85,7 +86,7 @@ def _finish(tmp: Path, final: Path) -> None:
 
 def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Sequence[str]], generation: int,
                   dense_kind: str, hnsw_m: int, fields: dict[str, tuple[list[str], list[list[str]]]] | None = None,
-                  parts: bool = False) -> SegmentInfo:
+                  parts: bool = False, hubs: bool = False) -> SegmentInfo:
     """Write `docs` (with their analysed tokens and vectors) as a new segment at `folder`. `fields`: BM25
     field name → (each document's field text, its tokens), indexed as Lucene fields with forward indexes."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -103,6 +104,8 @@ def write_segment(folder: Path, docs: Sequence[IndexDoc], tokens: Sequence[Seque
     kind = dense.write_dense(tmp, np.vstack([d.vector for d in docs]), dense_kind, hnsw_m)
     if parts:
         multivector.write_parts(tmp, [np.asarray(d.parts, dtype=np.float32) for d in docs], dense_kind, hnsw_m)
+    if hubs:
+        hubness.save(tmp, [d.hubness for d in docs])
     _write_docs(tmp, [d.payload for d in docs])
     _finish(tmp, folder)
     return SegmentInfo(folder.name, len(docs), commit, kind)
@@ -129,6 +132,8 @@ def merge_segments(folder: Path, sources: Sequence["LoadedSegment"], live_rows: 
     if sources and sources[0].parts is not None:
         multivector.write_parts(tmp, [v for s, rows in zip(sources, live_rows) for v in s.parts.vectors_of(rows)],
                                 dense_kind, hnsw_m)
+    if sources and sources[0].hubness is not None:
+        hubness.save(tmp, np.concatenate([s.hubness[rows] for s, rows in zip(sources, live_rows)]))
     _write_docs(tmp, [s.payload(r) for s, rows in zip(sources, live_rows) for r in rows])
     _finish(tmp, folder)
     return SegmentInfo(folder.name, len(ids), commit, kind)
@@ -172,6 +177,7 @@ class LoadedSegment:
             self.dense = dense.DenseSegment(folder, info.dense)
             self.parts = multivector.PartsSegment(folder, info.dense) \
                 if (folder / multivector.OFFSETS).is_file() else None  # multi-vector dense
+            self.hubness = hubness.load(folder)  # query-bank hubness offsets, one a row (or None)
             self._offsets = np.load(folder / OFFSETS, allow_pickle=False)
             self._docs = os.open(folder / DOCS, os.O_RDONLY)  # kept open: survives the folder's removal
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -179,7 +185,8 @@ class LoadedSegment:
                                "run `vfr index --full` to rebuild the index") from None
         if not (len(self.ids) == self.forward.rows == self.dense.rows == len(self._offsets) - 1 == info.rows) or \
                 any(f.rows != info.rows for f in self.fields.values()) or \
-                (self.parts is not None and self.parts.rows != info.rows):
+                (self.parts is not None and self.parts.rows != info.rows) or \
+                (self.hubness is not None and self.hubness.shape != (info.rows,)):
             os.close(self._docs)
             raise SegmentError(f"index segment {folder} has parts of different lengths; run `vfr index --full`")
         if os.fstat(self._docs).st_size != int(self._offsets[-1]):

@@ -92,6 +92,10 @@ class Snapshot:
             self.dense = [parts.dense_view(s, i, d) for s, i, d in zip(self.segments, self.infos, self.dead)]
             self.parts = [parts.parts_view(s, i, d) for s, i, d in zip(self.segments, self.infos, self.dead)] \
                 if self.manifest["config"].get("parts") else []
+            self.hub = float(self.manifest["config"].get("hubness", 0.0))  # query-bank hubness weight
+            if self.hub and any(s.hubness is None for s in self.segments):
+                raise SegmentError(f"the index at {index_dir} has a query bank but a segment lacks its hubness "
+                                   "offsets; run `vfr index --full`")
             readers = [parts.reader(i) for i in self.infos]
             self.doc_base = np.cumsum([0] + [r.max_doc for r in readers])
             config = self.manifest["config"]

@@ -37,6 +37,7 @@ class IndexDoc:
     collection: str | None = None
     payload: dict | None = None
     parts: Any = None   # multi-vector indexes: (n_parts, dim) float32 vectors of its sentences (retrieve/multivector.py)
+    hubness: float | None = None  # indexes with a query bank: the document's hubness offset (retrieve/hubness.py)
 
 
 class Query:

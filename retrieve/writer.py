@@ -42,9 +42,19 @@ class IndexConfig:
     # sentence, scored (1 - parts_weight) * cos(whole) + parts_weight * max cos(part)
     parts: str = ""
     parts_weight: float = 0.5
+    # query-bank hubness correction (retrieve/hubness.py): dense score − hubness · h(d); query_bank is the
+    # fingerprint of the bank's texts (query_banks/ in the index folder); "" and 0 = off
+    hubness: float = 0.0
+    hubness_k: int = 10
+    query_bank: str = ""
 
     def __post_init__(self) -> None:
         from vfr.retrieve.multivector import KINDS
+
+        if not (0 <= self.hubness <= 2 and 1 <= self.hubness_k <= 1000) or \
+                (self.hubness > 0) != bool(self.query_bank):
+            raise ValueError("hubness must be from 0 to 2 (0: off), hubness_k from 1 to 1000, and a hubness "
+                             "above 0 needs a query bank (and a query bank a hubness above 0)")
 
         if self.parts not in KINDS or not 0 < self.parts_weight <= 1:
             raise ValueError("parts must be '' or 'sentences' and 0 < parts_weight <= 1")
@@ -73,6 +83,8 @@ class IndexConfig:
             out["fields"] = [list(f) for f in self.fields]
         if self.parts:
             out.update(parts=self.parts, parts_weight=self.parts_weight)
+        if self.hubness:  # which bank is not part of it: a fusion tuned with one bank serves another
+            out.update(hubness=self.hubness, hubness_k=self.hubness_k)
         return out
 
 
@@ -166,6 +178,8 @@ class IndexWriter:
                 raise ValueError(f"document {d.id!r} has no vector")
             if self.config.parts and d.parts is None:
                 raise ValueError(f"document {d.id!r} has no part vectors (the index is multi-vector)")
+            if self.config.hubness and d.hubness is None:
+                raise ValueError(f"document {d.id!r} has no hubness offset (the index has a query bank)")
             self._adds[d.id] = d
             self._removes.add(d.id)
 
@@ -207,7 +221,8 @@ class IndexWriter:
             name = f"g{gen:08d}-{start // 500_000}"
             point("commit:analysed")
             segments.append(write_segment(self.dir / "segments" / name, chunk, tokens, gen,
-                                          self.config.faiss, self.config.hnsw_m, fields, bool(self.config.parts)))
+                                          self.config.faiss, self.config.hnsw_m, fields, bool(self.config.parts),
+                                          bool(self.config.hubness)))
             point("commit:segment-written")
         self._publish(gen, segments, applied_seq, operation,
                       {"added": len(added), "removed": len(self._removes), "seconds": time.perf_counter() - t0,

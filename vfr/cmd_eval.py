@@ -41,6 +41,12 @@ def eval_cmd(
     parts: Annotated[str, typer.Option("--parts", help="Multi-vector dense: 'sentences' also indexes each "
                                        "sentence (score mixes whole-text and best-sentence cosine); '' = off.")] = "",
     parts_weight: Annotated[float, typer.Option("--parts-weight", min=0.0, max=1.0, help="Weight of the best sentence (0-1].")] = 0.5,
+    query_bank: Annotated[str, typer.Option("--query-bank", help="Hubness correction (docs/fusion.md): a "
+                                            "built-in bank (coco-val-captions) or a text file of queries, one a "
+                                            "line; texts the benchmark scores are left out of it. '' = off.")
+                          ] = "",
+    hubness: Annotated[float, typer.Option("--hubness", min=0.0, max=2.0, help="Weight of the hubness "
+                                           "correction (with --query-bank).")] = 0.5,
     fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: auto (tuned for this encoder by `vfr "
                                         "tune` / `vfr calibrate` if stored, else the built-in default) or fixed "
                                         "(the built-in default).")] = "auto",
@@ -84,7 +90,10 @@ def eval_cmd(
         from vfr.retrieve.writer import IndexConfig
 
         IndexConfig(fields=fields, parts=parts, parts_weight=parts_weight)  # type: ignore[arg-type]
-    except ValueError as e:
+        bank = tuple(benchmarks.query_bank(query_bank, data_dir)) if query_bank else ()
+        if bank and hubness <= 0:
+            fail("--hubness must be above 0 with a query bank")
+    except (ValueError, BenchmarkError) as e:
         fail(str(e))
     names = benchmarks.names() if bench == "all" else [bench]
     base = out_dir or Path("out") / "eval"
@@ -94,7 +103,8 @@ def eval_cmd(
         target = base / _folder(name) if (bench == "all" or out_dir is None) else base
         try:
             docs.append(_run_one(name, target, retrievers, encoder, source, data_dir, cache_dir, depth, faiss,
-                                 stat_test, progress, not no_plots, fusion, fields, (parts, parts_weight)))
+                                 stat_test, progress, not no_plots, fusion, fields, (parts, parts_weight),
+                                 (query_bank, bank, hubness)))
         except (BenchmarkError, ValueError, EncoderError, StoreError) as e:   # StoreError: e.g. a cache in use
             fail(str(e))
     total = time.perf_counter() - started
@@ -113,21 +123,35 @@ def _folder(name: str) -> str:
 def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str, source: str,
              data_dir: Path | None, cache_dir: Path | None, depth: int, faiss: str, stat_test: str,
              progress: bool, plots: bool, fusion: str = "auto", fields: tuple = (),
-             parts: tuple = ("", 0.5)) -> dict:
+             parts: tuple = ("", 0.5), bank: tuple = ("", (), 0.5)) -> dict:
     from vfr.eval import benchmarks, report
     from vfr.eval.runner import EvalConfig, run_tasks
 
     t0 = time.perf_counter()
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
+    if bank[1]:
+        kept = tuple(benchmarks.without_scored(tasks, bank[1]))
+        if len(kept) < len(bank[1]):
+            console.print(f"query bank {bank[0]}: left out {len(bank[1]) - len(kept)} of its {len(bank[1])} texts "
+                          f"that {bench_name} scores")
+        if not kept:
+            raise ValueError(f"the query bank {bank[0]} holds only texts {bench_name} scores: choose another bank")
+        bank = (bank[0], kept, bank[2])
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
                         faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,
-                        bm25_fields=fields, parts=parts[0], parts_weight=parts[1])
+                        bm25_fields=fields, parts=parts[0], parts_weight=parts[1], query_bank=bank[1],
+                        hubness=bank[2])
     console.print(f"[bold]{bench_name}[/]: {len(tasks)} task(s)")
     results = run_tasks(tasks, config)
     seconds = time.perf_counter() - t0
     cfg = {"retrievers": list(retrievers), "encoder": encoder, "description_source": source, "depth": depth,
            "faiss": faiss, "stat_test": stat_test, "fusion": fusion,
            "bm25_fields": [list(f) for f in fields], "parts": parts[0], "parts_weight": parts[1]}
+    if bank[1]:
+        from vfr.retrieve.hubness import bank_sha
+
+        cfg.update(query_bank=bank[0], query_bank_sha=bank_sha(bank[1]), query_bank_size=len(bank[1]),
+                   hubness=bank[2])
     doc = report.write_outputs(bench_name, results, target, provenance, cfg, {"seconds": round(seconds, 1)})
     if plots:
         from vfr.eval.plots import write_plots

@@ -42,6 +42,14 @@ def index_cmd(
                                               "sentence; 'none' = off. Needs --full.")] = None,
     parts_weight: Annotated[float | None, typer.Option("--parts-weight", min=0.0, max=1.0, help="Weight of the best sentence "
                                                        "(0-1], default 0.5.")] = None,
+    query_bank: Annotated[Path | None, typer.Option("--query-bank", help="Hubness correction: a text file of "
+                                                    "real queries, one a line (a query log, or the captions the "
+                                                    "encoder was calibrated on; never your test queries). Each "
+                                                    "document's dense score is lowered by how close it sits to "
+                                                    "many of them; 'none' = off. Needs --full; docs/fusion.md.")
+                                  ] = None,
+    hubness: Annotated[float | None, typer.Option("--hubness", min=0.0, max=2.0, help="Weight of the hubness "
+                                                  "correction (default 0.5 with a query bank).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Bring the index up to date with the store: apply what changed since the last update (added,
@@ -56,26 +64,23 @@ def index_cmd(
     from vfr.retrieve.generations import IndexError_
     from vfr.retrieve.writer import IndexConfig
 
-    config = None
-    if any(x is not None for x in (faiss, k1, b, bm25_fields, parts, parts_weight)):
-        from vfr.retrieve.fields import parse_weights
-
-        try:
-            base = _current_config(db, index)
-            fields = parse_weights(bm25_fields) if bm25_fields is not None else None
-            mv = "" if parts == "none" else parts
-            config = IndexConfig(**{**base.to_dict(), **{k: v for k, v in (("faiss", faiss), ("k1", k1), ("b", b),
-                                                                           ("fields", fields), ("parts", mv),
-                                                                           ("parts_weight", parts_weight))
-                                                         if v is not None}})
-        except ValueError as e:
-            fail(str(e))
     try:
         if encoder_backend is not None:
             from vfr.retrieve.encoder import check_backend
 
             check_backend(encoder_backend)
         engine = Engine.open(db, index, encoder=encoder, encoder_backend=encoder_backend)
+        config = None
+        if any(x is not None for x in (faiss, k1, b, bm25_fields, parts, parts_weight, query_bank, hubness)):
+            from vfr.retrieve.fields import parse_weights
+
+            base = _current_config(db, index)
+            fields = parse_weights(bm25_fields) if bm25_fields is not None else None
+            mv = "" if parts == "none" else parts
+            asked = {k: v for k, v in (("faiss", faiss), ("k1", k1), ("b", b), ("fields", fields), ("parts", mv),
+                                       ("parts_weight", parts_weight)) if v is not None}
+            config = IndexConfig(**{**base.to_dict(), **asked,
+                                    **_bank(engine.index_dir, base, query_bank, hubness)})
         with Progress(enabled=not quiet) as bar:
             report = engine.update_index(full=full, config=config, progress=bar.callback())
     except (EngineError, IndexError_, ValueError) as e:
@@ -92,6 +97,20 @@ def index_cmd(
             and engine.stats().get("config", {}).get("faiss") == "flat":
         console.print(f"tip: exact FAISS scans all {report['documents']:,} vectors per query; "
                       "`vfr index --full --faiss hnsw` is ~30x faster on the dense side at this size")
+
+
+def _bank(index_dir: Path, base, query_bank: Path | None, weight: float | None) -> dict:
+    """The hubness settings --query-bank / --hubness ask for (the bank's texts kept in the index folder)."""
+    from vfr.retrieve import hubness
+
+    if (query_bank is not None and str(query_bank) == "none") or weight == 0:
+        return {"hubness": 0.0, "query_bank": ""}
+    if query_bank is not None:
+        sha = hubness.stage_bank(index_dir, hubness.read_bank(query_bank))
+        return {"query_bank": sha, "hubness": weight if weight is not None else base.hubness or hubness.DEFAULT_WEIGHT}
+    if weight is not None and not base.query_bank:
+        raise ValueError("--hubness needs a query bank: add --query-bank FILE")
+    return {} if weight is None else {"hubness": weight}
 
 
 def _current_config(db: Path, index: Path | None):

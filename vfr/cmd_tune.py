@@ -37,6 +37,11 @@ def tune_cmd(
                                              "(FIELD=WEIGHT,...; as `vfr index --bm25-fields`).")] = "none",
     parts: Annotated[str, typer.Option("--parts", help="Tune for multi-vector indexes ('sentences').")] = "",
     parts_weight: Annotated[float, typer.Option("--parts-weight", min=0.0, max=1.0, help="Their best-sentence weight.")] = 0.5,
+    query_bank: Annotated[str, typer.Option("--query-bank", help="Tune for indexes with a hubness correction: "
+                                            "a built-in bank (coco-val-captions) or a text file of queries (as "
+                                            "`vfr index --query-bank`); texts the dev set scores are left out.")
+                          ] = "",
+    hubness: Annotated[float, typer.Option("--hubness", min=0.0, max=2.0, help="Its weight.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
 ) -> None:
@@ -58,15 +63,19 @@ def tune_cmd(
     if metric not in METRICS:
         fail(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
     from vfr.retrieve.fields import parse_weights
+    from vfr.retrieve.hubness import bank_sha
     from vfr.retrieve.writer import IndexConfig
 
     try:
-        config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight)
         name, dev_set = dev_task(dev, data_dir, source, task, allow_test)
+        bank = _bank(query_bank, dev_set, data_dir)
+        config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight,
+                             **({"hubness": hubness, "query_bank": bank_sha(bank)} if bank else {}))
         console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {len(dev_set.queries)} queries, "
                       f"{len(dev_set.corpus)} documents)", highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
-                          progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config)
+                          progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config,
+                          query_bank=bank)
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -80,3 +89,15 @@ def tune_cmd(
     if tuned.saved_to:
         console.print(f"saved to {tuned.saved_to}; new indexes built with this encoder use it; run `vfr index` "
                       "to bring an existing index up to date", highlight=False)
+
+
+def _bank(spec: str, dev_set, data_dir: Optional[Path]) -> list[str]:
+    """The query bank --query-bank names, less the dev set's own queries."""
+    from vfr.eval import benchmarks
+
+    if not spec:
+        return []
+    bank = benchmarks.without_scored([dev_set], benchmarks.query_bank(spec, data_dir))
+    if not bank:
+        raise ValueError(f"the query bank {spec} holds only the dev set's own queries: choose another bank")
+    return bank

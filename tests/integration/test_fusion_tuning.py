@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from tests.integration.test_cli import vfr
-from tests.live_helpers import copy_store, ranking
+from tests.live_helpers import captions_dev_set, copy_store, ranking
 from vfr.engine import Engine
 from vfr.retrieve.encoder import resolve_encoder
 from vfr.retrieve.fusion import FusionConfig
@@ -21,16 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def dev_jsonl(template_store, tmp_path):
     """The sample as a dev set: each image's human captions query its description."""
-    with Store(template_store, read_only=True) as s:
-        caps = s.captions()
-        docs = s.get(sorted({i for i, _ in caps}))
-    by_id: dict[str, list[str]] = {}
-    for i, c in caps:
-        by_id.setdefault(i, []).append(c)
-    path = tmp_path / "dev.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "document": docs[i].text, "queries": q}) + "\n"
-                            for i, q in by_id.items()))
-    return path
+    return captions_dev_set(template_store, tmp_path / "dev.jsonl")
 
 
 def test_tune_saves_a_choice_that_indexes_then_search_with(template_store, dev_jsonl, tmp_path, monkeypatch):

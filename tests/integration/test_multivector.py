@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.live_helpers import assert_equivalent, copy_store
+from tests.live_helpers import assert_equivalent, copy_store, replay_changes
 from vfr.engine import Engine
 from vfr.retrieve.multivector import split_parts
 from vfr.retrieve.writer import IndexConfig
-from vfr.store.store import DescriptionRow, ImageRow, Store
+from vfr.store.store import Store
 
 pytestmark = pytest.mark.integration
 CONFIG = IndexConfig(parts="sentences", parts_weight=0.4)
@@ -79,15 +79,7 @@ def test_live_updates_equal_a_fresh_build_and_erase_sentence_vectors(engine, tmp
         s.delete([r.id for r in records][40:])
     eng = Engine.open(db)
     eng.update_index(full=True, config=CONFIG)
-    texts = [r.text for r in records]
-    with Store(db) as s:
-        s.upsert([ImageRow("n1", collection="B"), ImageRow("n2", collection="B"), ImageRow(records[3].id)],
-                 [DescriptionRow("n1", texts[100]), DescriptionRow("n2", "A red car. It is parked next to a blue "
-                                                                         "truck. Snow falls."),
-                  DescriptionRow(records[3].id, texts[120])])
-    eng.update_index()
-    eng.delete([records[5].id, records[6].id])
-    eng.update_index()
+    replay_changes(eng)
     rebuilt_dir = tmp_path / "rebuilt"
     rebuilt_dir.mkdir()
     shutil.copy(db, rebuilt_dir / "r.duckdb")

@@ -94,6 +94,12 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     again = (tmp_path / "again.md").read_text()
     assert "## Ablations (issue 13)\n\nSettings.\n\n### Where each setting stands\n\n| a |" in again
     assert "# Ablations page" not in again
+    (tmp_path / "hubness.md").write_text("# Hubness page\n\nBank.\n\n## Rows\n")
+    (tmp_path / "soups.md").write_text("# Soups page\n\nSoup.\n")
+    page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # and the hubness and soup pages after it, in order
+    again = (tmp_path / "again.md").read_text()
+    hub = again.index("## Query-bank hubness correction (issue 13)\n\nBank.\n\n### Rows")
+    assert again.index("## Ablations (issue 13)") < hub < again.index("## Model soups (issue 13)\n\nSoup.")
 
 
 def test_trec_format(tmp_path: Path) -> None:

@@ -1,0 +1,148 @@
+"""Query-bank hubness correction (an index option: `IndexConfig.hubness`, `IndexConfig.query_bank`).
+
+Some descriptions are hubs: generic enough to sit near many queries, so they take rank 1 for queries
+about other images. With a bank of real queries (a query log, or the captions an encoder was calibrated
+on; never the test queries) every document gets a hubness offset
+
+    h(d) = mean of the `hubness_k` largest cos(b, d) over bank queries b
+
+and the dense side scores s(q, d) − λ · h(d), λ = `IndexConfig.hubness` (CSLS, Conneau et al. 2018; the
+query-bank normalisation of Bogolin et al. 2022 in its simplest form). h(d) depends on the document and
+the bank only, so it is computed once when the document is indexed and works incrementally: a segment
+stores its rows' offsets in `hubness.npy`, merges copy them, deletes need nothing.
+
+The bank's texts live in the index folder (`query_banks/<digest>.txt`); their SHA-256 is
+`IndexConfig.query_bank`, so a new bank is a new configuration (a full build), and `<digest>.npz` caches
+their vectors under the index's encoder (a new encoder re-encodes them).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vfr.retrieve.dense import grown_until_proven
+
+FILE = "hubness.npy"              # per segment: one float32 offset per row
+BANKS = "query_banks"             # in the index folder: <digest>.txt (texts) and <digest>.npz (vectors)
+CHUNK = 4096                      # documents per bank product (bounds memory: CHUNK × bank floats)
+DEFAULT_WEIGHT, DEFAULT_K = 0.5, 10   # chosen on COCO val (docs/fusion.md § Query-bank hubness correction)
+
+
+class BankError(ValueError):
+    """A query bank that cannot be used (message says what to do)."""
+
+
+def bank_sha(texts: Sequence[str]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+def clean_bank(texts: Sequence[str]) -> list[str]:
+    """One query a line, whitespace collapsed, blank lines and repeats dropped (order kept)."""
+    out = [t for t in dict.fromkeys(" ".join(t.split()) for t in texts) if t]
+    if not out:
+        raise BankError("the query bank is empty: give a file of real queries, one a line")
+    return out
+
+
+def read_bank(path: Path) -> list[str]:
+    """A query bank file: plain text (or .gz), one query a line."""
+    from vfr.store.textfiles import read_lines
+
+    return clean_bank(read_lines(path))
+
+
+def _paths(index_dir: Path, sha: str) -> tuple[Path, Path]:
+    digest = sha.split(":", 1)[-1][:32]
+    return index_dir / BANKS / f"{digest}.txt", index_dir / BANKS / f"{digest}.npz"
+
+
+def stage_bank(index_dir: Path, texts: Sequence[str]) -> str:
+    """Keep the bank's texts in the index folder, named by their fingerprint (so a build that fails leaves
+    the bank the index records untouched); returns the fingerprint for `IndexConfig.query_bank`."""
+    texts = clean_bank(texts)
+    sha = bank_sha(texts)
+    path, _ = _paths(index_dir, sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return sha
+
+
+def bank_vectors(index_dir: Path, encoder, sha: str) -> np.ndarray:
+    """The bank's vectors under `encoder`, encoded once and cached beside the texts."""
+    path, cache = _paths(index_dir, sha)
+    try:
+        texts = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise BankError(f"the index is configured with a query bank but {path} cannot be read ({e}); "
+                        "run `vfr index --full --query-bank FILE` again") from None
+    if bank_sha(texts) != sha:
+        raise BankError(f"{path} is not the query bank the index was built with; "
+                        "run `vfr index --full --query-bank FILE` again")
+    key = f"{encoder.spec.cache_key}|{sha}"
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return z["vectors"]
+    except (OSError, ValueError, KeyError):
+        pass  # none yet, another encoder's, or damaged: encode again
+    vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, key=np.asarray(key), vectors=vectors)
+    os.replace(tmp, cache)
+    return vectors
+
+
+def offsets(bank: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """h(d) for each row of `vectors`: the mean of its k largest cosines with the bank's queries."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    out = np.empty(len(vectors), dtype=np.float32)
+    k = max(1, min(k, len(bank)))
+    for start in range(0, len(vectors), CHUNK):
+        sims = vectors[start:start + CHUNK] @ bank.T
+        top = np.partition(sims, len(bank) - k, axis=1)[:, len(bank) - k:]
+        out[start:start + CHUNK] = top.mean(axis=1)
+    return out
+
+
+def save(folder: Path, values: Sequence[float]) -> None:
+    np.save(folder / FILE, np.asarray(values, dtype=np.float32), allow_pickle=False)
+
+
+def load(folder: Path) -> np.ndarray | None:
+    path = folder / FILE
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def least(segment) -> float:
+    """The smallest offset of a loaded segment (0 without offsets): bounds what an unseen row can score."""
+    h = segment.hubness
+    return float(h.min()) if h is not None and len(h) else 0.0
+
+
+def search(snap, vecs: np.ndarray, k: int, allowed: list, weight: float) -> list[dict[tuple[int, int], float]]:
+    """Per query, cos(q, d) − weight · h(d) of candidates (segment, row): a superset of the exact top k (flat
+    indexes). Each segment gives its best n by cosine; an unseen row of segment s scores at most (s's n-th
+    cosine) − weight · (s's smallest h), so when the k-th candidate beats every such bound the top k is
+    proven; else n grows."""
+    def attempt(todo: list[int], n: int) -> list[tuple[dict, float]]:
+        found = [seg.search(vecs[todo], n, sel) for seg, sel in zip(snap.dense, allowed)]
+        out = []
+        for j in range(len(todo)):
+            scores, bound = {}, -np.inf
+            for s, (sims, rows) in enumerate(found):
+                ok = rows[j] >= 0
+                r = rows[j][ok]
+                adjusted = sims[j][ok] - weight * snap.segments[s].hubness[r]
+                scores.update({(s, int(x)): float(v) for x, v in zip(r, adjusted)})
+                if rows.shape[1] == n and ok.all():
+                    bound = max(bound, float(sims[j][-1]) - weight * least(snap.segments[s]))
+            out.append((scores, bound))
+        return out
+
+    return grown_until_proven(len(vecs), k, attempt)
