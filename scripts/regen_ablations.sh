@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
-# and docs/soups.md (model soups, benchmarks/soups.json) the same way.
+# and docs/soups.md (model soups, benchmarks/soups.json) and docs/hubness.md (query-bank hubness correction,
+# benchmarks/hubness.json) the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -44,6 +45,18 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R parts $TEST -- --parts sentences --parts-weight 0.5 --retriever dense,hybrid
   for w in 0.25 0.5 1.0; do $R val-fields-caption$w coco-val -- --bm25-fields caption=$w --retriever bm25,hybrid; done
   for w in 0.25 0.5 0.75; do $R val-parts$w coco-val -- --parts sentences --parts-weight $w --retriever dense,hybrid; done
+  # query-bank hubness correction (docs/hubness.md): λ chosen on coco-val, then the test benchmarks
+  B="--query-bank coco-val-captions"
+  $R val-base coco-val
+  $R val-travel coco-val -- --encoder out/models/minilm-travel --fusion auto
+  for w in 0.25 0.5 1.0; do
+    $R val-hub$w coco-val -- $B --hubness $w
+    $R val-travel-hub$w coco-val -- --encoder out/models/minilm-travel --fusion auto $B --hubness $w
+  done
+  $R hub $TEST,sugarcrepe -- $B
+  $R travel-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel --fusion auto $B
+  $R soup4-hub $TEST,sugarcrepe -- --encoder out/models/minilm-soup4 --fusion auto $B
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
+"$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
 exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md
