@@ -262,19 +262,27 @@ class DenseBackend:
             self._selectors[key] = [p.selector(np.flatnonzero(m)) for p, m in zip(snap.parts, snap.masks(scope))]
         return self._selectors[key]
 
+    @staticmethod
+    def top(snap: Snapshot, vecs: np.ndarray, k: int, allowed: list
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The best k per query over every segment, (scores, segments, rows) as `merge_topk` gives them: by
+        cosine, or by cosine − λ·h(d) with a query bank (retrieve/hubness.py). None without segments."""
+        if not snap.segments:
+            return None
+        if snap.hub:
+            return hubness.search(snap, vecs, k, allowed, snap.hub)
+        return merge_topk([seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)], k)
+
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
         allowed = self.allowed(snap, scope)
         if snap.parts:  # multi-vector: whole-text and best-sentence similarity combined
             weight = float(snap.manifest["config"]["parts_weight"])
             found = multivector.search(snap, vecs, k, allowed, self._allowed_parts(snap, scope), weight, snap.hub)
             return [hits_from_scores({snap.segments[s].ids[r]: v for (s, r), v in f.items()}, k) for f in found]
-        if snap.hub:  # query-bank hubness correction: cos(q, d) − λ · h(d)
-            found = hubness.search(snap, vecs, k, allowed, snap.hub)
-            return [hits_from_scores({snap.segments[s].ids[r]: v for (s, r), v in f.items()}, k) for f in found]
-        parts = [seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)]
-        if not parts:
+        best = self.top(snap, vecs, k, allowed)
+        if best is None:
             return [[] for _ in range(len(vecs))]
-        scores, segs, rows = merge_topk(parts, k)
+        scores, segs, rows = best
         ids = [snap.segments[i].id_array for i in range(len(snap.segments))]
         out = []
         for q in range(len(vecs)):

@@ -184,25 +184,6 @@ def top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out_s, out_r
 
 
-def grown_until_proven(n_queries: int, k: int, attempt) -> list[dict]:
-    """Exact top-k search over rescored candidates: `attempt(todo, n)` returns, for each query in `todo`, its
-    candidates' exact scores ({key: score}) from lists of n per segment and the bound no unseen candidate can
-    pass (-inf when no list was full). A query is done when its k-th score beats the bound; the rest retry with
-    n four times larger."""
-    out: list[dict] = [{} for _ in range(n_queries)]
-    todo, n = list(range(n_queries)), max(2 * k, 20)
-    while todo:
-        retry = []
-        for qi, (scores, bound) in zip(todo, attempt(todo, n)):
-            kth = sorted(scores.values(), reverse=True)[k - 1] if len(scores) >= k else -np.inf
-            if bound == -np.inf or kth > bound + 1e-6:  # slack: FAISS and numpy round differently
-                out[qi] = scores
-            else:
-                retry.append(qi)
-        todo, n = retry, n * 4
-    return out
-
-
 def selector(rows: np.ndarray):
     """A FAISS selector of these rows (keep a reference while searching: FAISS does not own it)."""
     import faiss

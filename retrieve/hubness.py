@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vfr.retrieve.dense import grown_until_proven
+from vfr.retrieve.dense import merge_topk
 
 FILE = "hubness.npy"              # per segment: one float32 offset per row
 BANKS = "query_banks"             # in the index folder: <digest>.txt (texts) and <digest>.npz (vectors)
@@ -125,24 +125,30 @@ def least(segment) -> float:
     return float(h.min()) if h is not None and len(h) else 0.0
 
 
-def search(snap, vecs: np.ndarray, k: int, allowed: list, weight: float) -> list[dict[tuple[int, int], float]]:
-    """Per query, cos(q, d) − weight · h(d) of candidates (segment, row): a superset of the exact top k (flat
-    indexes). Each segment gives its best n by cosine; an unseen row of segment s scores at most (s's n-th
-    cosine) − weight · (s's smallest h), so when the k-th candidate beats every such bound the top k is
-    proven; else n grows."""
-    def attempt(todo: list[int], n: int) -> list[tuple[dict, float]]:
-        found = [seg.search(vecs[todo], n, sel) for seg, sel in zip(snap.dense, allowed)]
-        out = []
-        for j in range(len(todo)):
-            scores, bound = {}, -np.inf
-            for s, (sims, rows) in enumerate(found):
-                ok = rows[j] >= 0
-                r = rows[j][ok]
-                adjusted = sims[j][ok] - weight * snap.segments[s].hubness[r]
-                scores.update({(s, int(x)): float(v) for x, v in zip(r, adjusted)})
-                if rows.shape[1] == n and ok.all():
-                    bound = max(bound, float(sims[j][-1]) - weight * least(snap.segments[s]))
-            out.append((scores, bound))
-        return out
-
-    return grown_until_proven(len(vecs), k, attempt)
+def search(snap, vecs: np.ndarray, k: int, allowed: list, weight: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact top k of cos(q, d) − weight · h(d) per query (flat indexes), as `merge_topk` returns it:
+    (scores, segments, rows), each (n_queries, k), -inf / -1 where fewer. Each segment gives its best n by
+    cosine; an unseen row of segment s scores at most (s's n-th cosine) − weight · (s's smallest h), so a
+    query whose k-th score beats every such bound is done; the others ask again with n four times larger."""
+    n_q = len(vecs)
+    out = (np.full((n_q, k), -np.inf, np.float32), np.full((n_q, k), -1, np.int64), np.full((n_q, k), -1, np.int64))
+    todo, n = np.arange(n_q), max(20 * k, 200)  # a wide first list: one FAISS pass usually proves it
+    while len(todo):
+        parts, bound = [], np.full(len(todo), -np.inf)
+        for segment, view, sel in zip(snap.segments, snap.dense, allowed):
+            sims, rows = view.search(vecs[todo], n, sel)
+            ok = rows >= 0
+            adjusted = np.where(ok, sims - weight * segment.hubness[np.where(ok, rows, 0)], -np.inf)
+            parts.append((adjusted.astype(np.float32), rows))
+            if rows.shape[1] == n:  # a full list: rows it left out may exist
+                full = ok.all(axis=1)
+                bound[full] = np.maximum(bound[full], sims[full, -1] - weight * least(segment))
+        scores, segs, rows = merge_topk(parts, k) if parts else (out[0][todo], out[1][todo], out[2][todo])
+        width = scores.shape[1]
+        kth = scores[:, k - 1] if width >= k else np.full(len(todo), -np.inf)
+        done = (bound == -np.inf) | (kth > bound + 1e-6)  # slack: FAISS and numpy round differently
+        for dest, src in zip(out, (scores, segs, rows)):
+            dest[todo[done], :width] = src[done]
+        todo, n = todo[~done], n * 4
+    return out

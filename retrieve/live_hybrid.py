@@ -6,9 +6,9 @@ encoded once, BM25 scores every visible document for the whole batch (retrieve/b
 returns each query's dense candidates, the union of both candidate lists is scored on both sides (BM25
 read from the same score matrix, cosine from the stored vectors), normalised per query and fused, and
 the top k is taken by score then id. Results equal `search` called per query (same candidates, same
-exact scores up to float rounding). Multi-vector indexes, indexes with a query bank (hubness offsets)
-and rank fusion take the generic path. Single queries take the same path on indexes of up to
-`ARRAY_MAX_ROWS` rows, the generic one (Lucene) above.
+exact scores up to float rounding; with a query bank, dense scores are cosine − λ·h(d) on both paths).
+Multi-vector indexes and rank fusion take the generic path. Single queries take the same path on indexes
+of up to `ARRAY_MAX_ROWS` rows, the generic one (Lucene) above.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import numpy as np
 
 from vfr.retrieve import bm25_batch
 from vfr.retrieve.backends import DenseBackend, SparseBackend
-from vfr.retrieve.dense import merge_topk
 from vfr.retrieve.fusion import normalise_grouped
 from vfr.retrieve.hybrid import HybridBackend
 from vfr.retrieve.snapshot import Snapshot
@@ -40,7 +39,7 @@ class LiveHybridBackend(HybridBackend):
         q = as_query(query)
         if self.fusion.method == "convex" and k > 0 and not q.empty:
             with self.sparse.handle.acquire() as snap:
-                small = not snap.parts and not snap.hub and int(snap.row_base[-1]) <= self.ARRAY_MAX_ROWS
+                small = not snap.parts and int(snap.row_base[-1]) <= self.ARRAY_MAX_ROWS
             if small:
                 return self.batch_search([q], k, scope)[0]
         return super().search(q, k, scope)
@@ -61,7 +60,7 @@ class LiveHybridBackend(HybridBackend):
             chunk = [queries[i] for i in part]
             vecs = all_vecs[start:start + bm25_batch.CHUNK]
             with self.sparse.handle.acquire() as snap:
-                if snap.parts or snap.hub:
+                if snap.parts:
                     found = super().batch_search(chunk, k, scope)
                 else:
                     found = self._fused(snap, chunk, vecs, k, scope)
@@ -79,9 +78,9 @@ class LiveHybridBackend(HybridBackend):
         # each side's own candidates, as positions in snap.all_ids
         sparse_top = bm25_batch.top_k(bm25, ids, depth)
         allowed = self.dense.allowed(snap, scope)
-        parts = [seg.search(vecs, depth, sel) for seg, sel in zip(snap.dense, allowed)]
-        if parts:
-            faiss_scores, segs, rows = merge_topk(parts, depth)
+        found = self.dense.top(snap, vecs, depth, allowed)  # with a query bank: by cosine − λ·h(d)
+        if found is not None:
+            faiss_scores, segs, rows = found
             dense_pos = np.where(rows >= 0, base[segs] + rows, -1)
         else:
             faiss_scores = np.zeros((n_q, 0), dtype=np.float32)
@@ -118,7 +117,8 @@ class LiveHybridBackend(HybridBackend):
 
     @staticmethod
     def _cosines(snap: Snapshot, qvecs: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """Cosine of each query vector with the stored vector at the same place in `pos`."""
+        """Dense score of each query vector with the stored vector at the same place in `pos`: the cosine,
+        less λ·h(d) with a query bank."""
         base = snap.row_base
         seg_of = np.searchsorted(base, pos, side="right") - 1
         out = np.empty(len(pos), dtype=np.float64)
@@ -126,6 +126,8 @@ class LiveHybridBackend(HybridBackend):
             at = np.flatnonzero(seg_of == s)
             docs = snap.segments[s].dense.vectors(pos[at] - base[s])
             out[at] = np.einsum("ij,ij->i", qvecs[at], docs)
+            if snap.hub:
+                out[at] -= snap.hub * snap.segments[s].hubness[pos[at] - base[s]]
         return out
 
 

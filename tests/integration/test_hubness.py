@@ -100,6 +100,22 @@ def test_dense_search_and_scores_equal_brute_force(engine):
     assert engine.search("neon OPEN sign", 5)  # the hybrid runs over the corrected dense side
 
 
+def test_the_array_and_generic_hybrid_paths_agree(engine, monkeypatch):
+    """The hybrid's array path (small indexes, batches) and its generic path (Lucene, per-query fusion) both
+    take the corrected dense side: same rankings and scores, scoped or not."""
+    from vfr.retrieve.live_hybrid import LiveHybridBackend
+
+    for scope in (None, "pets"):
+        array = {q: engine.search(q, 7, collection=scope) for q in QUERIES}
+        batch = engine.batch_search(dict(enumerate(QUERIES * 2)), 7, collection=scope)
+        monkeypatch.setattr(LiveHybridBackend, "ARRAY_MAX_ROWS", 0)
+        for q in QUERIES:
+            generic = engine.search(q, 7, collection=scope)
+            assert [h.id for h in generic] == [h.id for h in array[q]] == [h.id for h in batch[QUERIES.index(q)]]
+            assert [pytest.approx(h.score, rel=1e-5, abs=1e-6) for h in generic] == [h.score for h in array[q]]
+        monkeypatch.undo()
+
+
 def test_with_multivector_equals_brute_force(template_store, tmp_path):
     eng = _open(template_store, tmp_path, parts="sentences", parts_weight=0.4)
     try:

@@ -59,3 +59,45 @@ def test_eval_bank_leaves_out_every_scored_text():
     comp = tk.CompositionalTask("c", "c", [tk.Trial("i", "add_obj", (check,))], {"add_obj": 1})
     bank = ["A man riding a wave.", "a bird", "a cat on a mat", "neg", "a tree"]
     assert benchmarks.without_scored([task, comp], bank) == ["a bird", "a tree"]
+
+
+def _segments(tmp_path, sizes, rng):
+    from vfr.retrieve.dense import DenseSegment, write_dense
+
+    segments, views, vectors = [], [], []
+    for i, n in enumerate(sizes):
+        v = rng.normal(size=(n, 16)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        write_dense(folder, v, "flat")
+        views.append(DenseSegment(folder, "flat"))
+        h = rng.uniform(0.5, 0.8, size=n).astype(np.float32)
+        h[0] = 0.0  # one low offset: the bound (smallest h) is loose and lists must grow
+        segments.append(SimpleNamespace(hubness=h))
+        vectors.append(v)
+    return SimpleNamespace(segments=segments, dense=views), vectors
+
+
+def test_search_equals_brute_force_and_grows_its_lists_when_the_bound_says_so(tmp_path, monkeypatch):
+    """Offsets of 0.5–0.8 and one of 0 (λ = 2): the first lists cannot prove the top k and must grow."""
+    from vfr.retrieve.dense import merge_topk
+
+    rng = np.random.default_rng(3)
+    snap, vectors = _segments(tmp_path, [900, 700, 5], rng)
+    queries = rng.normal(size=(12, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    rounds = []
+    monkeypatch.setattr(hubness, "merge_topk", lambda parts, k: rounds.append(k) or merge_topk(parts, k))
+    for k in (1, 10, 40):
+        rounds.clear()
+        scores, segs, rows = hubness.search(snap, queries, k, [None] * 3, 2.0)
+        assert len(rounds) > 1  # some query needed a wider list
+        for q in range(len(queries)):
+            brute = sorted(((float(v @ queries[q]) - 2 * float(seg.hubness[r]), s, r)
+                            for s, (seg, vs) in enumerate(zip(snap.segments, vectors)) for r, v in enumerate(vs)),
+                           reverse=True)[:k]
+            assert [(int(s), int(r)) for s, r in zip(segs[q], rows[q])] == [(s, r) for _, s, r in brute]
+            assert scores[q].tolist() == pytest.approx([v for v, _, _ in brute], abs=1e-5)
+    scores, segs, rows = hubness.search(SimpleNamespace(segments=[], dense=[]), queries, 3, [], 0.5)
+    assert (rows == -1).all() and np.isneginf(scores).all()  # no segments: nothing found
