@@ -29,7 +29,7 @@ from vfr.retrieve.dense import merge_topk
 FILE = "hubness.npy"              # per segment: one float32 offset per row
 BANKS = "query_banks"             # in the index folder: <digest>.txt (texts) and <digest>.npz (vectors)
 CHUNK = 4096                      # documents per bank product (bounds memory: CHUNK × bank floats)
-DEFAULT_WEIGHT, DEFAULT_K = 0.5, 10   # chosen on COCO val (docs/fusion.md § Query-bank hubness correction)
+DEFAULT_WEIGHT = 0.5              # chosen on COCO val with k = 10 (docs/hubness.md)
 
 
 class BankError(ValueError):
@@ -96,6 +96,21 @@ def bank_vectors(index_dir: Path, encoder, sha: str) -> np.ndarray:
     np.savez(tmp, key=np.asarray(key), vectors=vectors)
     os.replace(tmp, cache)
     return vectors
+
+
+def forget_other_banks(index_dir: Path, keep: str) -> int:
+    """Remove every staged bank but `keep` (its fingerprint; "" keeps none) and their vectors: called after a
+    full build, so a bank replaced or turned off leaves the disk. Returns the number of files removed."""
+    folder = index_dir / BANKS
+    if not folder.is_dir():
+        return 0
+    kept = {p.name for p in _paths(index_dir, keep)} if keep else set()
+    removed = 0
+    for path in folder.iterdir():
+        if path.name not in kept:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def offsets(bank: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:

@@ -300,6 +300,9 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
     if n == 0:
         raise MaintenanceError(f"{target.db} has no documents: run `vfr import FILE` or `vfr describe` first")
     generation = w.commit(applied_seq=upto, operation="full build", extra={"documents": n})
+    from vfr.retrieve.hubness import forget_other_banks
+
+    forget_other_banks(target.index_dir, w.config.query_bank)  # a replaced query log does not linger
     return {"mode": "full", "documents": n, "added": n, "changed": 0, "deleted": 0, "generation": generation,
             "seconds": round(time.perf_counter() - t0, 3)}
 

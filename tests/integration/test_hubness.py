@@ -199,9 +199,17 @@ def test_cli_sets_up_changes_and_turns_off_the_bank(template_store, tmp_path):
     assert r.exit_code == 1 and "empty" in r.output
     with Engine.open(db) as eng:  # the failed attempts changed nothing
         assert eng.index.manifest["config"]["hubness"] == 0.25
+    other_bank = tmp_path / "other.txt"
+    other_bank.write_text("a second bank\nof two queries\n", encoding="utf-8")
+    assert _cli("index", "--db", str(db), "-q", "--query-bank", str(other_bank)).exit_code == 0
+    with Engine.open(db) as eng:  # the first bank's texts and vectors are gone with the full build
+        files = sorted(p.name for p in (eng.index_dir / hubness.BANKS).iterdir())
+        digest = hubness.bank_sha(["a second bank", "of two queries"]).split(":")[1][:32]
+        assert files == [f"{digest}.npz", f"{digest}.txt"]
     assert _cli("index", "--db", str(db), "-q", "--query-bank", "none").exit_code == 0
     with Engine.open(db) as eng:
         assert eng.index.manifest["config"]["hubness"] == 0 and not eng.index.manifest["config"]["query_bank"]
+        assert not list((eng.index_dir / hubness.BANKS).iterdir())  # turned off: no query text is kept
     other = copy_store(template_store, tmp_path / "other")
     r = _cli("index", "--db", str(other), "-q", "--hubness", "0.5")
     assert r.exit_code == 1 and "--query-bank" in r.output
