@@ -182,12 +182,15 @@ def query_bank(spec: str, data_dir: Path | None = None) -> list[str]:
     return clean_bank([c for i in images[:2000] for c in i.captions[:2]])
 
 
-def without_scored(tasks: Sequence[Task], bank: Sequence[str]) -> list[str]:
+def without_scored(tasks: Sequence[Task], bank: Sequence[str], name: str = "the query bank") -> list[str]:
     """The bank less every text the tasks score (queries, and SugarCrepe's captions and negatives): a bank must
     never hold what it is tested on. Generic captions recur across images ("A man riding a wave on top of a
-    surfboard."), so a few may match by chance."""
+    surfboard."), so a few may match by chance. Raises BenchmarkError when nothing is left."""
     texts = {q for t in tasks if isinstance(t, tk.RetrievalTask) for q in t.queries.values()}
     texts |= {x for t in tasks if isinstance(t, tk.CompositionalTask) for trial in t.trials
               for c in trial.checks for x in (c.query, c.positive, c.negative)}
     scored = {" ".join(x.split()) for x in texts}
-    return [b for b in bank if b not in scored]
+    kept = [b for b in bank if b not in scored]
+    if not kept:
+        raise ds.BenchmarkError(f"{name} holds only texts the benchmark scores: choose another bank")
+    return kept

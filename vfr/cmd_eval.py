@@ -130,12 +130,10 @@ def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str,
     t0 = time.perf_counter()
     bench_name, tasks, provenance = benchmarks.resolve(name, data_dir, source)
     if bank[1]:
-        kept = tuple(benchmarks.without_scored(tasks, bank[1]))
+        kept = tuple(benchmarks.without_scored(tasks, bank[1], f"the query bank {bank[0]}"))
         if len(kept) < len(bank[1]):
             console.print(f"query bank {bank[0]}: left out {len(bank[1]) - len(kept)} of its {len(bank[1])} texts "
                           f"that {bench_name} scores")
-        if not kept:
-            raise ValueError(f"the query bank {bank[0]} holds only texts {bench_name} scores: choose another bank")
         bank = (bank[0], kept, bank[2])
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
                         faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,

@@ -97,7 +97,4 @@ def _bank(spec: str, dev_set, data_dir: Optional[Path]) -> list[str]:
 
     if not spec:
         return []
-    bank = benchmarks.without_scored([dev_set], benchmarks.query_bank(spec, data_dir))
-    if not bank:
-        raise ValueError(f"the query bank {spec} holds only the dev set's own queries: choose another bank")
-    return bank
+    return benchmarks.without_scored([dev_set], benchmarks.query_bank(spec, data_dir), f"the query bank {spec}")

@@ -59,6 +59,8 @@ def test_eval_bank_leaves_out_every_scored_text():
     comp = tk.CompositionalTask("c", "c", [tk.Trial("i", "add_obj", (check,))], {"add_obj": 1})
     bank = ["A man riding a wave.", "a bird", "a cat on a mat", "neg", "a tree"]
     assert benchmarks.without_scored([task, comp], bank) == ["a bird", "a tree"]
+    with pytest.raises(benchmarks.ds.BenchmarkError, match="choose another bank"):
+        benchmarks.without_scored([task], ["a dog"], "the query bank b.txt")
 
 
 def _segments(tmp_path, sizes, rng):
