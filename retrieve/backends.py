@@ -313,9 +313,12 @@ class DenseBackend:
             row = np.fromiter((p[4] for p in pairs), dtype=np.int64, count=len(pairs))
             qv = vecs[np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))]
             docs = np.empty_like(qv)
+            hubs = np.zeros(len(pairs), dtype=np.float32)  # query-bank hubness offsets (zero without a bank)
             for s in np.unique(seg):
                 mask = seg == s
                 docs[mask] = snap.segments[int(s)].dense.vectors(row[mask])
+                if snap.hub:
+                    hubs[mask] = snap.segments[int(s)].hubness[row[mask]]
             sims = np.einsum("ij,ij->i", qv, docs)
             if snap.parts:  # multi-vector: (1 - λ) cos(whole) + λ max cos(part)
                 best = np.empty_like(sims)
@@ -323,9 +326,7 @@ class DenseBackend:
                     best[j] = snap.parts[s].max_sim(qv[j], np.array([r]))[0]
                 sims = multivector.combined(sims, best, float(snap.manifest["config"]["parts_weight"]))
             if snap.hub:  # query-bank hubness correction
-                for s in np.unique(seg):
-                    mask = seg == s
-                    sims[mask] -= snap.hub * snap.segments[int(s)].hubness[row[mask]]
+                sims = sims - snap.hub * hubs
             sims = sims.tolist()
         for (_, i, d, _, _), v in zip(pairs, sims):
             out[i][d] = v

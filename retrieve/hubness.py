@@ -134,12 +134,6 @@ def load(folder: Path) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
-def least(segment) -> float:
-    """The smallest offset of a loaded segment (0 without offsets): bounds what an unseen row can score."""
-    h = segment.hubness
-    return float(h.min()) if h is not None and len(h) else 0.0
-
-
 def search(snap, vecs: np.ndarray, k: int, allowed: list, weight: float
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The exact top k of cos(q, d) − weight · h(d) per query (flat indexes), as `merge_topk` returns it:
@@ -158,7 +152,7 @@ def search(snap, vecs: np.ndarray, k: int, allowed: list, weight: float
             parts.append((adjusted.astype(np.float32), rows))
             if rows.shape[1] == n:  # a full list: rows it left out may exist
                 full = ok.all(axis=1)
-                bound[full] = np.maximum(bound[full], sims[full, -1] - weight * least(segment))
+                bound[full] = np.maximum(bound[full], sims[full, -1] - weight * segment.hubness_least)
         scores, segs, rows = merge_topk(parts, k) if parts else (out[0][todo], out[1][todo], out[2][todo])
         width = scores.shape[1]
         kth = scores[:, k - 1] if width >= k else np.full(len(todo), -np.inf)

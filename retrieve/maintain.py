@@ -212,15 +212,27 @@ def _part_vectors(target: "IndexedStore", encoder, records: Sequence[Any]) -> li
     return out
 
 
-def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress, config) -> list[IndexDoc]:
+def _hubness_offsets(target: "IndexedStore", encoder, config) -> Callable[[np.ndarray], np.ndarray] | None:
+    """vectors → their hubness offsets (retrieve/hubness.py), None without a query bank. The bank's vectors
+    are loaded on the first call and kept for the rest of the update."""
+    from functools import cache
+
     from vfr.retrieve import hubness
 
+    if not config.hubness:
+        return None
+
+    @cache
+    def bank() -> np.ndarray:
+        return hubness.bank_vectors(target.index_dir, encoder, config.query_bank)
+    return lambda vectors: hubness.offsets(bank(), vectors, config.hubness_k)
+
+
+def _docs(target: "IndexedStore", encoder, records: Sequence[Any], progress, parts: bool,
+          offsets: Callable[[np.ndarray], np.ndarray] | None) -> list[IndexDoc]:
     vectors = _embed(target, encoder, records, progress)
-    part_vectors = _part_vectors(target, encoder, records) if config.parts else [None] * len(records)
-    hubs: Sequence[float | None] = [None] * len(records)
-    if config.hubness:
-        bank = hubness.bank_vectors(target.index_dir, encoder, config.query_bank)
-        hubs = hubness.offsets(bank, vectors, config.hubness_k).tolist()
+    part_vectors = _part_vectors(target, encoder, records) if parts else [None] * len(records)
+    hubs: Sequence[float | None] = offsets(vectors).tolist() if offsets else [None] * len(records)
     return [IndexDoc(r.id, r.text, v, r.collection, r.payload(), p, h)
             for r, v, p, h in zip(records, vectors, part_vectors, hubs)]
 
@@ -284,6 +296,7 @@ def _record_fusion(w, spec) -> bool:
 
 def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) -> dict:
     w.drop_all()
+    offsets = _hubness_offsets(target, encoder, w.config)
     if progress:
         with target.store(read_only=True) as store:
             progress(f"embeddings ({encoder.spec.name})", 0, store.count_documents())
@@ -294,7 +307,7 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
             records = store.document_records_after(last, BATCH)
         if not records:
             break
-        w.upsert(_docs(target, encoder, records, progress, w.config))
+        w.upsert(_docs(target, encoder, records, progress, bool(w.config.parts), offsets))
         n += len(records)
         last = records[-1].id
     if n == 0:
@@ -310,6 +323,7 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
 def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, settings_changed: bool = False
            ) -> dict:
     live = w.live_ids() if changes.ids else set()
+    offsets = _hubness_offsets(target, encoder, w.config)
     added = changed = 0
     deleted: list[str] = []
     for start in range(0, len(changes.ids), BATCH):
@@ -321,7 +335,7 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, set
         added += sum(1 for r in present if r.id not in live)
         changed += sum(1 for r in present if r.id in live)
         if present:
-            w.upsert(_docs(target, encoder, present, progress, w.config))
+            w.upsert(_docs(target, encoder, present, progress, bool(w.config.parts), offsets))
     w.delete(deleted)
     if not (added or changed or deleted) and changes.upto == w.applied_seq and not settings_changed:
         generation = w.generation

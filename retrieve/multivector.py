@@ -104,8 +104,6 @@ def search(snap, vecs: np.ndarray, k: int, row_sel: list, part_sel: list, weight
     and then scores at most (1 − λ) · (s's n-th whole score) + λ · (s's n-th part score): when the k-th
     candidate beats that bound in every segment, the top k is proven; else n grows. `hub` > 0: scores
     less hub · h(d) (retrieve/hubness.py), and bounds less hub · (the segment's smallest h)."""
-    from vfr.retrieve.hubness import least
-
     out: list[dict[tuple[int, int], float]] = [{} for _ in range(len(vecs))]
     todo, n = list(range(len(vecs))), max(2 * k, 20)
     while todo:
@@ -124,7 +122,7 @@ def search(snap, vecs: np.ndarray, k: int, row_sel: list, part_sel: list, weight
                     scores.update({(s, int(r)): float(x) for r, x in zip(rows, v)})
                 if wr.shape[1] == n and (wr[j] >= 0).all() and pr.shape[1] == n and (pr[j] >= 0).all():
                     bound = max(bound, (1 - weight) * float(ws[j][-1]) + weight * float(ps[j][-1])
-                                - hub * least(snap.segments[s]))
+                                - hub * snap.segments[s].hubness_least)
             kth = sorted(scores.values(), reverse=True)[k - 1] if len(scores) >= k else -np.inf
             if bound == -np.inf or kth > bound + 1e-6:  # slack: FAISS and numpy round differently
                 out[qi] = scores

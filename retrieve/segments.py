@@ -178,6 +178,9 @@ class LoadedSegment:
             self.parts = multivector.PartsSegment(folder, info.dense) \
                 if (folder / multivector.OFFSETS).is_file() else None  # multi-vector dense
             self.hubness = hubness.load(folder)  # query-bank hubness offsets, one a row (or None)
+            # their smallest (0 without): bounds what a row a search did not return can score
+            self.hubness_least = float(self.hubness.min()) if self.hubness is not None and len(self.hubness) \
+                else 0.0
             self._offsets = np.load(folder / OFFSETS, allow_pickle=False)
             self._docs = os.open(folder / DOCS, os.O_RDONLY)  # kept open: survives the folder's removal
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:

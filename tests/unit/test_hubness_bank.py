@@ -76,7 +76,7 @@ def _segments(tmp_path, sizes, rng):
         views.append(DenseSegment(folder, "flat"))
         h = rng.uniform(0.5, 0.8, size=n).astype(np.float32)
         h[0] = 0.0  # one low offset: the bound (smallest h) is loose and lists must grow
-        segments.append(SimpleNamespace(hubness=h))
+        segments.append(SimpleNamespace(hubness=h, hubness_least=float(h.min())))
         vectors.append(v)
     return SimpleNamespace(segments=segments, dense=views), vectors
 
