@@ -103,7 +103,7 @@ def significance_line(t: Mapping[str, Any], metric: str = "hit_rate@1") -> str:
 
 
 def _p(p: float) -> str:
-    """A randomisation test with 1,000 permutations cannot resolve p below 0.001."""
+    """A randomisation test with 1,000 permutations cannot resolve p below 0.001 (its floor is 1/1001)."""
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 

@@ -24,7 +24,7 @@ Setup: BM25 (Lucene, k1={k1}, b={b}); dense `{encoder}` (cosine, FAISS {faiss});
 default fusion ({fusion}). Each image's description is the **{source}** of its machine descriptions unless a
 task says otherwise. R@k is the cross-modal convention (a query succeeds when any relevant item is in its
 top k; ranx `hit_rate@k`); MRR@10 and nDCG@10 from ranx. 95% intervals for R@1: percentile bootstrap over
-queries (2,000 resamples). p-values: paired {test} test (ranx, 1,000 permutations), no multiple-comparison
+queries (2,000 resamples). p-values: paired {test} test (seeded, 1,000 permutations; eval/metrics.py), no multiple-comparison
 correction. Run files (TREC), `metrics.json` and plots for each benchmark land in `out/results/BENCH/`.
 
 **Read before comparing with published numbers.** Our corpora are not the published ones. The COCO
