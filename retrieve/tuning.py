@@ -41,10 +41,10 @@ class TuningError(ValueError):
 
 def grid(depth: int | None = None) -> list[FusionConfig]:
     """Convex fusion with z-score and min-max normalisation over SPARSE_WEIGHTS (w_dense = 1 − w_sparse;
-    0 = dense alone), and RRF(60); all at one candidate depth."""
+    0 = dense alone, once: either normalisation ranks it alike), and RRF(60); all at one candidate depth."""
     depth = depth or FusionConfig().depth
     configs = [FusionConfig(weights=(w, round(1 - w, 6)), norm=n, depth=depth)  # type: ignore[arg-type]
-               for n in ("zscore", "minmax") for w in SPARSE_WEIGHTS]
+               for n in ("zscore", "minmax") for w in SPARSE_WEIGHTS if w > 0 or n == "zscore"]
     return configs + [FusionConfig(method="rrf", depth=depth)]
 
 
