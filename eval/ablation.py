@@ -59,8 +59,7 @@ def paired_diff(qrels: dict, base: dict, variant: dict, seed: int = 0) -> dict[s
     diffs = (b[idx] - a[idx]).mean(axis=1)
     out["diff_r1"] = float(b.mean() - a.mean())
     out["ci95"] = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-    p = M.compare(qrels, {"base": base, "variant": variant}, ["hit_rate@1"])
-    out["p"] = p["base"]["variant"]["hit_rate@1"]
+    out["p"] = M.paired_test(a, b)
     out["queries"] = len(a)
     return out
 

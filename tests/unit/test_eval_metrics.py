@@ -114,3 +114,8 @@ def test_compare_and_evaluate_all_give_the_same_reproducible_p_values() -> None:
     assert M.evaluate_all(qrels, runs, [1, 5])["p_values"] == first
     # 6 of 40 queries lost, none won: the exact p is 2 / 2^6 = 0.031
     assert first["good"]["worse"]["hit_rate@1"] == pytest.approx(2 / 2 ** 6, abs=0.015)
+
+
+def test_student_test_on_one_query_is_not_nan() -> None:
+    assert M.paired_test(np.array([0.0]), np.array([1.0]), "student") == 1.0
+    assert M.paired_test(np.zeros(5), np.ones(5), "student") == 0.0   # every query better by the same amount
