@@ -9,9 +9,9 @@ SPEC: {"title": ..., "rows": [{"change": "tuned vs fixed fusion", "base": DIR, "
 dense and hybrid R@1 (with the hybrid's 95% interval) and the hybrid − dense margin with its paired test, per
 benchmark: where each setting stands against the targets. For every benchmark and
 retrieval task both sides ran, a row gives R@1/5/10 of each side, the R@1 difference with a 95% paired
-bootstrap interval (queries resampled, 2,000 times) and the paired randomisation test's p-value (seeded,
-1,000 permutations: eval/metrics.paired_test) on R@1; a change is called significant at p < 0.05 with no multiple-comparison
-correction (the table says so). Qrels are rebuilt from the benchmark's own files.
+bootstrap interval (queries resampled, 2,000 times) and the paired randomisation test's p-value
+(eval/metrics.paired_test: 1,000 seeded permutations) on R@1; a change is called significant at p < 0.05 with no
+multiple-comparison correction (the table says so). Qrels are rebuilt from the benchmark's own files.
 """
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
                      f"{100 * r['ci95'][1]:+.1f}) | {_p(r['p'])} | {sig} |")
     lines += ["", "ΔR@1 = variant − base on the same queries; 95% interval: paired bootstrap over queries (2,000 "
               "resamples); p: paired randomisation test on R@1 (1,000 seeded permutations, so p = 0.001 is the "
-              "floor; the same runs always give the same p); significant = p < 0.05, no multiple-comparison correction.", ""]
+              "floor; the same runs always give the same p); significant = p < 0.05, no multiple-comparison "
+              "correction.", ""]
     return "\n".join(lines)
 
 
