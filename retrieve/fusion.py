@@ -46,19 +46,33 @@ class FusionConfig:
         return asdict(self)
 
 
+# A list whose spread is below this share of its largest magnitude (at least 1) counts as constant. Scores of
+# equal texts can differ in their last float bits (another segment, another batch shape); without the
+# tolerance the z-score would blow that noise up to ±1 and let it decide a ranking.
+CONSTANT_SPREAD = 1e-6
+
+
+def _constant(spread: float | np.ndarray, magnitude: float | np.ndarray) -> bool | np.ndarray:
+    return spread <= CONSTANT_SPREAD * np.maximum(1.0, magnitude)
+
+
 def normalise(scores: dict[str, float], norm: Norm) -> dict[str, float]:
-    """Min-max to [0, 1] or z-score; a constant list maps to 1.0 (min-max) or 0.0 (z-score)."""
+    """Min-max to [0, 1] or z-score; a constant list (within CONSTANT_SPREAD) maps to 1.0 (min-max) or 0.0
+    (z-score)."""
     if not scores:
         return {}
     values = list(scores.values())
+    magnitude = max(abs(v) for v in values)
     if norm == "minmax":
         lo, hi = min(values), max(values)
         span = hi - lo
-        return {d: ((s - lo) / span if span > 0 else 1.0) for d, s in scores.items()}
+        flat = _constant(span, magnitude)
+        return {d: (1.0 if flat else (s - lo) / span) for d, s in scores.items()}
     if norm == "zscore":
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        return {d: ((s - mean) / std if std > 0 else 0.0) for d, s in scores.items()}
+        flat = _constant(std, magnitude)
+        return {d: (0.0 if flat else (s - mean) / std) for d, s in scores.items()}
     raise ValueError(f"unknown normalisation {norm!r}")
 
 
@@ -126,18 +140,21 @@ def normalise_grouped(values: np.ndarray, present: np.ndarray, qidx: np.ndarray,
     """`normalise` per query over the present values; absent entries get the query's minimum."""
     counts = np.bincount(qidx, weights=present, minlength=groups)
     safe = np.maximum(counts, 1)
+    magnitude = np.zeros(groups)
+    np.maximum.at(magnitude, qidx[present], np.abs(values[present]))
     if norm == "zscore":
         mean = np.bincount(qidx, weights=np.where(present, values, 0.0), minlength=groups) / safe
         dev = np.where(present, values - mean[qidx], 0.0)
         std = np.sqrt(np.bincount(qidx, weights=dev * dev, minlength=groups) / safe)
-        out = np.where(std[qidx] > 0, (values - mean[qidx]) / np.where(std[qidx] > 0, std[qidx], 1.0), 0.0)
+        ok = ~_constant(std, magnitude)
+        out = np.where(ok[qidx], (values - mean[qidx]) / np.where(ok, std, 1.0)[qidx], 0.0)
     elif norm == "minmax":
         lo = np.full(groups, np.inf)
         hi = np.full(groups, -np.inf)
         np.minimum.at(lo, qidx[present], values[present])
         np.maximum.at(hi, qidx[present], values[present])
         span = hi - lo
-        ok = np.isfinite(span) & (span > 0)
+        ok = np.isfinite(span) & ~_constant(np.where(np.isfinite(span), span, 0.0), magnitude)
         out = np.where(ok[qidx], (values - np.where(np.isfinite(lo), lo, 0.0)[qidx]) / np.where(ok, span, 1.0)[qidx],
                        1.0)
     else:

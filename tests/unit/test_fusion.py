@@ -36,6 +36,27 @@ def test_normalise_constant_and_empty():
         normalise({"a": 1.0}, "nope")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("norm,flat", [("zscore", 0.0), ("minmax", 1.0)])
+def test_float_noise_is_a_constant_list_in_both_normalisers(norm, flat):
+    """Two equal texts scored in different segments can differ in the last float32 bits: that must not turn
+    into ±1 (found by the live-equivalence property test: a batch hybrid ranked two equal documents 0.9 / −0.9
+    where a fresh build said 0 / 0)."""
+    import numpy as np
+
+    from vfr.retrieve.fusion import normalise_grouped
+
+    noisy = {"a": 0.41234567, "b": 0.41234567 + 3e-8, "c": 0.41234567 - 2e-8}
+    assert normalise(noisy, norm) == {d: flat for d in noisy}
+    values = np.array([0.41234567, 0.41234567 + 3e-8, 5.0, 1.0, 3.0])
+    present = np.array([True, True, True, True, True])
+    out = normalise_grouped(values, present, np.array([0, 0, 1, 1, 1]), 2, norm)
+    assert out[:2].tolist() == [flat, flat]                                   # query 0: constant within noise
+    real = normalise({"x": 5.0, "y": 1.0, "z": 3.0}, norm)
+    assert out[2:].tolist() == pytest.approx([real["x"], real["y"], real["z"]])  # query 1: a real spread
+    # a small but real difference (BM25 12.0 vs 12.001) still ranks
+    assert normalise({"a": 12.0, "b": 12.001}, norm)["b"] > normalise({"a": 12.0, "b": 12.001}, norm)["a"]
+
+
 def test_convex_weights_and_missing_docs_get_run_minimum():
     sparse = {"q": {"a": 10.0, "b": 0.0}}
     dense = {"q": {"b": 1.0, "c": 0.0}}
