@@ -23,7 +23,7 @@ import numpy as np
 
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
-from vfr.eval.report import read_trec
+from vfr.eval.ablation import read_run
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve.types import Run
 
@@ -48,16 +48,13 @@ def fuse(runs: Sequence[Run], weights: Sequence[float]) -> Run:
 
 
 def _task_runs(folder: Path, bench: str, retrievers: Sequence[str]) -> tuple[dict, list[Run]]:
-    import json
-
     task = next(t for t in benchmarks.resolve(bench, None)[1] if isinstance(t, RetrievalTask))
-    record = next(t for t in json.loads((folder / bench / "metrics.json").read_text(encoding="utf-8"))["tasks"]
-                  if t["task"] == task.name and t["kind"] == "retrieval")
-    missing = [r for r in retrievers if r not in record["run_files"]]
+    runs = [read_run(folder, bench, task.name, r) for r in retrievers]
+    missing = [r for r, run in zip(retrievers, runs) if run is None]
     if missing:
-        sys.exit(f"{folder / bench} has no {', '.join(missing)} run file: run `vfr eval {bench}` with those retrievers")
-    qrels = {q: dict(r) for q, r in task.qrels.items()}
-    return qrels, [read_trec(folder / bench / record["run_files"][r]) for r in retrievers]
+        sys.exit(f"{folder / bench} has no {', '.join(missing)} run: run `vfr eval {bench} --out {folder / bench}` "
+                 "with those retrievers")
+    return {q: dict(r) for q, r in task.qrels.items()}, runs
 
 
 def _r1(qrels: dict, run: Run) -> float:

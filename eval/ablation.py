@@ -40,7 +40,8 @@ def _metrics(folder: Path, bench: str, task: str) -> dict | None:
     return next((t for t in _tasks(folder, bench) if t["task"] == task and t["kind"] == "retrieval"), None)
 
 
-def _runs(folder: Path, bench: str, task: str, retriever: str) -> dict | None:
+def read_run(folder: Path, bench: str, task: str, retriever: str) -> dict | None:
+    """One retriever's run file of `vfr eval BENCH --out FOLDER/BENCH` (None when that run is missing)."""
     record = _metrics(folder, bench, task)
     if record is None or retriever not in record.get("run_files", {}):
         return None
@@ -77,8 +78,8 @@ def build(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
             for task in cache[bench]:
                 if not isinstance(task, RetrievalTask):
                     continue
-                base = _runs(Path(row["base"]), bench, task.name, row.get("base_retriever", row["retriever"]))
-                variant = _runs(Path(row["variant"]), bench, task.name, row["retriever"])
+                base = read_run(Path(row["base"]), bench, task.name, row.get("base_retriever", row["retriever"]))
+                variant = read_run(Path(row["variant"]), bench, task.name, row["retriever"])
                 if base is None or variant is None:
                     continue
                 qrels = {q: dict(r) for q, r in task.qrels.items()}
@@ -100,7 +101,7 @@ def summary(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
                 continue
             qrels = {q: dict(r) for q, r in task.qrels.items()}
             for label, folder in spec["variants"].items():
-                dense, hybrid = (_runs(Path(folder), bench, task.name, r) for r in ("dense", "hybrid"))
+                dense, hybrid = (read_run(Path(folder), bench, task.name, r) for r in ("dense", "hybrid"))
                 if dense is None or hybrid is None:
                     continue
                 diff = paired_diff(qrels, dense, hybrid)
