@@ -8,8 +8,8 @@ second encoder (its dense run file). The weights (BM25, A, B) are chosen on the 
 task by R@1 over a small grid, then applied unchanged to each test benchmark's first retrieval task; each row
 prints A's dense, A's BM25 + dense at the built-in 0.1 / 0.9, and the three signals with the dev-chosen weights.
 
-Fusion: each run's scores are z-scored over the documents it listed, a document a run did not list gets that
-run's lowest z-score, then a weighted sum. The run files hold only `--depth` results per query (20 by
+Fusion: the engine's own `fusion.convex` (z-score): each run's scores are z-scored over the documents it
+listed, a document a run did not list gets that run's lowest z-score, then a weighted sum. The run files hold only `--depth` results per query (20 by
 default), so run `vfr eval --depth 100` for an estimate close to the engine's own candidate depth.
 """
 from __future__ import annotations
@@ -19,32 +19,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
 from vfr.eval.ablation import read_run
 from vfr.eval.tasks import RetrievalTask
+from vfr.retrieve.fusion import convex
 from vfr.retrieve.types import Run
 
 GRID = [(s, b) for s in (0.0, 0.05, 0.1) for b in (0.0, 0.1, 0.2, 0.3, 0.4)]  # (BM25 weight, B's weight)
-
-
-def _z(docs: dict[str, float]) -> dict[str, float]:
-    values = np.fromiter(docs.values(), dtype=float)
-    sd = values.std() or 1.0
-    return {d: (s - values.mean()) / sd for d, s in docs.items()}
-
-
-def fuse(runs: Sequence[Run], weights: Sequence[float]) -> Run:
-    zs = [{q: _z(docs) for q, docs in run.items() if docs} for run in runs]
-    out: Run = {}
-    for q in set().union(*zs):
-        lists = [z.get(q, {}) for z in zs]
-        floors = [min(x.values()) if x else 0.0 for x in lists]
-        docs = set().union(*lists)
-        out[q] = {d: sum(w * x.get(d, f) for w, x, f in zip(weights, lists, floors)) for d in docs}
-    return out
 
 
 def _task_runs(folder: Path, bench: str, retrievers: Sequence[str]) -> tuple[dict, list[Run]]:
@@ -71,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     qrels, (bm25, dense) = _task_runs(args.a_val, args.dev, ("bm25", "dense"))
     _, (second,) = _task_runs(args.b_val, args.dev, ("dense",))
-    on_dev = {w: _r1(qrels, fuse([bm25, dense, second], (w[0], 1 - w[0] - w[1], w[1]))) for w in GRID}
+    on_dev = {w: _r1(qrels, convex([bm25, dense, second], (w[0], 1 - w[0] - w[1], w[1]))) for w in GRID}
     s, b = max(on_dev, key=on_dev.get)
     print(f"{args.dev}: BM25 {s:g}, A {1 - s - b:g}, B {b:g} chosen (R@1 {on_dev[(s, b)]:.1f}; "
           f"BM25 0.1 + A 0.9: {on_dev[(0.1, 0.0)]:.1f})")
@@ -79,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for bench in args.benchmarks.split(","):
         qrels, (bm25, dense) = _task_runs(args.a_test, bench, ("bm25", "dense"))
         _, (second,) = _task_runs(args.b_test, bench, ("dense",))
-        print(f"| {bench} | {_r1(qrels, dense):.1f} | {_r1(qrels, fuse([bm25, dense], (0.1, 0.9))):.1f} | "
-              f"{_r1(qrels, fuse([bm25, dense, second], (s, 1 - s - b, b))):.1f} |", flush=True)
+        print(f"| {bench} | {_r1(qrels, dense):.1f} | {_r1(qrels, convex([bm25, dense], (0.1, 0.9))):.1f} | "
+              f"{_r1(qrels, convex([bm25, dense, second], (s, 1 - s - b, b))):.1f} |", flush=True)
     return 0
 
 
