@@ -273,6 +273,19 @@ class DenseBackend:
             return hubness.search(snap, vecs, k, allowed, snap.hub)
         return merge_topk([seg.search(vecs, k, sel) for seg, sel in zip(snap.dense, allowed)], k)
 
+    @staticmethod
+    def stored(snap: Snapshot, qvecs: np.ndarray, seg: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each query vector and the (segment, row) at the same place: its cosine with the stored vector,
+        and the row's query-bank hubness offset h(d) (zeros without a bank); one gather per segment."""
+        sims = np.empty(len(seg), dtype=np.result_type(qvecs.dtype, np.float32))
+        hubs = np.zeros(len(seg), dtype=np.float32)
+        for s in np.unique(seg).tolist():
+            at = np.flatnonzero(seg == s)
+            sims[at] = np.einsum("ij,ij->i", qvecs[at], snap.segments[s].dense.vectors(row[at]))
+            if snap.hub:
+                hubs[at] = snap.segments[s].hubness[row[at]]
+        return sims, hubs
+
     def search_vectors(self, snap: Snapshot, vecs: np.ndarray, k: int, scope: Scope | None) -> list[list[Hit]]:
         allowed = self.allowed(snap, scope)
         if snap.parts:  # multi-vector: whole-text and best-sentence similarity combined
@@ -312,14 +325,7 @@ class DenseBackend:
             seg = np.fromiter((p[3] for p in pairs), dtype=np.int64, count=len(pairs))
             row = np.fromiter((p[4] for p in pairs), dtype=np.int64, count=len(pairs))
             qv = vecs[np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))]
-            docs = np.empty_like(qv)
-            hubs = np.zeros(len(pairs), dtype=np.float32)  # query-bank hubness offsets (zero without a bank)
-            for s in np.unique(seg):
-                mask = seg == s
-                docs[mask] = snap.segments[int(s)].dense.vectors(row[mask])
-                if snap.hub:
-                    hubs[mask] = snap.segments[int(s)].hubness[row[mask]]
-            sims = np.einsum("ij,ij->i", qv, docs)
+            sims, hubs = self.stored(snap, qv, seg, row)
             if snap.parts:  # multi-vector: (1 - λ) cos(whole) + λ max cos(part)
                 best = np.empty_like(sims)
                 for j, (_, _, _, s, r) in enumerate(pairs):

@@ -119,15 +119,11 @@ class LiveHybridBackend(HybridBackend):
     def _cosines(snap: Snapshot, qvecs: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Dense score of each query vector with the stored vector at the same place in `pos`: the cosine,
         less λ·h(d) with a query bank."""
-        base = snap.row_base
-        seg_of = np.searchsorted(base, pos, side="right") - 1
-        out = np.empty(len(pos), dtype=np.float64)
-        for s in np.unique(seg_of).tolist():
-            at = np.flatnonzero(seg_of == s)
-            docs = snap.segments[s].dense.vectors(pos[at] - base[s])
-            out[at] = np.einsum("ij,ij->i", qvecs[at], docs)
-            if snap.hub:
-                out[at] -= snap.hub * snap.segments[s].hubness[pos[at] - base[s]]
+        seg = np.searchsorted(snap.row_base, pos, side="right") - 1
+        sims, hubs = DenseBackend.stored(snap, qvecs, seg, pos - snap.row_base[seg])
+        out = sims.astype(np.float64)
+        if snap.hub:
+            out -= snap.hub * hubs
         return out
 
 
