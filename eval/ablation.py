@@ -52,7 +52,7 @@ def paired_diff(qrels: dict, base: dict, variant: dict, seed: int = 0) -> dict[s
     """Both runs' R@k, the R@1 difference, its paired bootstrap interval and the randomisation p-value."""
     out: dict[str, Any] = {}
     for name, run in (("base", base), ("variant", variant)):
-        out[name] = {k: M.evaluate(qrels, run, [k])[k] for k in KS}
+        out[name] = M.evaluate(qrels, run, KS)
     a = M.per_query(qrels, base, "hit_rate@1")
     b = M.per_query(qrels, variant, "hit_rate@1")
     rng = np.random.default_rng(seed)

@@ -71,9 +71,7 @@ def evaluate(qrels: Qrels, run: Run, metrics: Sequence[str] = METRICS + EXTRA_ME
 
 def per_query(qrels: Qrels, run: Run, metric: str) -> np.ndarray:
     """Per-query values of one metric, in sorted query-id order (for bootstrap and plots)."""
-    ranx = _ranx()
-    values = ranx.evaluate(_qrels(qrels), _run(run, qrels, "run"), metric, return_mean=False)
-    return np.asarray(values, dtype=float)
+    return _per_query(_qrels(qrels), _run(run, qrels, "run"), [metric])[metric]
 
 
 def recall_curve(qrels: Qrels, run: Run, ks: Sequence[int]) -> list[float]:
