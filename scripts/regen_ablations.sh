@@ -12,6 +12,7 @@
 #       --max-seq-length 128 --seed 0 --out out/models/minilm-vlms
 #   vfr calibrate (the same as minilm-multi) --exclude-groups out/unseen-images.txt --out out/models/minilm-travel
 #   vfr models install mpnet && vfr tune coco-val --encoder mpnet      (calibrate tunes its own models' fusion)
+#   vfr calibrate --pairs coco-val --base mpnet --out out/models/mpnet-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate (the same as minilm-travel) --max-pairs 6000 --out out/models/minilm-travel-6k
 #   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
@@ -41,6 +42,8 @@ if [ -z "${SKIP_RUNS:-}" ]; then
       --bm25-fields caption=0.25
   $R mpnet-auto $TEST,sugarcrepe -- --encoder mpnet --fusion auto
   $R mpnet-fixed coco-test -- --encoder mpnet --fusion fixed --retriever hybrid
+  $R mpnet-cal $TEST,sugarcrepe -- --encoder out/models/mpnet-cal --fusion auto
+  $R mpnet-cal-fixed $TEST -- --encoder out/models/mpnet-cal --fusion fixed --retriever dense,hybrid
   $R fields $TEST -- --bm25-fields caption=0.25 --retriever bm25,hybrid
   $R parts $TEST -- --parts sentences --parts-weight 0.5 --retriever dense,hybrid
   for w in 0.25 0.5 1.0; do $R val-fields-caption$w coco-val -- --bm25-fields caption=$w --retriever bm25,hybrid; done
@@ -61,6 +64,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-hub-tuned $TEST -- --encoder out/models/minilm-travel --fusion auto $B
   $R soup4-hub $TEST,sugarcrepe -- --encoder out/models/minilm-soup4 --fusion auto $B
+  $R mpnet-cal-hub $TEST,sugarcrepe -- --encoder out/models/mpnet-cal --fusion fixed $B
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
