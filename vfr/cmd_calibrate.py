@@ -52,6 +52,15 @@ def calibrate_cmd(
                                               "make).")] = "bm25",
     hn_depth: Annotated[int, typer.Option(min=1, help="Draw the negative from this many top other-image hits.")] = 10,
     hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
+    hn_count: Annotated[int, typer.Option(min=1, max=100, help="Hard negatives per pair (each makes one training "
+                                          "triple; more give a --teacher more margins to teach).")] = 1,
+    teacher: Annotated[Optional[str], typer.Option(help="Distil: a stronger model (folder or name, e.g. a "
+                                                   "calibrated mpnet) whose score margins between each pair's "
+                                                   "document and its hard negative the new model also learns "
+                                                   "(Margin-MSE beside the contrastive loss; implies "
+                                                   "--hard-negatives). Serving costs what --base costs.")] = None,
+    distil_weight: Annotated[float, typer.Option(min=0.0, max=1000.0, help="With --teacher: weight of the "
+                                                 "margin term next to the contrastive one.")] = 1.0,
     heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
                                            "evaluation and early stopping; 0 = none.")] = 0.1,
     early_stopping: Annotated[int, typer.Option(min=0, help="Stop after this many evaluations without "
@@ -112,18 +121,29 @@ def calibrate_cmd(
                              mini_batch_size=mini_batch_size, learning_rate=lr, warmup_ratio=warmup, scale=scale,
                              freeze_layers=freeze_layers, max_seq_length=max_seq_length, seed=seed,
                              early_stopping=early_stopping, eval_steps=eval_steps, device=device, threads=threads,
-                             precision=precision, gather_across_devices=gather)  # type: ignore[arg-type]
+                             precision=precision, gather_across_devices=gather,  # type: ignore[arg-type]
+                             teacher=teacher, distil_weight=distil_weight)
     try:
         config.validate()
+        if teacher:
+            from vfr.retrieve.encoder import resolve_encoder
+
+            resolve_encoder(teacher)   # a wrong --teacher fails now, not after mining
+        if teacher and not hard_negatives:
+            console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
+                          highlight=False)
+            hard_negatives = True
         if hard_negatives:
             from vfr.retrieve.calibrate.mining import mine_hard_negatives
 
             search = None if hn_retriever == "bm25" else _engine_search(hn_retriever, base)
-            train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search)
+            train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search,
+                                        count=hn_count)
             console.print(f"mined {sum(p.negative is not None for p in train)} {hn_retriever} hard negatives")
         result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False),
                            record={"sources": counts, "excluded_groups": len(excluded),
-                                   "hard_negative_retriever": hn_retriever if hard_negatives else None})
+                                   "hard_negative_retriever": hn_retriever if hard_negatives else None,
+                                   "hard_negatives_per_pair": hn_count if hard_negatives else None})
     except ValueError as e:
         fail(str(e))
     if result.heldout_after and result.heldout_before:

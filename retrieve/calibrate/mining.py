@@ -22,15 +22,17 @@ Search = Callable[[list[str], list[str], int], dict[str, list[int]]]
 
 
 def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, seed: int = 0,
-                        threads: int = 2, search: Search | None = None) -> list[Pair]:
+                        threads: int = 2, search: Search | None = None, count: int = 1) -> list[Pair]:
     """Return the pairs with `negative` set: drawn at random from ranks [skip, skip+depth) of the
-    hits for the query (BM25 unless `search` is given) that belong to other groups.
+    hits for the query (BM25 unless `search` is given) that belong to other groups. `count` > 1 draws
+    that many distinct negatives per pair (fewer where the window is smaller) and returns one pair per
+    negative, all of the pair's group (the batch sampler keeps them in different batches).
 
     `skip` > 0 steps over the very top hits, which on near-duplicate collections (COCO has many
     "man surfing a wave" images) are often unlabelled positives rather than negatives.
     """
-    if depth < 1 or skip < 0:
-        raise ValueError("depth must be >= 1 and skip >= 0")
+    if depth < 1 or skip < 0 or count < 1:
+        raise ValueError("depth and count must be >= 1 and skip >= 0")
     docs: dict[str, int] = {}
     doc_groups: list[set[str]] = []
     for p in pairs:
@@ -51,7 +53,12 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
         window = others[skip: skip + depth]
         if not window:  # the query shares no term with other images' documents: any other document will do
             window = [d for d in rng.sample(range(len(texts)), min(len(texts), 50)) if p.group not in doc_groups[d]]
-        out.append(replace(p, negative=texts[rng.choice(window)]) if window else p)
+        if not window:
+            out.append(p)
+        elif count == 1:
+            out.append(replace(p, negative=texts[rng.choice(window)]))
+        else:
+            out.extend(replace(p, negative=texts[d]) for d in rng.sample(window, min(count, len(window))))
     return out
 
 

@@ -49,6 +49,8 @@ class CalibrateConfig:
     threads: int | None = None         # CPU threads for torch; 1 is ~10x faster on oversubscribed shared cores
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     gather_across_devices: bool = False  # multi-GPU: negatives from every device's batch
+    teacher: str | None = None         # distil: also learn this model's margins (retrieve/calibrate/distil.py)
+    distil_weight: float = 1.0         # weight of the Margin-MSE term next to the contrastive one
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -57,6 +59,13 @@ class CalibrateConfig:
             raise ValueError("batch size must be >= 2: the other pairs of a batch are the negatives")
         if self.epochs <= 0 or self.learning_rate <= 0:
             raise ValueError("epochs and learning rate must be positive")
+        if self.teacher and self.loss != "mnrl":
+            raise ValueError("--teacher trains with its own loss (in-batch contrastive + Margin-MSE); "
+                             "leave --loss at mnrl")
+        if self.teacher and self.gather_across_devices:
+            raise ValueError("--teacher does not gather negatives across devices yet; drop --gather-across-devices")
+        if self.distil_weight < 0:
+            raise ValueError("the distillation weight must be >= 0")
 
 
 @dataclass
@@ -108,7 +117,8 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         log(f"froze {frozen} parameter tensors (embeddings + {config.freeze_layers} lowest layers)")
 
     hard = sum(p.negative is not None for p in train)
-    dataset = _dataset(train, with_negatives=hard == len(train))
+    margins = _teacher_margins(config, train, heldout, hard, log) if config.teacher else None
+    dataset = _dataset(train, with_negatives=hard == len(train), labels=margins)
     loss_before = pair_loss(model, train, config.batch_size, config.scale)
     evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
     before = _metrics(evaluator(model)) if evaluator else {}
@@ -242,18 +252,41 @@ def _load_model(path: str, device: str | None) -> "SentenceTransformer":
     return SentenceTransformer(path, device=device)
 
 
-def _dataset(pairs: Sequence[Pair], with_negatives: bool):
+def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], heldout: Sequence[Pair], hard: int,
+                     log: Callable[[str], None]) -> list[float]:
+    """The teacher's margin for every training triple; its held-out scores are logged as the ceiling."""
+    from vfr.retrieve.calibrate.distil import teacher_margins
+    from vfr.retrieve.encoder import resolve_encoder
+
+    if hard < len(train):
+        raise ValueError(f"--teacher needs a hard negative on every training pair ({hard} of {len(train)} have "
+                         "one): mine them with --hard-negatives")
+    teacher = _load_model(resolve_encoder(config.teacher).location, config.device)
+    if heldout:
+        log(f"held-out, teacher: {_fmt(_metrics(heldout_evaluator(heldout, config.batch_size)(teacher)))}")
+    margins = teacher_margins(teacher, train, config.batch_size)
+    log(f"teacher margins on {len(margins)} triples: mean {sum(margins) / len(margins):.3f}")
+    return margins
+
+
+def _dataset(pairs: Sequence[Pair], with_negatives: bool, labels: Sequence[float] | None = None):
     from datasets import Dataset
 
-    cols = {"anchor": [p.query for p in pairs], "positive": [p.document for p in pairs]}
+    cols: dict[str, list[Any]] = {"anchor": [p.query for p in pairs], "positive": [p.document for p in pairs]}
     if with_negatives:
         cols["negative"] = [p.negative for p in pairs]
+    if labels is not None:
+        cols["label"] = list(labels)
     return Dataset.from_dict(cols)
 
 
 def _loss(model: "SentenceTransformer", config: CalibrateConfig):
     from sentence_transformers.sentence_transformer import losses
 
+    if config.teacher:
+        from vfr.retrieve.calibrate.distil import contrastive_margin_loss
+
+        return contrastive_margin_loss(model, config.scale, config.distil_weight)
     common = {"scale": config.scale, "gather_across_devices": config.gather_across_devices}
     if config.loss == "mnrl":
         return losses.MultipleNegativesRankingLoss(model, **common)

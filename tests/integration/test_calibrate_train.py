@@ -29,6 +29,19 @@ def calibrate_app():
     return app
 
 
+def calibrate_slice(pairs, tmp_path, *args: str):
+    """`vfr calibrate` in-process on `pairs` written as a JSONL, CPU, one thread, 32-token truncation, into
+    tmp_path/m; returns (result, out folder, pair file)."""
+    from typer.testing import CliRunner
+
+    src, out = tmp_path / "pairs.jsonl", tmp_path / "m"
+    write_jsonl(pairs, src)
+    r = CliRunner().invoke(calibrate_app(), ["calibrate", "--pairs", str(src), "--out", str(out), "--batch-size", "8",
+                                             "--max-seq-length", "32", "--early-stopping", "0", "--device", "cpu",
+                                             "--threads", "1", *args])
+    return r, out, src
+
+
 def test_training_lowers_loss_and_saves_a_loadable_model(slice_pairs, tmp_path):
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
     from vfr.retrieve.encoder import load_encoder
@@ -72,19 +85,11 @@ def test_cli_with_hard_negatives_and_frozen_layers(slice_pairs, tmp_path):
 
 
 def test_cli_chooses_the_new_models_fusion_on_held_out_pairs(slice_pairs, tmp_path):
-    from typer.testing import CliRunner
-
     from vfr.retrieve.encoder import resolve_encoder
     from vfr.retrieve.tuning import default_fusion, read_choices
     from vfr.retrieve.writer import IndexConfig
 
-    app = calibrate_app()
-    src = tmp_path / "pairs.jsonl"
-    write_jsonl(slice_pairs, src)
-    out = tmp_path / "m"
-    r = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--out", str(out), "--heldout", "0.3",
-                                 "--batch-size", "8", "--max-seq-length", "32", "--early-stopping", "0",
-                                 "--device", "cpu", "--threads", "1", "--tune-metric", "r@1"])
+    r, out, _ = calibrate_slice(slice_pairs, tmp_path, "--heldout", "0.3", "--tune-metric", "r@1")
     assert r.exit_code == 0, r.output
     assert "fusion for the new model" in r.output and "noisy" in r.output  # 3 held-out images: said so
     spec = resolve_encoder(str(out))
@@ -133,9 +138,35 @@ def test_cli_trains_on_several_sources_with_hybrid_negatives_and_exclusions(slic
     kept = [p for p in slice_pairs if p.group not in excluded]
     record = json.loads((out / "calibration.json").read_text())
     assert record["data"] == {"sources": {str(src): min(30, len(kept)), str(split): 4}, "excluded_groups": 2,
-                              "hard_negative_retriever": "hybrid"}
+                              "hard_negative_retriever": "hybrid", "hard_negatives_per_pair": 1}
     assert record["hard_negatives"] == record["train_pairs"] == min(30, len(kept)) + 4
     assert "hybrid hard negatives" in r.output
     bad = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
                                    "--hard-negatives", "--hn-retriever", "splade"])
     assert bad.exit_code != 0 and "--hn-retriever must be bm25, hybrid or dense" in bad.output
+
+
+def test_cli_distils_a_teachers_margins_over_several_negatives(slice_pairs, tmp_path):
+    """--teacher mines negatives by itself, trains on one triple per negative with the teacher's margins as
+    labels, logs the teacher's held-out scores and records the teacher (real encoders on both sides)."""
+    from typer.testing import CliRunner
+
+    from vfr.retrieve.encoder import load_encoder
+
+    r, out, src = calibrate_slice(slice_pairs, tmp_path, "--heldout", "0.2", "--teacher", "default",
+                                  "--distil-weight", "2", "--hn-count", "2", "--lr", "1e-4", "--no-tune")
+    assert r.exit_code == 0, r.output
+    assert "mining hard negatives" in r.output and "held-out, teacher:" in r.output
+    record = json.loads((out / "calibration.json").read_text())
+    train, _ = split_by_group(slice_pairs, 0.2, seed=0)
+    assert record["config"]["teacher"] == "default" and record["config"]["distil_weight"] == 2.0
+    assert record["data"]["hard_negatives_per_pair"] == 2
+    # two negatives for a pair where BM25 ranks two other images' documents, else one
+    assert record["train_pairs"] == record["hard_negatives"] and len(train) < record["train_pairs"] <= 2 * len(train)
+    logged = [e["loss"] for e in record["log_history"] if "loss" in e]
+    assert record["steps"] > 0 and logged and all(x == x and x >= 0 for x in logged)   # trained, finite losses
+    a, b = (m.encode(["a dog lying on a couch"]) for m in (load_encoder(str(out)), load_encoder("default")))
+    assert float((a * b).sum()) < 0.99999
+    bad = CliRunner().invoke(calibrate_app(), ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
+                                               "--heldout", "0", "--teacher", "default", "--loss", "mnrl-sym"])
+    assert bad.exit_code != 0 and "leave --loss at mnrl" in bad.output

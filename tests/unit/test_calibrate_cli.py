@@ -37,3 +37,18 @@ def test_refuses_non_empty_out_and_too_few_images(tmp_path):
     assert r.exit_code == 1 and "not empty" in r.output and f.read_text().startswith('{"query"')
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "n")])
     assert r.exit_code == 1 and "too few" in r.output
+
+
+def test_a_missing_teacher_fails_before_mining(tmp_path, monkeypatch):
+    import vfr.retrieve.calibrate.mining as mining
+
+    def never(*a, **k):
+        raise AssertionError("mined before checking --teacher")
+
+    monkeypatch.setattr(mining, "mine_hard_negatives", never)
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"query": f"q{i}", "document": f"d{i}"}) + "\n" for i in range(20)))
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--heldout", "0",
+                                   "--teacher", str(tmp_path / "no-such-model")])
+    assert r.exit_code == 1 and "no-such-model" in r.output and "not found" in r.output
+    assert not (tmp_path / "m").exists()

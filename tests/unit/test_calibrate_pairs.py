@@ -186,3 +186,69 @@ def test_mining_takes_another_groups_hit_from_any_ranking():
     assert seen["k"] == 21 and [p.negative for p in mined] == ["D cat", "D dog", "D dog"]
     mined = mine_hard_negatives(pairs, depth=1, skip=1, search=search)
     assert [p.negative for p in mined] == ["D bird", "D bird", "D cat"]
+
+
+def test_mining_several_negatives_per_pair_are_distinct_and_of_other_groups():
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+
+    pairs = [Pair(q, f"D {q}", str(i)) for i, q in enumerate(["dog", "cat", "bird", "fish", "cow"])]
+
+    def search(texts, queries, k):
+        return {q: [texts.index(f"D {q}")] + [i for i in range(len(texts)) if texts[i] != f"D {q}"] for q in queries}
+
+    mined = mine_hard_negatives(pairs, depth=3, search=search, count=2)
+    assert len(mined) == 10
+    for p in pairs:
+        rows = [m for m in mined if m.query == p.query]
+        assert len(rows) == 2 and all(m.group == p.group and m.document == p.document for m in rows)
+        assert len({m.negative for m in rows}) == 2 and p.document not in {m.negative for m in rows}
+    assert len(mine_hard_negatives(pairs, depth=1, search=search, count=3)) == 5   # a window of 1: one each
+    with pytest.raises(ValueError, match="count"):
+        mine_hard_negatives(pairs, search=search, count=0)
+
+
+def test_teacher_margins_are_the_teachers_cosine_differences():
+    import numpy as np
+
+    from vfr.retrieve.calibrate.distil import teacher_margins
+
+    vectors = {"q": [1.0, 0.0], "pos": [0.6, 0.8], "neg": [0.0, 1.0], "q2": [0.0, 1.0]}
+
+    class Teacher:   # a fixed embedding table stands in for the model
+        def encode(self, texts, **_):
+            return np.array([vectors[t] for t in texts])
+
+    pairs = [Pair("q", "pos", "1", "neg"), Pair("q2", "pos", "1", "neg")]
+    assert teacher_margins(Teacher(), pairs) == pytest.approx([0.6, -0.2])
+    with pytest.raises(ValueError, match="hard negative"):
+        teacher_margins(Teacher(), [Pair("q", "pos", "1")])
+
+
+def test_distillation_loss_is_contrastive_plus_scaled_margin_error():
+    import torch
+    import torch.nn.functional as F
+
+    from vfr.retrieve.calibrate.distil import contrastive_margin_loss
+
+    table = torch.nn.Parameter(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]]))
+
+    class Model(torch.nn.Module):   # "sentence features" are row indices into a trainable table
+        def forward(self, features):
+            return {"sentence_embedding": table[features["ids"]]}
+
+    feats = [{"ids": torch.tensor([0, 2])}, {"ids": torch.tensor([1, 3])}, {"ids": torch.tensor([2, 0])}]
+    labels = torch.tensor([0.5, 0.1])
+    loss = contrastive_margin_loss(Model(), scale=20.0, weight=2.0)
+    q, p, n = (F.normalize(table[f["ids"]], dim=-1) for f in feats)
+    contrast = F.cross_entropy(20 * q @ torch.cat([p, n]).T, torch.arange(2))
+    margin = (q * p).sum(-1) - (q * n).sum(-1)
+    expected = contrast + 2.0 * F.mse_loss(20 * margin, 20 * labels)
+    assert float(loss(feats, labels).detach()) == pytest.approx(float(expected.detach()))
+    before = float(F.mse_loss(margin, labels).detach())
+    opt = torch.optim.SGD([table], lr=0.01)
+    for _ in range(20):
+        opt.zero_grad()
+        contrastive_margin_loss(Model(), scale=20.0, weight=10.0)(feats, labels).backward()
+        opt.step()
+    q, p, n = (F.normalize(table[f["ids"]], dim=-1) for f in feats)
+    assert float(F.mse_loss((q * p).sum(-1) - (q * n).sum(-1), labels).detach()) < before
