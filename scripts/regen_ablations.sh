@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
-# and docs/soups.md (model soups, benchmarks/soups.json) and docs/hubness.md (query-bank hubness correction,
-# benchmarks/hubness.json) the same way.
+# and docs/soups.md (model soups, benchmarks/soups.json), docs/hubness.md (query-bank hubness correction,
+# benchmarks/hubness.json) and docs/distillation.md (benchmarks/distillation.json) the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -14,6 +14,9 @@
 #   vfr models install mpnet && vfr tune coco-val --encoder mpnet      (calibrate tunes its own models' fusion)
 #   vfr calibrate --pairs coco-val --base mpnet --out out/models/mpnet-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate (the same as minilm-travel) --max-pairs 6000 --out out/models/minilm-travel-6k
+#   vfr calibrate --pairs coco-val --descriptions longest --max-seq-length 128 --seed 0 --hard-negatives \
+#       --hn-retriever hybrid --hn-skip 1 --hn-count 2 --out out/models/minilm-hn2
+#   vfr calibrate (the same as minilm-hn2) --teacher out/models/mpnet-cal --out out/models/minilm-distil
 #   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
@@ -65,7 +68,10 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R travel-hub-tuned $TEST -- --encoder out/models/minilm-travel --fusion auto $B
   $R soup4-hub $TEST,sugarcrepe -- --encoder out/models/minilm-soup4 --fusion auto $B
   $R mpnet-cal-hub $TEST,sugarcrepe -- --encoder out/models/mpnet-cal --fusion fixed $B
+  $R hn2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2 --fusion auto
+  $R distil $TEST,sugarcrepe -- --encoder out/models/minilm-distil --fusion auto
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
+"$PY" -m vfr.eval.ablation benchmarks/distillation.json docs/distillation.md
 exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md

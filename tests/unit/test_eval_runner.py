@@ -100,6 +100,11 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     again = (tmp_path / "again.md").read_text()
     hub = again.index("## Query-bank hubness correction (issue 13)\n\nBank.\n\n### Rows")
     assert again.index("## Ablations (issue 13)") < hub < again.index("## Model soups (issue 13)\n\nSoup.")
+    (tmp_path / "distillation.md").write_text("# Distillation page\n\nTeacher.\n")
+    page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # the distillation page last
+    again = (tmp_path / "again.md").read_text()
+    assert again.index("## Model soups (issue 13)") < again.index(
+        "## Distilling calibrated mpnet into MiniLM (issue 13)\n\nTeacher.") < again.index("## Time")
 
 
 def test_trec_format(tmp_path: Path) -> None:
