@@ -33,7 +33,7 @@ def main(models: list[str]) -> None:
     for name in models:
         model = SentenceTransformer(resolve_encoder(name).location, device="cpu")
         margins = teacher_margins(model, triples)
-        parts = [[m for t, m in zip(triples, margins) if (t.group in held_groups) == held] for held in (False, True)]
+        parts = [[m for t, m in zip(triples, margins) if (t.group in held_groups) == side] for side in (False, True)]
         cells = [f"{statistics.mean(p):.3f} | {100 * sum(m < 0 for m in p) / len(p):.1f}%" for p in parts]
         print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
     print(f"\n{sum(t.group not in held_groups for t in triples)} training and "

@@ -138,8 +138,8 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
 
 
 def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> list[str]:
-    """A page scripts/regen_ablations.sh makes (docs/ablations.md, hubness.md, soups.md, distillation.md) under `heading`, its
-    own headings one level down, or nothing."""
+    """A page scripts/regen_ablations.sh makes (docs/ablations.md, hubness.md, soups.md, distillation.md) under
+    `heading`, its own headings one level down, or nothing."""
     if not page.is_file():
         return []
     body = [line for line in page.read_text(encoding="utf-8").splitlines() if not line.startswith("# ")]

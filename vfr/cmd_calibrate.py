@@ -125,10 +125,10 @@ def calibrate_cmd(
                              teacher=teacher, distil_weight=distil_weight)
     try:
         config.validate()
-        if teacher:
-            from vfr.retrieve.encoder import resolve_encoder
+        from vfr.retrieve.encoder import resolve_encoder
 
-            resolve_encoder(teacher)   # a wrong --teacher fails now, not after mining
+        for model in filter(None, (base, teacher)):
+            resolve_encoder(model)   # a wrong --base or --teacher fails now, not after mining
         if teacher and not hard_negatives:
             console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
                           highlight=False)

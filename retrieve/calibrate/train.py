@@ -117,10 +117,10 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         log(f"froze {frozen} parameter tensors (embeddings + {config.freeze_layers} lowest layers)")
 
     hard = sum(p.negative is not None for p in train)
-    margins = _teacher_margins(config, train, heldout, hard, log) if config.teacher else None
+    evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
+    margins = _teacher_margins(config, train, evaluator, hard, log) if config.teacher else None
     dataset = _dataset(train, with_negatives=hard == len(train), labels=margins)
     loss_before = pair_loss(model, train, config.batch_size, config.scale)
-    evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
     before = _metrics(evaluator(model)) if evaluator else {}
     if evaluator:
         log(f"held-out before: {_fmt(before)}")
@@ -252,7 +252,7 @@ def _load_model(path: str, device: str | None) -> "SentenceTransformer":
     return SentenceTransformer(path, device=device)
 
 
-def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], heldout: Sequence[Pair], hard: int,
+def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], evaluator: Any, hard: int,
                      log: Callable[[str], None]) -> list[float]:
     """The teacher's margin for every training triple; its held-out scores are logged as the ceiling."""
     from vfr.retrieve.calibrate.distil import teacher_margins
@@ -262,8 +262,8 @@ def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], heldout: Se
         raise ValueError(f"--teacher needs a hard negative on every training pair ({hard} of {len(train)} have "
                          "one): mine them with --hard-negatives")
     teacher = _load_model(resolve_encoder(config.teacher).location, config.device)
-    if heldout:
-        log(f"held-out, teacher: {_fmt(_metrics(heldout_evaluator(heldout, config.batch_size)(teacher)))}")
+    if evaluator:
+        log(f"held-out, teacher: {_fmt(_metrics(evaluator(teacher)))}")
     margins = teacher_margins(teacher, train, config.batch_size)
     log(f"teacher margins on {len(margins)} triples: mean {sum(margins) / len(margins):.3f}")
     return margins

@@ -39,7 +39,7 @@ def test_refuses_non_empty_out_and_too_few_images(tmp_path):
     assert r.exit_code == 1 and "too few" in r.output
 
 
-def test_a_missing_teacher_fails_before_mining(tmp_path, monkeypatch):
+def test_a_missing_teacher_or_base_fails_before_mining(tmp_path, monkeypatch):
     import vfr.retrieve.calibrate.mining as mining
 
     def never(*a, **k):
@@ -51,4 +51,8 @@ def test_a_missing_teacher_fails_before_mining(tmp_path, monkeypatch):
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--heldout", "0",
                                    "--teacher", str(tmp_path / "no-such-model")])
     assert r.exit_code == 1 and "no-such-model" in r.output and "not found" in r.output
+    assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--heldout", "0",
+                                   "--hard-negatives", "--base", str(tmp_path / "no-such-base")])
+    assert r.exit_code == 1 and "no-such-base" in r.output and "not found" in r.output
     assert not (tmp_path / "m").exists()
