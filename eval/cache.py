@@ -105,7 +105,9 @@ def manifest_summary(m: Mapping[str, Any], fusion: Any = None, source: Mapping[s
             "dimension": m.get("dimension"), "faiss": config.get("faiss"),
             "fusion": ", ".join(f"{k}={v}" for k, v in used.items()),
             "fusion_source": source.get("kind", "built-in"),
-            "fusion_tuned_on": source.get("dataset")}
+            "fusion_tuned_on": source.get("dataset"),
+            # the tuning guard kept the built-in fusion (the grid's best was not significant, p below)
+            "fusion_guard_kept_builtin": bool(source.get("grid_best")), "fusion_guard_p": source.get("p_value")}
 
 
 def _build(corpus: Mapping[str, str], encoder: str, config: Any, root: Path, folder: Path, progress: bool,

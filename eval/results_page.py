@@ -47,6 +47,15 @@ dense), with paired intervals and significance, are in § Ablations below (from 
 """
 
 
+def _fusion_source(manifest: dict) -> str:
+    if manifest.get("fusion_source") != "tuned":
+        return "the built-in default"
+    if manifest.get("fusion_guard_kept_builtin"):
+        return (f"the built-in default, kept by `vfr tune`'s guard on {manifest['fusion_tuned_on']} (the grid's "
+                f"best was not significantly better, p = {manifest.get('fusion_guard_p') or 0:.2f})")
+    return f"tuned for this encoder on {manifest['fusion_tuned_on']} (`vfr tune`)"
+
+
 def _first_retrieval(docs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     for d in docs:
         for t in d["tasks"]:
@@ -115,8 +124,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
         command=COMMAND, underlying=UNDERLYING, k1=manifest.get("k1", "0.9"), b=manifest.get("b", "0.4"),
         encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
         source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t",
-        fusion_source=(f"tuned for this encoder on {manifest['fusion_tuned_on']} (`vfr tune`)"
-                       if manifest.get("fusion_source") == "tuned" else "the built-in default"))
+        fusion_source=_fusion_source(manifest))
     if assembled:
         text += ("\nThis page was assembled from per-benchmark outputs (`python -m vfr.eval.results_page out/results "
                  "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")

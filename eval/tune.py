@@ -63,18 +63,23 @@ def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs", distractors: 
 
 def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | None = None,
               cache_dir: Path | None = None, faiss: str = "flat", save: bool = True, progress: bool = True,
-              log=lambda msg: None, index_config: Any = None, query_bank: Sequence[str] = ()) -> Tuned:
+              log=lambda msg: None, index_config: Any = None, query_bank: Sequence[str] = (),
+              alpha: float | None = None) -> Tuned:
     """Choose the fusion for `encoder` on `task` over an index built with `index_config` (its scoring
     settings key the choice: BM25 k1/b, fields, multi-vector, query bank), and (with `save`) keep it with the
-    model. `query_bank`: the texts `index_config.query_bank` fingerprints."""
+    model. `query_bank`: the texts `index_config.query_bank` fingerprints. `alpha`: the grid's best replaces
+    the built-in fusion only if significantly better at this level (retrieve.tuning.tune; 1 = no guard)."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
-    from vfr.retrieve.tuning import DEFAULT_METRIC, FEW_QUERIES, FusionChoice, save_choice, tune
+    from vfr.retrieve.tuning import (DEFAULT_ALPHA, DEFAULT_METRIC, FEW_QUERIES, FusionChoice, check_alpha, save_choice,
+                                     tune)
     from vfr.retrieve.writer import IndexConfig
 
     if len(task.corpus) < 2 or not task.queries:
         raise TuneInputError(f"{dataset}: too small to tune on ({len(task.corpus)} documents, "
                              f"{len(task.queries)} queries)")
+    alpha = DEFAULT_ALPHA if alpha is None else alpha
+    check_alpha(alpha)  # before any index is built
     config = index_config or IndexConfig(faiss=faiss)  # type: ignore[arg-type]
     index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed",
                                      query_bank=query_bank)
@@ -82,11 +87,13 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
         hybrid = index.backend("hybrid")
         to_target = (lambda run: to_target_run(run, task.doc_target)) if task.doc_target else None
         result = tune(hybrid, task.queries, task.qrels, metric or DEFAULT_METRIC, to_target=to_target,
-                      progress=_bar(progress, f"{dataset} candidates"))
+                      progress=_bar(progress, f"{dataset} candidates"), alpha=alpha)
     finally:
         index.close()
     if result.queries < FEW_QUERIES:
         log(f"note: only {result.queries} judged queries: the choice is noisy (use a larger dev set if you have one)")
+    if result.guarded:
+        log(guard_line(result))
     spec = encoder_spec(encoder)
     choice = FusionChoice.from_result(result, spec.fingerprint, config.scoring(), dataset, len(task.corpus))
     saved = save_choice(spec, choice) if save else None
@@ -110,12 +117,21 @@ def _bar(enabled: bool, desc: str):
     return update
 
 
+def guard_line(result: Any) -> str:
+    """Why the built-in fusion was kept although another setting scored higher on the dev queries."""
+    m = result.metric
+    return (f"the grid's best, {describe(result.top)} ({m} {100 * result.value(result.top)[m]:.1f}), is not "
+            f"significantly better than the built-in fusion ({100 * result.value(result.baseline)[m]:.1f}; "
+            f"p = {result.p_value:.3f} ≥ {result.alpha:g}, sign-flip test of the best of {len(result.table)} "
+            "settings over the built-in): keeping the built-in fusion (--alpha 1 takes the grid's best)")
+
+
 def table_lines(result: Any, top: int = 8) -> list[str]:
     """The chosen setting, the built-in default and the best others, as Markdown rows (all metrics, %)."""
     from vfr.retrieve.tuning import METRICS
 
     ranked = sorted(result.table, key=lambda cm: -cm[1][result.metric])
-    shown = list(dict.fromkeys([result.best, result.baseline]))
+    shown = list(dict.fromkeys([result.best, result.top, result.baseline]))
     shown += [c for c, _ in ranked if c not in shown][:top]
     lines = ["| fusion | " + " | ".join(("**" + m + "**") if m == result.metric else m for m in METRICS) + " | |",
              "|---|" + "---:|" * len(METRICS) + "---|"]
@@ -124,6 +140,10 @@ def table_lines(result: Any, top: int = 8) -> list[str]:
         tag = "chosen" if c == result.best else ("built-in default" if c == result.baseline else "")
         if c == result.best and c == result.baseline:
             tag = "chosen (= built-in default)"
+        if c == result.top and result.guarded:
+            tag = f"grid's best, not significant (p = {result.p_value:.3f})"
+        elif c == result.best and result.p_value is not None and not result.guarded:
+            tag += f" (p = {result.p_value:.3f})"
         lines.append(f"| {describe(c)} | " + " | ".join(f"{100 * m[k]:.1f}" for k in METRICS) + f" | {tag} |")
     return lines
 

@@ -10,6 +10,13 @@ model folder (for a folder vfr must not write, such as the packaged default in s
 (`IndexConfig.scoring()`): a retrained or different model, or an index scored differently, never picks it
 up. `default_fusion` is what an index build records in its manifest (`fusion_default`, `fusion_source`),
 so search uses the tuned fusion without options. `fusion.json` is not part of the model's fingerprint.
+
+The grid's best on a few hundred queries is often within noise of the built-in default, and a choice made on
+noise moves weight between BM25 and dense in ways that help one description style and hurt another
+(docs/fusion.md § Tuning on few queries). So `tune` keeps the built-in default unless the grid's best beats it
+significantly on the dev queries (`alpha`, default 0.05), by a paired sign-flip test of the *largest* gain
+over the whole grid (`selection_test`): the winner of a grid is chosen on the same queries it is tested on,
+and testing it alone against the default would overstate its evidence.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vfr.retrieve.fusion import FusionConfig, fuse_batch
@@ -33,6 +41,8 @@ METRICS = {"r@1": "hit_rate@1", "r@5": "hit_rate@5", "r@10": "hit_rate@10", "mrr
 DEFAULT_METRIC = "mrr@10"  # smoother than R@1 on a few hundred queries, and it rewards R@1 most
 SPARSE_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 FEW_QUERIES = 300  # below this a choice among the grid is noisy: say so
+DEFAULT_ALPHA = 0.05  # the grid's best replaces the built-in default only if significant at this level
+PERMUTATIONS = 2000   # sign flips of the selection test (p floor 1/2001)
 
 
 class TuningError(ValueError):
@@ -51,13 +61,26 @@ def grid(depth: int | None = None) -> list[FusionConfig]:
 @dataclass(frozen=True)
 class TuneResult:
     metric: str
-    best: FusionConfig
+    best: FusionConfig                             # the choice: the grid's best if significant, else baseline
     baseline: FusionConfig                         # the built-in default, measured on the same queries
     table: list[tuple[FusionConfig, dict[str, float]]]  # every setting with every metric
     queries: int
+    grid_best: FusionConfig | None = None          # the grid's best on the dev queries (None: = best)
+    p_value: float | None = None                   # selection test of grid_best over the baseline (None: not run)
+    alpha: float = 1.0                             # the level it had to pass (1: no guard)
 
     def value(self, config: FusionConfig) -> dict[str, float]:
         return next(m for c, m in self.table if c == config)
+
+    @property
+    def top(self) -> FusionConfig:
+        """The grid's best, whether or not the guard kept it."""
+        return self.grid_best or self.best
+
+    @property
+    def guarded(self) -> bool:
+        """True when the grid's best was not significantly better and the built-in default was kept."""
+        return self.top != self.best
 
 
 def collect(hybrid: Any, queries: Mapping[str, str], depth: int, batch: int = 500,
@@ -77,10 +100,11 @@ def collect(hybrid: Any, queries: Mapping[str, str], depth: int, batch: int = 50
     return qids, sparse, dense
 
 
-def evaluate_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, float]],
-                     qrels: Mapping[str, Mapping[str, int]], configs: Sequence[FusionConfig],
-                     to_target: Callable[[Run], Run] | None = None) -> list[dict[str, float]]:
-    """Every metric of METRICS for each fusion setting, on the same candidates (ranx)."""
+def per_query_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, float]],
+                      qrels: Mapping[str, Mapping[str, int]], configs: Sequence[FusionConfig],
+                      to_target: Callable[[Run], Run] | None = None) -> list[dict[str, np.ndarray]]:
+    """Every metric of METRICS per judged query (one fixed query order) for each fusion setting, on the same
+    candidates (ranx)."""
     from ranx import Qrels, Run as RanxRun, evaluate
 
     judged = Qrels({q: dict(r) for q, r in qrels.items() if q in set(qids)})
@@ -91,18 +115,64 @@ def evaluate_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], de
         if to_target:
             run = to_target(run)
         run = {q: (r or {"__none__": 0.0}) for q, r in run.items()}
-        res = evaluate(judged, RanxRun(run), list(METRICS.values()), make_comparable=True)
-        out.append({name: float(res[measure]) for name, measure in METRICS.items()})
+        res = evaluate(judged, RanxRun(run), list(METRICS.values()), make_comparable=True, return_mean=False)
+        out.append({name: np.asarray(res[measure], dtype=float) for name, measure in METRICS.items()})
     return out
+
+
+def evaluate_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, float]],
+                     qrels: Mapping[str, Mapping[str, int]], configs: Sequence[FusionConfig],
+                     to_target: Callable[[Run], Run] | None = None) -> list[dict[str, float]]:
+    """Every metric of METRICS for each fusion setting (its mean over the judged queries)."""
+    return [_means(v) for v in per_query_configs(qids, sparse, dense, qrels, configs, to_target)]
+
+
+def _means(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(v.mean()) if v.size else 0.0 for name, v in values.items()}
+
+
+def selection_test(gains: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
+    """One-sided p-value that the best of several settings beats a baseline only by chance.
+
+    `gains[i, q]`: setting i's metric minus the baseline's on query q. The statistic is the largest mean gain
+    over the settings; its null distribution comes from flipping the sign of every query's gains (all settings
+    at once, so their correlation is kept), the max-statistic randomisation test of Westfall & Young (1993)
+    behind the paired test of Smucker et al. (2007). Picking the best of the grid on these same queries is
+    thereby accounted for, which a paired test of the winner alone would not. Counted as (hits + 1) /
+    (permutations + 1) (Phipson & Smyth 2010); seeded, so the same gains always give the same p.
+    """
+    d = np.atleast_2d(np.asarray(gains, dtype=float))
+    if d.size == 0 or d.shape[1] == 0:
+        return 1.0
+    observed = d.sum(axis=1).max()
+    if observed <= 0:
+        return 1.0
+    tolerance = 1e-9 * np.abs(d).sum(axis=1).max()  # sums in another order may differ in the last bits
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, permutations, 250):  # bounded memory on large query sets
+        signs = (rng.integers(0, 2, size=(min(250, permutations - start), d.shape[1]), dtype=np.int8) * 2 - 1)
+        hits += int(np.count_nonzero((signs @ d.T).max(axis=1) >= observed - tolerance))
+    return (hits + 1) / (permutations + 1)
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> None:
+    """The guard's level must be a probability in (0, 1]."""
+    if not 0 < alpha <= 1:
+        raise TuningError(f"{name} must be in (0, 1], not {alpha}: 0.05 keeps the built-in fusion unless the "
+                          "grid's best is significantly better; 1 takes the grid's best whatever")
 
 
 def tune(hybrid: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
          metric: str = DEFAULT_METRIC, configs: Sequence[FusionConfig] | None = None,
-         to_target: Callable[[Run], Run] | None = None, progress: Callable[[int, int], None] | None = None
-         ) -> TuneResult:
-    """The grid's best fusion on these labelled queries (ties: the one nearest the built-in default)."""
+         to_target: Callable[[Run], Run] | None = None, progress: Callable[[int, int], None] | None = None,
+         alpha: float = DEFAULT_ALPHA, permutations: int = PERMUTATIONS) -> TuneResult:
+    """The grid's best fusion on these labelled queries (ties: the one nearest the built-in default), kept only
+    if `selection_test` finds it better than the built-in default at level `alpha` (else the default is the
+    choice; `alpha` = 1 takes the grid's best whatever)."""
     if metric not in METRICS:
         raise TuningError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    check_alpha(alpha)
     configs = list(configs or grid())
     if len({c.depth for c in configs}) != 1:
         raise TuningError("every fusion setting compared must use the same candidate depth")
@@ -113,8 +183,8 @@ def tune(hybrid: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[st
     if baseline not in configs:
         configs.append(baseline)
     qids, sparse, dense = collect(hybrid, judged, configs[0].depth, progress=progress)
-    scores = evaluate_configs(qids, sparse, dense, qrels, configs, to_target)
-    table = list(zip(configs, scores))
+    values = per_query_configs(qids, sparse, dense, qrels, configs, to_target)
+    table = list(zip(configs, [_means(v) for v in values]))
 
     def key(item: tuple[FusionConfig, dict[str, float]]) -> tuple:
         c, m = item
@@ -122,7 +192,12 @@ def tune(hybrid: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[st
         return (round(m[metric], 9), c.method == baseline.method, c.norm == baseline.norm, near)
 
     best = max(table, key=key)[0]
-    return TuneResult(metric, best, baseline, table, len(qids))
+    if best == baseline or alpha >= 1:
+        return TuneResult(metric, best, baseline, table, len(qids), alpha=alpha)
+    base = values[configs.index(baseline)][metric]
+    p = selection_test(np.stack([v[metric] - base for v in values]), permutations)
+    chosen = best if p < alpha else baseline
+    return TuneResult(metric, chosen, baseline, table, len(qids), grid_best=best, p_value=p, alpha=alpha)
 
 
 # -- the stored choice --------------------------------------------------------------------------------
@@ -141,6 +216,9 @@ class FusionChoice(BaseModel):
     queries: int
     documents: int = 0
     created_at: str = ""
+    p_value: float | None = None          # the selection test of the grid's best over the built-in default
+    alpha: float | None = None            # the level it had to pass (None: chosen before the guard existed)
+    grid_best: dict[str, Any] | None = None  # the grid's best when the guard kept the built-in default
 
     def config(self) -> FusionConfig:
         return FusionConfig(**{**self.fusion, "weights": tuple(self.fusion["weights"])})
@@ -155,7 +233,9 @@ class FusionChoice(BaseModel):
                    metric=result.metric, value=result.value(result.best)[result.metric],
                    baseline_value=result.value(result.baseline)[result.metric], dataset=dataset,
                    queries=result.queries, documents=documents,
-                   created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   p_value=result.p_value, alpha=result.alpha,
+                   grid_best=result.top.to_dict() if result.guarded else None)
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -227,7 +307,8 @@ def default_fusion(spec: Any, scoring: Mapping[str, Any]) -> tuple[FusionConfig,
     return choice.config(), {"kind": "tuned", "encoder_fingerprint": choice.encoder_fingerprint,
                              "scoring": choice.scoring, "dataset": choice.dataset, "metric": choice.metric,
                              "value": choice.value, "baseline_value": choice.baseline_value,
-                             "queries": choice.queries, "file": str(path), "created_at": choice.created_at}
+                             "queries": choice.queries, "file": str(path), "created_at": choice.created_at,
+                             "p_value": choice.p_value, "alpha": choice.alpha, "grid_best": choice.grid_best}
 
 
 def manifest_fusion(manifest: Mapping[str, Any]) -> FusionConfig:

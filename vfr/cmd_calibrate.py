@@ -82,6 +82,9 @@ def calibrate_cmd(
                                                    "folder or a generic JSONL (what `vfr tune` reads).")] = None,
     tune_metric: Annotated[str, typer.Option(help="What the fusion choice maximises (see `vfr tune`).")]
     = "mrr@10",
+    tune_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep the built-in fusion unless the "
+                                              "grid's best is significantly better on the dev queries at this "
+                                              "level (see `vfr tune --alpha`); 1 = take the grid's best.")] = 0.05,
 ) -> None:
     """Fine-tune the dense encoder so short queries land near the long descriptions of their image.
 
@@ -92,10 +95,14 @@ def calibrate_cmd(
     --threads 1 when other busy processes share them).
     """
     from vfr.retrieve.calibrate.pairs import PairError, load_sources, read_groups, split_by_group
-    from vfr.retrieve.tuning import METRICS
+    from vfr.retrieve.tuning import METRICS, TuningError, check_alpha
 
     if tune_metric not in METRICS:
         fail(f"unknown --tune-metric {tune_metric!r}: use one of {', '.join(METRICS)}")
+    try:
+        check_alpha(tune_alpha, "--tune-alpha")
+    except TuningError as e:
+        fail(str(e))
     require_empty_out(out, force)
     if descriptions not in ("all", "longest"):
         fail("--descriptions must be all or longest")
@@ -152,7 +159,7 @@ def calibrate_cmd(
             console.print(f"[yellow]warning:[/] held-out R@1 fell by {-gain:.3f}; the base model may serve "
                           "better (try a lower --lr, --freeze-layers or more pairs)")
     if tune and os.environ.get("RANK", "0") == "0":
-        _tune_fusion(out, held, train, tune_on, tune_metric)
+        _tune_fusion(out, held, train, tune_on, tune_metric, tune_alpha)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
 
 
@@ -185,7 +192,7 @@ def _engine_search(retriever: str, encoder: str):
     return search
 
 
-def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str) -> None:
+def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str, alpha: float) -> None:
     """Choose the fusion for the new model on validation data and keep it in the model folder: the best
     BM25 weight moves when the dense side gets better (docs/fusion.md). The held-out captions query every
     document of the pairs (training documents are distractors only, never relevant)."""
@@ -206,7 +213,7 @@ def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metr
         name, task = dev_task(tune_on) if tune_on else \
             ("calibration held-out pairs", pairs_task(held, distractors=train))
         tuned = tune_task(task, str(model), name, metric=metric, cache_dir=cache, progress=False,
-                          log=lambda m: console.print(m, highlight=False))
+                          log=lambda m: console.print(m, highlight=False), alpha=alpha)
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(f"the model is saved in {model}, but choosing its fusion failed: {e}")
     finally:

@@ -22,6 +22,11 @@ def tune_cmd(
                                          "a model folder (e.g. from `vfr calibrate`) or an installed model.")]
     = "all-MiniLM-L6-v2",
     metric: Annotated[str, typer.Option(help="What to maximise: mrr@10, r@1, r@5, r@10 or ndcg@10.")] = "mrr@10",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep the built-in fusion unless the grid's "
+                                         "best beats it on the dev queries at this significance level (a "
+                                         "sign-flip test of the best of the whole grid, so picking the winner "
+                                         "on the same queries is accounted for); 1 = take the grid's best "
+                                         "whatever.")] = 0.05,
     task: Annotated[Optional[str], typer.Option(help="Which retrieval task of a built-in benchmark "
                                                 "(default: the first, text→image).")] = None,
     source: Annotated[str, typer.Option("--description-source", "-s", help="Built-in benchmarks with machine "
@@ -49,7 +54,9 @@ def tune_cmd(
     dev set, and store it with the model, keyed by the model's content fingerprint.
 
     Every dev query's candidates are scored once on both sides, then a grid of fusion settings is compared
-    on them. A choice is kept per encoder and per index scoring settings (BM25 k1/b, --bm25-fields,
+    on them. The grid's best replaces the built-in fusion only if it is significantly better (--alpha): on a
+    few hundred queries it usually is not, and a choice made on noise tends to help one description style
+    and hurt another. A choice is kept per encoder and per index scoring settings (BM25 k1/b, --bm25-fields,
     --parts): tune with the options the index will have. The choice is written to fusion.json in the model folder (for the packaged default:
     ~/.cache/vfr/fusion/). New index builds with that encoder record it in their manifest and search
     with it by default; `vfr index` brings an existing index up to date. A different or retrained model
@@ -58,10 +65,14 @@ def tune_cmd(
     from vfr.eval.datasets import BenchmarkError
     from vfr.eval.tune import TuneInputError, dev_task, table_lines, tune_task
     from vfr.retrieve.encoder import EncoderError
-    from vfr.retrieve.tuning import METRICS, TuningError
+    from vfr.retrieve.tuning import METRICS, TuningError, check_alpha
 
     if metric not in METRICS:
         fail(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    try:
+        check_alpha(alpha, "--alpha")
+    except TuningError as e:
+        fail(str(e))
     from vfr.retrieve.fields import parse_weights
     from vfr.retrieve.hubness import bank_sha
     from vfr.retrieve.writer import IndexConfig
@@ -75,7 +86,7 @@ def tune_cmd(
                       f"{len(dev_set.corpus)} documents)", highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
                           progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config,
-                          query_bank=bank)
+                          query_bank=bank, alpha=alpha)
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -84,8 +95,9 @@ def tune_cmd(
         return
     out.print("\n".join(table_lines(tuned.result)), highlight=False)
     c = tuned.choice
+    verdict = "" if c.p_value is None else f"; p = {c.p_value:.3f} for the grid's best"
     console.print(f"chosen on {c.dataset} ({c.queries} queries): {metric} {100 * c.value:.1f} "
-                  f"(built-in default {100 * c.baseline_value:.1f})", highlight=False)
+                  f"(built-in default {100 * c.baseline_value:.1f}{verdict})", highlight=False)
     if tuned.saved_to:
         console.print(f"saved to {tuned.saved_to}; new indexes built with this encoder use it; run `vfr index` "
                       "to bring an existing index up to date", highlight=False)

@@ -56,3 +56,11 @@ def test_a_missing_teacher_or_base_fails_before_mining(tmp_path, monkeypatch):
                                    "--hard-negatives", "--base", str(tmp_path / "no-such-base")])
     assert r.exit_code == 1 and "no-such-base" in r.output and "not found" in r.output
     assert not (tmp_path / "m").exists()
+
+
+def test_a_guard_level_outside_0_1_fails_before_training(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"query": f"q{i}", "document": f"d{i}"}) + "\n" for i in range(30)))
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--tune-alpha", "0"])
+    assert r.exit_code == 1 and "--tune-alpha must be in (0, 1]" in r.output.replace("\n", " ")
+    assert not (tmp_path / "m").exists()

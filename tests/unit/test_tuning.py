@@ -3,6 +3,7 @@ keyed by encoder fingerprint and scoring settings, and what a manifest's default
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from vfr.eval.tune import TuneInputError, dev_task, pairs_task, table_lines
@@ -188,3 +189,111 @@ def test_training_documents_join_the_corpus_as_distractors_only():
     assert sorted(task.corpus.values()) == ["doc A", "doc B", "doc C"]
     assert list(task.queries.values()) == ["a dog"]  # training captions never query
     assert [task.corpus[d] for d in task.qrels[next(iter(task.queries))]] == ["doc A"]
+
+
+# -- the guard: the grid's best replaces the built-in default only if significantly better ---------------
+def _one_sided(n: int, winners: int):
+    """n queries, all answered by both sides, except that on the first `winners` dense is right by a hair and
+    BM25 confidently wrong: the built-in fusion (0.1 BM25) misses those, dense alone gets them."""
+    queries, qrels, hybrid = _collection(n, sparse_knows=True)
+    for i in range(n):
+        hybrid.dense[f"q{i}"] = {f"r{i}": 0.9, f"w{i}": 0.5, f"o{i}": 0.1}
+    for i in range(winners):
+        q = f"q{i}"
+        hybrid.dense[q] = {f"r{i}": 0.80, f"w{i}": 0.79, f"o{i}": 0.10}
+        hybrid.sparse[q] = {f"r{i}": 0.0, f"w{i}": 9.0, f"o{i}": 8.0}
+    return queries, qrels, hybrid
+
+
+DENSE_ALONE = FusionConfig(weights=(0.0, 1.0))
+
+
+def test_selection_test_finds_a_consistent_gain_and_not_a_lone_one():
+    from vfr.retrieve.tuning import selection_test
+
+    assert selection_test(np.ones((1, 30))) < 0.001       # better on every one of 30 queries
+    lone = np.zeros((1, 30))
+    lone[0, 0] = 1.0
+    assert selection_test(lone) > 0.4                      # better on one query: a coin flip
+    assert selection_test(np.zeros((3, 30))) == 1.0        # no gain at all
+    assert selection_test(-np.ones((2, 30))) == 1.0        # every setting worse
+    assert selection_test(lone) == selection_test(lone)    # seeded: the same gains give the same p
+
+
+def test_selection_test_accounts_for_picking_the_best_of_many():
+    from vfr.retrieve.tuning import selection_test
+
+    rng = np.random.default_rng(7)
+    gains = rng.choice([-1.0, 0.0, 0.0, 1.0], size=(20, 60))  # 20 settings, no real difference from the baseline
+    best = int(gains.sum(axis=1).argmax())
+    alone = selection_test(gains[best:best + 1])
+    whole = selection_test(gains)
+    assert whole > alone       # the winner tested alone looks better than it is
+    assert whole > 0.05        # over the whole grid, pure noise is not significant
+
+
+def test_the_guard_keeps_the_builtin_default_when_the_gain_is_noise():
+    queries, qrels, hybrid = _one_sided(20, winners=1)
+    configs = [FusionConfig(), DENSE_ALONE]
+    result = tune(hybrid, queries, qrels, metric="r@1", configs=configs)
+    assert result.value(DENSE_ALONE)["r@1"] > result.value(FusionConfig())["r@1"]  # the grid's best on dev
+    assert result.top == DENSE_ALONE and result.best == FusionConfig() and result.guarded
+    assert result.p_value is not None and result.p_value >= 0.05
+    choice = FusionChoice.from_result(result, "sha256:" + "a" * 64, SCORING, "dev")
+    assert choice.config() == FusionConfig() and choice.grid_best == DENSE_ALONE.to_dict()
+    assert choice.value == choice.baseline_value and choice.p_value == result.p_value
+    lines = table_lines(result)
+    assert sum("not significant" in line for line in lines) == 1
+    assert sum("chosen (= built-in default)" in line for line in lines) == 1
+
+    taken = tune(hybrid, queries, qrels, metric="r@1", configs=configs, alpha=1.0)  # no guard
+    assert taken.best == DENSE_ALONE and not taken.guarded and taken.p_value is None
+
+
+def test_the_guard_lets_a_significant_gain_through():
+    queries, qrels, hybrid = _one_sided(20, winners=20)
+    result = tune(hybrid, queries, qrels, metric="r@1", configs=[FusionConfig(), DENSE_ALONE])
+    assert result.best == DENSE_ALONE and not result.guarded
+    assert result.p_value is not None and result.p_value < 0.001
+    assert any("(p = " in line and "chosen" in line for line in table_lines(result))
+
+
+def test_the_guard_level_must_be_a_probability():
+    queries, qrels, hybrid = _one_sided(5, winners=1)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(TuningError, match="alpha"):
+            tune(hybrid, queries, qrels, alpha=bad)
+
+
+def test_a_guarded_choice_says_so_in_the_manifest_source(tmp_path):
+    queries, qrels, hybrid = _one_sided(20, winners=1)
+    fingerprint = "sha256:" + "b" * 64
+    result = tune(hybrid, queries, qrels, metric="r@1", configs=[FusionConfig(), DENSE_ALONE])
+    save_choice(_spec(tmp_path, fingerprint), FusionChoice.from_result(result, fingerprint, SCORING, "dev"))
+    config, source = default_fusion(_spec(tmp_path, fingerprint), SCORING)
+    assert config == FusionConfig() and source["kind"] == "tuned"
+    assert source["grid_best"]["weights"] == [0.0, 1.0] and source["p_value"] >= 0.05 and source["alpha"] == 0.05
+
+
+def test_a_choice_stored_before_the_guard_still_reads(tmp_path):
+    old = _choice().model_dump()
+    for key in ("p_value", "alpha", "grid_best"):
+        old.pop(key)
+    (tmp_path / "fusion.json").write_text(json.dumps({"format": 1, "choices": [old]}))
+    (choice,) = read_choices(tmp_path / "fusion.json")
+    assert choice.p_value is None and choice.alpha is None and choice.config() == FusionConfig(weights=(0.05, 0.95))
+
+
+def test_results_pages_say_when_the_guard_kept_the_builtin_fusion():
+    from vfr.eval.cache import manifest_summary
+    from vfr.eval.results_page import _fusion_source
+
+    tuned = {"kind": "tuned", "dataset": "coco-val", "p_value": 0.63, "grid_best": {"weights": [0.15, 0.85]}}
+    m = {"config": {"k1": 0.9, "b": 0.4}, "encoder": {"fingerprint": "sha256:x"}, "fusion_source": tuned}
+    kept = manifest_summary(m, FusionConfig())
+    assert kept["fusion_guard_kept_builtin"] and kept["fusion_guard_p"] == 0.63
+    assert "kept by `vfr tune`'s guard on coco-val" in _fusion_source(kept) and "p = 0.63" in _fusion_source(kept)
+    passed = manifest_summary({**m, "fusion_source": {"kind": "tuned", "dataset": "dev", "p_value": 0.01}})
+    assert not passed["fusion_guard_kept_builtin"]
+    assert _fusion_source(passed).startswith("tuned for this encoder on dev")
+    assert _fusion_source(manifest_summary({"config": {}})) == "the built-in default"
