@@ -3,7 +3,7 @@ held-out split (same --pairs, --descriptions, --heldout, --seed), the held-out c
 document of the pairs (what `vfr calibrate` now does after training). Saves fusion.json in the model folder.
 
     python benchmarks/retune_calibrated.py MODEL --pairs coco-val --descriptions longest [--heldout 0.1 --seed 0]
-        [--alpha 0.05]   (the guard of retrieve/tuning.py; 1 = the grid's best whatever, as before the guard)
+        [--alpha 0.2]   (the guard of retrieve/tuning.py; 1 = the grid's best whatever, as before the guard)
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ ap.add_argument("--descriptions", default="longest")
 ap.add_argument("--heldout", type=float, default=0.1)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--metric", default="mrr@10")
-ap.add_argument("--alpha", type=float, default=0.05, help="the guard's level (1 = the grid's best whatever)")
+ap.add_argument("--alpha", type=float, default=0.2, help="the guard's level (1 = the grid's best whatever)")
 ap.add_argument("--cache-dir", default="out/cache")
 ap.add_argument("--no-distractors", action="store_true", help="held-out documents only (the first version)")
 args = ap.parse_args()

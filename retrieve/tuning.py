@@ -14,7 +14,7 @@ so search uses the tuned fusion without options. `fusion.json` is not part of th
 The grid's best on a few hundred queries is often within noise of the built-in default, and a choice made on
 noise moves weight between BM25 and dense in ways that help one description style and hurt another
 (docs/fusion.md § Tuning on few queries). So `tune` keeps the built-in default unless the grid's best beats it
-significantly on the dev queries (`alpha`, default 0.05), by a paired sign-flip test of the *largest* gain
+significantly on the dev queries (`alpha`, default 0.2), by a paired sign-flip test of the *largest* gain
 over the whole grid (`selection_test`): the winner of a grid is chosen on the same queries it is tested on,
 and testing it alone against the default would overstate its evidence.
 """
@@ -41,7 +41,9 @@ METRICS = {"r@1": "hit_rate@1", "r@5": "hit_rate@5", "r@10": "hit_rate@10", "mrr
 DEFAULT_METRIC = "mrr@10"  # smoother than R@1 on a few hundred queries, and it rewards R@1 most
 SPARSE_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 FEW_QUERIES = 300  # below this a choice among the grid is noisy: say so
-DEFAULT_ALPHA = 0.05  # the grid's best replaces the built-in default only if significant at this level
+# the grid's best replaces the built-in default only if significant at this level; chosen on validation data
+# (benchmarks/guard_check.py, docs/fusion.md § Tuning on few queries)
+DEFAULT_ALPHA = 0.2
 PERMUTATIONS = 2000   # sign flips of the selection test (p floor 1/2001)
 
 
@@ -156,10 +158,17 @@ def selection_test(gains: np.ndarray, permutations: int = PERMUTATIONS, seed: in
     return (hits + 1) / (permutations + 1)
 
 
+def preference(config: FusionConfig, value: float, baseline: FusionConfig) -> tuple:
+    """Sort key of a setting scoring `value`: the higher the better; ties go to the built-in's method and
+    normalisation, then to the weight nearest the built-in's."""
+    near = -abs(config.weights[0] - baseline.weights[0]) if config.method == "convex" else -1.0
+    return (round(value, 9), config.method == baseline.method, config.norm == baseline.norm, near)
+
+
 def check_alpha(alpha: float, name: str = "alpha") -> None:
     """The guard's level must be a probability in (0, 1]."""
     if not 0 < alpha <= 1:
-        raise TuningError(f"{name} must be in (0, 1], not {alpha}: 0.05 keeps the built-in fusion unless the "
+        raise TuningError(f"{name} must be in (0, 1], not {alpha}: 0.2 keeps the built-in fusion unless the "
                           "grid's best is significantly better; 1 takes the grid's best whatever")
 
 
@@ -186,12 +195,7 @@ def tune(hybrid: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[st
     values = per_query_configs(qids, sparse, dense, qrels, configs, to_target)
     table = list(zip(configs, [_means(v) for v in values]))
 
-    def key(item: tuple[FusionConfig, dict[str, float]]) -> tuple:
-        c, m = item
-        near = -abs(c.weights[0] - baseline.weights[0]) if c.method == "convex" else -1.0
-        return (round(m[metric], 9), c.method == baseline.method, c.norm == baseline.norm, near)
-
-    best = max(table, key=key)[0]
+    best = max(table, key=lambda item: preference(item[0], item[1][metric], baseline))[0]
     if best == baseline or alpha >= 1:
         return TuneResult(metric, best, baseline, table, len(qids), alpha=alpha)
     base = values[configs.index(baseline)][metric]

@@ -84,7 +84,7 @@ def calibrate_cmd(
     = "mrr@10",
     tune_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep the built-in fusion unless the "
                                               "grid's best is significantly better on the dev queries at this "
-                                              "level (see `vfr tune --alpha`); 1 = take the grid's best.")] = 0.05,
+                                              "level (see `vfr tune --alpha`); 1 = take the grid's best.")] = 0.2,
 ) -> None:
     """Fine-tune the dense encoder so short queries land near the long descriptions of their image.
 

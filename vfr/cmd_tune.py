@@ -26,7 +26,7 @@ def tune_cmd(
                                          "best beats it on the dev queries at this significance level (a "
                                          "sign-flip test of the best of the whole grid, so picking the winner "
                                          "on the same queries is accounted for); 1 = take the grid's best "
-                                         "whatever.")] = 0.05,
+                                         "whatever.")] = 0.2,
     task: Annotated[Optional[str], typer.Option(help="Which retrieval task of a built-in benchmark "
                                                 "(default: the first, text→image).")] = None,
     source: Annotated[str, typer.Option("--description-source", "-s", help="Built-in benchmarks with machine "

@@ -35,7 +35,7 @@ def test_tune_saves_a_choice_that_indexes_then_search_with(template_store, dev_j
     assert out["choice"]["encoder_fingerprint"] == spec.fingerprint
     assert out["saved_to"].startswith(str(fusion_dir))  # the packaged model's folder is not ours to write
     assert 0 <= out["choice"]["baseline_value"] <= out["choice"]["value"] <= 1
-    assert out["choice"]["alpha"] == 0.05  # the guard's level is recorded with the choice
+    assert out["choice"]["alpha"] == 0.2  # the guard's level is recorded with the choice
     if out["choice"]["grid_best"] is not None:  # the guard kept the built-in: it says why
         assert out["choice"]["value"] == out["choice"]["baseline_value"] and "keeping the built-in" in r.stderr
     tuned = FusionChoice.model_validate(out["choice"]).config()

@@ -10,8 +10,8 @@ from vfr.eval.tune import TuneInputError, dev_task, pairs_task, table_lines
 from vfr.retrieve.calibrate.pairs import Pair
 from vfr.retrieve.encoder_fingerprint import fingerprint_folder
 from vfr.retrieve.fusion import FusionConfig
-from vfr.retrieve.tuning import (FusionChoice, TuningError, default_fusion, find_choice, grid, manifest_fusion,
-                                 read_choices, save_choice, tune)
+from vfr.retrieve.tuning import (DEFAULT_ALPHA, FusionChoice, TuningError, default_fusion, find_choice, grid,
+                                 manifest_fusion, read_choices, save_choice, tune)
 
 SCORING = {"k1": 0.9, "b": 0.4}
 
@@ -238,7 +238,7 @@ def test_the_guard_keeps_the_builtin_default_when_the_gain_is_noise():
     result = tune(hybrid, queries, qrels, metric="r@1", configs=configs)
     assert result.value(DENSE_ALONE)["r@1"] > result.value(FusionConfig())["r@1"]  # the grid's best on dev
     assert result.top == DENSE_ALONE and result.best == FusionConfig() and result.guarded
-    assert result.p_value is not None and result.p_value >= 0.05
+    assert result.p_value is not None and result.p_value >= DEFAULT_ALPHA
     choice = FusionChoice.from_result(result, "sha256:" + "a" * 64, SCORING, "dev")
     assert choice.config() == FusionConfig() and choice.grid_best == DENSE_ALONE.to_dict()
     assert choice.value == choice.baseline_value and choice.p_value == result.p_value
@@ -272,7 +272,8 @@ def test_a_guarded_choice_says_so_in_the_manifest_source(tmp_path):
     save_choice(_spec(tmp_path, fingerprint), FusionChoice.from_result(result, fingerprint, SCORING, "dev"))
     config, source = default_fusion(_spec(tmp_path, fingerprint), SCORING)
     assert config == FusionConfig() and source["kind"] == "tuned"
-    assert source["grid_best"]["weights"] == [0.0, 1.0] and source["p_value"] >= 0.05 and source["alpha"] == 0.05
+    assert source["grid_best"]["weights"] == [0.0, 1.0] and source["p_value"] >= DEFAULT_ALPHA
+    assert source["alpha"] == DEFAULT_ALPHA
 
 
 def test_a_choice_stored_before_the_guard_still_reads(tmp_path):
@@ -297,3 +298,12 @@ def test_results_pages_say_when_the_guard_kept_the_builtin_fusion():
     assert not passed["fusion_guard_kept_builtin"]
     assert _fusion_source(passed).startswith("tuned for this encoder on dev")
     assert _fusion_source(manifest_summary({"config": {}})) == "the built-in default"
+
+
+def test_the_cli_defaults_are_the_library_guard_level():
+    import inspect
+
+    from vfr import cmd_calibrate, cmd_tune
+
+    assert inspect.signature(cmd_tune.tune_cmd).parameters["alpha"].default == DEFAULT_ALPHA
+    assert inspect.signature(cmd_calibrate.calibrate_cmd).parameters["tune_alpha"].default == DEFAULT_ALPHA
