@@ -54,11 +54,14 @@ def calibrate_cmd(
     hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
     hn_count: Annotated[int, typer.Option(min=1, max=100, help="Hard negatives per pair (each makes one training "
                                           "triple; more give a --teacher more margins to teach).")] = 1,
-    teacher: Annotated[Optional[str], typer.Option(help="Distil: a stronger model (folder or name, e.g. a "
-                                                   "calibrated mpnet) whose score margins between each pair's "
-                                                   "document and its hard negative the new model also learns "
-                                                   "(Margin-MSE beside the contrastive loss; implies "
-                                                   "--hard-negatives). Serving costs what --base costs.")] = None,
+    teacher: Annotated[Optional[list[str]], typer.Option(help="Distil: a stronger model (folder or name, e.g. a "
+                                                         "calibrated mpnet) whose score margins between each pair's "
+                                                         "document and its hard negative the new model also learns "
+                                                         "(Margin-MSE beside the contrastive loss; implies "
+                                                         "--hard-negatives). Serving costs what --base costs. "
+                                                         "Repeat to cross-fit: teachers from `vfr calibrate "
+                                                         "--exclude-groups`, each triple scored by one that never "
+                                                         "trained on its image.")] = None,
     distil_weight: Annotated[float, typer.Option(min=0.0, max=1000.0, help="With --teacher: weight of the "
                                                  "margin term next to the contrastive one.")] = 1.0,
     heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
@@ -129,13 +132,19 @@ def calibrate_cmd(
                              freeze_layers=freeze_layers, max_seq_length=max_seq_length, seed=seed,
                              early_stopping=early_stopping, eval_steps=eval_steps, device=device, threads=threads,
                              precision=precision, gather_across_devices=gather,  # type: ignore[arg-type]
-                             teacher=teacher, distil_weight=distil_weight)
+                             teacher=(teacher[0] if len(teacher) == 1 else list(teacher)) if teacher else None,
+                             distil_weight=distil_weight)
     try:
         config.validate()
         from vfr.retrieve.encoder import resolve_encoder
 
-        for model in filter(None, (base, teacher)):
+        for model in [base, *(teacher or [])]:
             resolve_encoder(model)   # a wrong --base or --teacher fails now, not after mining
+        if teacher and len(set(teacher)) < len(teacher):
+            raise ValueError("the same --teacher is given twice: cross-fitting needs teachers calibrated on "
+                             "different images")
+        if teacher and len(teacher) > 1:
+            _check_cross_fitting(teacher, train)
         if teacher and not hard_negatives:
             console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
                           highlight=False)
@@ -190,6 +199,15 @@ def _engine_search(retriever: str, encoder: str):
         finally:
             shutil.rmtree(cache, ignore_errors=True)
     return search
+
+
+def _check_cross_fitting(teachers: list[str], train: list) -> None:
+    """Several --teacher: each must record its training images, and each training image needs a teacher that
+    never trained on it (raises ValueError, before any mining or training)."""
+    from vfr.retrieve.calibrate.distil import teacher_plan
+    from vfr.retrieve.encoder import resolve_encoder
+
+    teacher_plan({t: resolve_encoder(t).location for t in teachers}, train)
 
 
 def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str, alpha: float) -> None:

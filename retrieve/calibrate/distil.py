@@ -8,10 +8,18 @@ efficient neural ranking models with cross-architecture knowledge distillation")
 between the student's and the teacher's margin cos(q, positive) − cos(q, negative), both multiplied by the
 contrastive scale so the two terms are of one size. The teacher is only read (its margins are computed
 once, before training); serving the student costs what the student costs.
+
+A teacher calibrated on the student's own pairs passes on its fit to them more than better judgement
+(docs/distillation.md). Cross-fitting (`--teacher A --teacher B`): each teacher was calibrated without some
+of the student's images (`--exclude-groups`), and each triple's margin comes from a teacher that never
+trained on its image (`assign_teachers`, from the `train_group_ids` each teacher's calibration.json records),
+so every margin is a prediction, not a memory.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from vfr.retrieve.calibrate.pairs import Pair
 
@@ -31,6 +39,49 @@ def teacher_margins(teacher: "SentenceTransformer", pairs: Sequence[Pair], batch
     at = {t: i for i, t in enumerate(texts)}
     return [float(emb[at[p.query]] @ emb[at[p.document]] - emb[at[p.query]] @ emb[at[p.negative]])  # type: ignore[index]
             for p in pairs]
+
+
+def trained_groups(location: str | Path) -> set[str] | None:
+    """The images (groups) a model folder from `vfr calibrate` trained on, from its calibration.json; None
+    when it does not say (not from vfr calibrate, or from a version that did not record them)."""
+    f = Path(location) / "calibration.json"
+    try:
+        ids = json.loads(f.read_text(encoding="utf-8")).get("train_group_ids")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(map(str, ids)) if isinstance(ids, list) and ids else None
+
+
+def assign_teachers(pairs: Sequence[Pair], trained: Mapping[str, set[str]]) -> dict[str, list[int]]:
+    """{teacher: indices of the pairs it scores}: each pair goes to the first teacher (in the given order)
+    that did not train on the pair's image. Raises if some image was trained on by every teacher."""
+    out: dict[str, list[int]] = {t: [] for t in trained}
+    missing: set[str] = set()
+    for i, p in enumerate(pairs):
+        t = next((t for t, groups in trained.items() if p.group not in groups), None)
+        if t is None:
+            missing.add(p.group)
+        else:
+            out[t].append(i)
+    if missing:
+        raise ValueError(f"cross-fitting: every --teacher trained on {len(missing)} of the student's images (e.g. "
+                         f"{sorted(missing)[0]}); calibrate each teacher without part of the student's images "
+                         "(--exclude-groups) so that every image has a teacher that never saw it")
+    return out
+
+
+def teacher_plan(locations: Mapping[str, str], pairs: Sequence[Pair]) -> dict[str, list[int]]:
+    """{teacher: indices of the pairs whose margins it gives}. One teacher: all of them. Several: cross-fitted
+    (`assign_teachers`), which needs every teacher's recorded training images (raises ValueError if one does
+    not record them or some image has no teacher that never saw it)."""
+    if len(locations) == 1:
+        return {next(iter(locations)): list(range(len(pairs)))}
+    trained = {name: trained_groups(loc) for name, loc in locations.items()}
+    unknown = [name for name, groups in trained.items() if groups is None]
+    if unknown:
+        raise ValueError(f"cross-fitting needs each teacher's training images, and {unknown[0]} does not record "
+                         "them (calibration.json train_group_ids, written by `vfr calibrate`): recalibrate it")
+    return assign_teachers(pairs, trained)  # type: ignore[arg-type]
 
 
 def contrastive_margin_loss(model: "SentenceTransformer", scale: float, weight: float):

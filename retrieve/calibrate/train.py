@@ -49,7 +49,7 @@ class CalibrateConfig:
     threads: int | None = None         # CPU threads for torch; 1 is ~10x faster on oversubscribed shared cores
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     gather_across_devices: bool = False  # multi-GPU: negatives from every device's batch
-    teacher: str | None = None         # distil: also learn this model's margins (retrieve/calibrate/distil.py)
+    teacher: str | list[str] | None = None  # distil: this model's margins; several: cross-fitted (distil.py)
     distil_weight: float = 1.0         # weight of the Margin-MSE term next to the contrastive one
 
     def validate(self) -> None:
@@ -87,6 +87,7 @@ class CalibrationResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)      # where the pairs came from (sources, exclusions, mining)
+    train_group_ids: list[str] = field(default_factory=list)  # the images trained on (cross-fitted distillation)
 
 
 def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Path,
@@ -157,7 +158,8 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
             hard_negatives=hard, train_loss_before=loss_before, train_loss_after=loss_after,
             heldout_before=before, heldout_after=after, best_checkpoint_metric=trainer.state.best_metric,
             steps=trainer.state.global_step, seconds=round(seconds, 1),
-            log_history=trainer.state.log_history, versions=_versions(), data=dict(record or {}))
+            log_history=trainer.state.log_history, versions=_versions(), data=dict(record or {}),
+            train_group_ids=sorted({p.group for p in train}))
         if trainer.is_world_process_zero():
             _save(model, out_dir, result)
     finally:
@@ -255,16 +257,33 @@ def _load_model(path: str, device: str | None) -> "SentenceTransformer":
 def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], evaluator: Any, hard: int,
                      log: Callable[[str], None]) -> list[float]:
     """The teacher's margin for every training triple; its held-out scores are logged as the ceiling."""
-    from vfr.retrieve.calibrate.distil import teacher_margins
+    from vfr.retrieve.calibrate.distil import teacher_margins, teacher_plan, trained_groups
     from vfr.retrieve.encoder import resolve_encoder
 
     if hard < len(train):
         raise ValueError(f"--teacher needs a hard negative on every training pair ({hard} of {len(train)} have "
                          "one): mine them with --hard-negatives")
-    teacher = _load_model(resolve_encoder(config.teacher).location, config.device)
-    if evaluator:
-        log(f"held-out, teacher: {_fmt(_metrics(evaluator(teacher)))}")
-    margins = teacher_margins(teacher, train, config.batch_size)
+    names = [config.teacher] if isinstance(config.teacher, str) else list(config.teacher or [])
+    locations = {name: resolve_encoder(name).location for name in names}
+    share = teacher_plan(locations, train)
+    seen = trained_groups(locations[names[0]]) if len(names) == 1 else None
+    groups = {p.group for p in train}
+    if seen and groups & seen:
+        log(f"note: the teacher trained on {len(groups & seen)} of the {len(groups)} images of these pairs; its "
+            "margins there are partly its fit to them (docs/distillation.md): give several --teacher, each "
+            "calibrated without part of the images, to cross-fit")
+    margins = [0.0] * len(train)
+    for name, idx in share.items():
+        if not idx:
+            continue
+        teacher = _load_model(locations[name], config.device)
+        if evaluator:
+            log(f"held-out, teacher{'' if len(names) == 1 else ' ' + name}: {_fmt(_metrics(evaluator(teacher)))}")
+        for i, m in zip(idx, teacher_margins(teacher, [train[i] for i in idx], config.batch_size)):
+            margins[i] = m
+        log(f"teacher {name}: margins on {len(idx)} triples" + (" (images it never trained on)"
+                                                              if len(names) > 1 else ""))
+        del teacher
     log(f"teacher margins on {len(margins)} triples: mean {sum(margins) / len(margins):.3f}")
     return margins
 

@@ -170,3 +170,43 @@ def test_cli_distils_a_teachers_margins_over_several_negatives(slice_pairs, tmp_
     bad = CliRunner().invoke(calibrate_app(), ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
                                                "--heldout", "0", "--teacher", "default", "--loss", "mnrl-sym"])
     assert bad.exit_code != 0 and "leave --loss at mnrl" in bad.output
+
+
+def test_cli_cross_fits_teachers_that_never_saw_the_images_they_score(slice_pairs, tmp_path):
+    """Two teachers calibrated on disjoint halves of the images: each student triple takes its margin from
+    the teacher that never trained on its image; a teacher set that leaves an image uncovered, or a teacher
+    that does not record its images, fails before any mining."""
+    groups = sorted({p.group for p in slice_pairs})
+    halves = {"a": set(groups[::2]), "b": set(groups[1::2])}
+    teachers = {}
+    for name, half in halves.items():
+        (tmp_path / name).mkdir()
+        r, out, _ = calibrate_slice([p for p in slice_pairs if p.group in half], tmp_path / name, "--heldout", "0",
+                                    "--no-tune")
+        assert r.exit_code == 0, r.output
+        assert set(json.loads((out / "calibration.json").read_text())["train_group_ids"]) == half
+        teachers[name] = str(out)
+    (tmp_path / "s").mkdir()
+    r, out, src = calibrate_slice(slice_pairs, tmp_path / "s", "--heldout", "0.2", "--teacher", teachers["a"],
+                                  "--teacher", teachers["b"], "--lr", "1e-4", "--no-tune")
+    assert r.exit_code == 0, r.output
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["config"]["teacher"] == [teachers["a"], teachers["b"]]
+    train, _ = split_by_group(slice_pairs, 0.2, seed=0)
+    counts = {}
+    for name in teachers:
+        line = next(line for line in r.output.splitlines() if line.startswith(f"teacher {teachers[name]}: margins"))
+        counts[name] = int(line.split("margins on ")[1].split()[0])
+    expect = {n: sum(1 for p in train if p.group not in h) for n, h in halves.items()}   # a scores b's images
+    assert sum(counts.values()) == record["train_pairs"]
+    assert 0 < counts["a"] and 0 < counts["b"] and counts["a"] <= 2 * expect["a"]
+    assert "note: the teacher trained on" not in r.output
+
+    from typer.testing import CliRunner
+    for args, message in (([teachers["a"], str(out)], "every --teacher trained on"),  # the student saw a's too
+                          ([teachers["a"], "default"], "does not record them"),
+                          ([teachers["a"], teachers["a"]], "the same --teacher is given twice")):
+        bad = CliRunner().invoke(calibrate_app(), ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
+                                                   "--heldout", "0.2", *[x for t in args for x in ("--teacher", t)]])
+        assert bad.exit_code == 1 and message in bad.output.replace("\n", " ") and not (tmp_path / "x").exists()
+        assert "mined" not in bad.output

@@ -252,3 +252,24 @@ def test_distillation_loss_is_contrastive_plus_scaled_margin_error():
         opt.step()
     q, p, n = (F.normalize(table[f["ids"]], dim=-1) for f in feats)
     assert float(F.mse_loss((q * p).sum(-1) - (q * n).sum(-1), labels).detach()) < before
+
+
+def test_cross_fitting_gives_each_pair_a_teacher_that_never_trained_on_its_image(tmp_path):
+    from vfr.retrieve.calibrate.distil import assign_teachers, teacher_plan, trained_groups
+
+    pairs = [Pair(f"q{i}", f"d{i}", g) for i, g in enumerate("aabbcd")]
+    plan = assign_teachers(pairs, {"A": {"a", "b"}, "B": {"c", "d"}})
+    assert plan == {"A": [4, 5], "B": [0, 1, 2, 3]}
+    assert assign_teachers(pairs, {"A": {"a"}, "B": {"b"}}) == {"A": [2, 3, 4, 5], "B": [0, 1]}  # first free one
+    with pytest.raises(ValueError, match="every --teacher trained on 1 of the student's images"):
+        assign_teachers(pairs, {"A": {"a", "c"}, "B": {"a", "d"}})
+
+    (tmp_path / "t1").mkdir()
+    (tmp_path / "t1" / "calibration.json").write_text(json.dumps({"train_group_ids": ["a", "b"]}))
+    (tmp_path / "t2").mkdir()
+    (tmp_path / "t2" / "calibration.json").write_text("{not json")
+    assert trained_groups(tmp_path / "t1") == {"a", "b"}
+    assert trained_groups(tmp_path / "t2") is None and trained_groups(tmp_path / "none") is None
+    assert teacher_plan({"one": str(tmp_path / "t2")}, pairs) == {"one": list(range(6))}  # one teacher: all pairs
+    with pytest.raises(ValueError, match="does not record them"):
+        teacher_plan({"t1": str(tmp_path / "t1"), "t2": str(tmp_path / "t2")}, pairs)
