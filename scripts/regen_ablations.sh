@@ -17,6 +17,12 @@
 #   vfr calibrate --pairs coco-val --descriptions longest --max-seq-length 128 --seed 0 --hard-negatives \
 #       --hn-retriever hybrid --hn-skip 1 --hn-count 2 --out out/models/minilm-hn2
 #   vfr calibrate (the same as minilm-hn2) --teacher out/models/mpnet-cal --out out/models/minilm-distil
+#   cross-fitted teachers: python benchmarks/crossfit_groups.py --out out/crossfit (each file: the other half of
+#   minilm-hn2's 384 training images + its 43 held-out images); then for H in A B:
+#   vfr calibrate --pairs coco-val --base mpnet --descriptions longest --max-seq-length 128 --seed 0 \
+#       --exclude-groups out/crossfit/exclude-for-$H.txt --no-tune --out out/models/mpnet-cal-$H
+#   vfr calibrate (the same as minilm-hn2) --teacher out/models/mpnet-cal-A --teacher out/models/mpnet-cal-B \
+#       --out out/models/minilm-crossfit
 #   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
@@ -70,6 +76,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R mpnet-cal-hub $TEST,sugarcrepe -- --encoder out/models/mpnet-cal --fusion fixed $B
   $R hn2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2 --fusion auto
   $R distil $TEST,sugarcrepe -- --encoder out/models/minilm-distil --fusion auto
+  $R crossfit $TEST,sugarcrepe -- --encoder out/models/minilm-crossfit --fusion auto
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
