@@ -122,13 +122,6 @@ def per_query_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], d
     return out
 
 
-def evaluate_configs(qids: Sequence[str], sparse: Sequence[dict[str, float]], dense: Sequence[dict[str, float]],
-                     qrels: Mapping[str, Mapping[str, int]], configs: Sequence[FusionConfig],
-                     to_target: Callable[[Run], Run] | None = None) -> list[dict[str, float]]:
-    """Every metric of METRICS for each fusion setting (its mean over the judged queries)."""
-    return [_means(v) for v in per_query_configs(qids, sparse, dense, qrels, configs, to_target)]
-
-
 def _means(values: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {name: float(v.mean()) if v.size else 0.0 for name, v in values.items()}
 

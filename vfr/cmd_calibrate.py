@@ -138,13 +138,12 @@ def calibrate_cmd(
         config.validate()
         from vfr.retrieve.encoder import resolve_encoder
 
-        for model in [base, *(teacher or [])]:
-            resolve_encoder(model)   # a wrong --base or --teacher fails now, not after mining
-        if teacher and len(set(teacher)) < len(teacher):
-            raise ValueError("the same --teacher is given twice: cross-fitting needs teachers calibrated on "
-                             "different images")
+        # a wrong --base or --teacher, or teachers that cannot be cross-fitted, fail now, not after mining
+        locations = {model: resolve_encoder(model).location for model in [base, *(teacher or [])]}
         if teacher and len(teacher) > 1:
-            _check_cross_fitting(teacher, train)
+            from vfr.retrieve.calibrate.distil import teacher_plan
+
+            teacher_plan({t: locations[t] for t in teacher}, train)
         if teacher and not hard_negatives:
             console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
                           highlight=False)
@@ -199,15 +198,6 @@ def _engine_search(retriever: str, encoder: str):
         finally:
             shutil.rmtree(cache, ignore_errors=True)
     return search
-
-
-def _check_cross_fitting(teachers: list[str], train: list) -> None:
-    """Several --teacher: each must record its training images, and each training image needs a teacher that
-    never trained on it (raises ValueError, before any mining or training)."""
-    from vfr.retrieve.calibrate.distil import teacher_plan
-    from vfr.retrieve.encoder import resolve_encoder
-
-    teacher_plan({t: resolve_encoder(t).location for t in teachers}, train)
 
 
 def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metric: str, alpha: float) -> None:

@@ -62,6 +62,9 @@ class CalibrateConfig:
         if self.teacher and self.loss != "mnrl":
             raise ValueError("--teacher trains with its own loss (in-batch contrastive + Margin-MSE); "
                              "leave --loss at mnrl")
+        if isinstance(self.teacher, list) and len(set(self.teacher)) < len(self.teacher):
+            raise ValueError("the same --teacher is given twice: cross-fitting needs teachers calibrated on "
+                             "different images")
         if self.teacher and self.gather_across_devices:
             raise ValueError("--teacher does not gather negatives across devices yet; drop --gather-across-devices")
         if self.distil_weight < 0:

@@ -273,3 +273,12 @@ def test_cross_fitting_gives_each_pair_a_teacher_that_never_trained_on_its_image
     assert teacher_plan({"one": str(tmp_path / "t2")}, pairs) == {"one": list(range(6))}  # one teacher: all pairs
     with pytest.raises(ValueError, match="does not record them"):
         teacher_plan({"t1": str(tmp_path / "t1"), "t2": str(tmp_path / "t2")}, pairs)
+
+
+def test_a_repeated_teacher_is_refused_by_the_config_itself():
+    from vfr.retrieve.calibrate.train import CalibrateConfig
+
+    with pytest.raises(ValueError, match="the same --teacher is given twice"):
+        CalibrateConfig(teacher=["t", "t"]).validate()
+    CalibrateConfig(teacher=["a", "b"]).validate()
+    CalibrateConfig(teacher="a").validate()
