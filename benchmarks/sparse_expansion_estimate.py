@@ -1,0 +1,229 @@
+"""Can a richer BM25 query or document score make the sparse side add more to the hybrid? An estimate of two
+classic sparse-side changes before anyone builds them into the index:
+
+    python benchmarks/sparse_expansion_estimate.py translation [--test coco-test,coco-fg-test]
+    python benchmarks/sparse_expansion_estimate.py maxp [--test coco-test,coco-fg-test]
+
+* translation: query expansion with a caption → description term translation table (IBM Model 1, Berger &
+  Lafferty 1999), learnt by EM on the caption × description pairs of `--pairs` (default the COCO val join,
+  every VLM's description). Each query gains the K description terms its terms translate to most, with boosts
+  β · p / p_max (its own terms keep their counts). Chosen on the dev benchmark two-fold by image: the table
+  from the pairs of one half of the images, scored on the other half's queries, R@1 of the hybrid averaged
+  over both folds. On test, the table from all pairs (the test images must not be among them).
+* maxp: a document's BM25 plus λ × the best BM25 of one of its sentences (MaxP, Dai & Callan 2019; the same
+  sentences as the multi-vector option), λ chosen on the whole dev benchmark (nothing is learnt).
+
+Scoring is the engine's: the analyser's terms (retrieve/lucene.py), exact BM25 with the index defaults
+(retrieve/bm25.py over a forward index of the corpus), the packaged or given encoder, and the built-in fusion
+(z-score, 0.1 BM25 / 0.9 dense, each run's top 100). Prints R@1 / R@5 / R@10 of BM25 and of the hybrid for the
+baseline (K = 0 or λ = 0) and every grid point on dev, then the dev's best grid point on each test benchmark
+(whether or not it beat the baseline on dev), with the paired randomisation test of the hybrid's R@1.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vfr.eval import benchmarks
+from vfr.eval import metrics as M
+from vfr.eval.tasks import RetrievalTask
+from vfr.retrieve import lucene
+from vfr.retrieve.bm25 import Bm25Scorer, ForwardSegment, save_forward, term_stats
+from vfr.retrieve.calibrate.pairs import load_pairs
+from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder
+from vfr.retrieve.fusion import FusionConfig, fuse
+from vfr.retrieve.multivector import split_parts
+from vfr.retrieve.types import Run
+from vfr.retrieve.writer import IndexConfig
+
+NULL = "\0null"
+TRANSLATION_GRID = [(k, beta) for k in (5, 10, 20) for beta in (0.1, 0.2, 0.3, 0.5)]
+MAXP_GRID = [0.25, 0.5, 1.0, 2.0]
+KS = (1, 5, 10)
+
+
+def fold(image_id: str) -> int:
+    return int(hashlib.md5(image_id.encode()).hexdigest(), 16) % 2
+
+
+# -- IBM Model 1 -------------------------------------------------------------------------------------------
+def model1(pairs: Sequence[tuple[Counter, Counter]], iterations: int = 5) -> dict[str, dict[str, float]]:
+    """t[q][d] = P(description term d | caption term q), a NULL source absorbing generic description terms."""
+    t: dict[str, dict[str, float]] = defaultdict(dict)
+    for q_terms, d_terms in pairs:
+        for q in [*q_terms, NULL]:
+            t[q].update(dict.fromkeys(d_terms, 1.0))
+    t = {q: {d: 1.0 / len(row) for d in row} for q, row in t.items()}
+    for _ in range(iterations):
+        counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for q_terms, d_terms in pairs:
+            sources = [*q_terms, NULL]
+            for d, c in d_terms.items():
+                probs = [t[q].get(d, 0.0) for q in sources]
+                z = sum(probs)
+                for q, p in zip(sources, probs):
+                    if p:
+                        counts[q][d] += c * p / z
+        t = {q: {d: v / sum(row.values()) for d, v in row.items()} for q, row in counts.items()}
+    return t
+
+
+def expand(terms: Counter, table: dict[str, dict[str, float]], k: int, beta: float) -> Counter:
+    out = Counter(terms)
+    if k <= 0 or beta <= 0 or not terms:
+        return out
+    score: Counter = Counter()
+    n = sum(terms.values())
+    for q, c in terms.items():
+        for d, p in table.get(q, {}).items():
+            if d not in terms:
+                score[d] += c * p / n
+    top = score.most_common(k)
+    for d, s in top:
+        out[d] = beta * s / top[0][1]
+    return out
+
+
+def translation_table(pairs) -> dict[str, dict[str, float]]:
+    queries = lucene.query_terms_batch([p.query for p in pairs])
+    docs = lucene.analyse([p.document for p in pairs])
+    return model1([(q, Counter(d)) for q, d in zip(queries, docs)])
+
+
+# -- one benchmark, scored the engine's way ---------------------------------------------------------------
+class Bench:
+    def __init__(self, name: str, encoder, workdir: Path) -> None:
+        _, tasks, _ = benchmarks.resolve(name)
+        self.task: RetrievalTask = next(t for t in tasks if isinstance(t, RetrievalTask))
+        self.name, self.docs, self.qids = name, list(self.task.corpus), list(self.task.queries)
+        texts = [self.task.corpus[d] for d in self.docs]
+        queries = [self.task.queries[q] for q in self.qids]
+        self.terms = lucene.query_terms_batch(queries)
+        config = IndexConfig()
+        self.scorer = Bm25Scorer(config.k1, config.b)
+        self.whole = self._forward(workdir / f"{name}-whole", lucene.analyse(texts))
+        parts = [split_parts(t) for t in texts]
+        self.owner = np.array([i for i, p in enumerate(parts) for _ in p])
+        self.parts = self._forward(workdir / f"{name}-parts", lucene.analyse([s for p in parts for s in p]))
+        self.dense = encoder.encode(queries) @ encoder.encode(texts).T
+
+    @staticmethod
+    def _forward(folder: Path, tokens) -> tuple[ForwardSegment, object, np.ndarray]:
+        folder.mkdir(parents=True)
+        save_forward(folder, tokens)
+        seg = ForwardSegment(folder)
+        return seg, seg.subset_stats(np.ones(seg.rows, dtype=bool)), np.arange(seg.rows)
+
+    def bm25(self, terms: Counter, forward) -> np.ndarray:
+        seg, stats, rows = forward
+        if not terms:
+            return np.zeros(seg.rows, dtype=np.float32)
+        return self.scorer.score(terms, [seg], term_stats(list(terms), [seg], [stats]), [rows])[0]
+
+    def _run(self, scores: np.ndarray, depth: int = FusionConfig().depth) -> Run:
+        return {qid: {self.docs[i]: float(row[i]) for i in np.argsort(-row, kind="stable")[:depth]}
+                for qid, row in zip(self.qids, scores)}
+
+    def _hybrid(self, sparse: np.ndarray, depth: int = FusionConfig().depth) -> Run:
+        """As the engine's hybrid: each side's top `depth`, every candidate scored on both sides, fused."""
+        runs: tuple[Run, Run] = ({}, {})
+        for qid, s, d in zip(self.qids, sparse, self.dense):
+            union = np.union1d(np.argsort(-s, kind="stable")[:depth], np.argsort(-d, kind="stable")[:depth])
+            runs[0][qid] = {self.docs[i]: float(s[i]) for i in union}
+            runs[1][qid] = {self.docs[i]: float(d[i]) for i in union}
+        return fuse(list(runs), FusionConfig())
+
+    def sparse_scores(self, query_terms: Callable[[int], Counter], maxp: float = 0.0) -> np.ndarray:
+        rows = []
+        for i in range(len(self.qids)):
+            terms = query_terms(i)
+            score = self.bm25(terms, self.whole)
+            if maxp:
+                best = np.zeros(len(self.docs), dtype=np.float32)
+                np.maximum.at(best, self.owner, self.bm25(terms, self.parts))
+                score = score + np.float32(maxp) * best
+            rows.append(score)
+        return np.vstack(rows)
+
+    def runs(self, sparse: np.ndarray, qids: Sequence[str] | None = None) -> tuple[dict, list[Run]]:
+        """qrels of `qids` (all by default) and their (dense, BM25, hybrid) runs by target."""
+        keep = set(qids) if qids is not None else set(self.qids)
+        qrels = {q: dict(r) for q, r in self.task.qrels.items() if q in keep}
+        return qrels, [M.to_target_run({q: r for q, r in run.items() if q in keep}, self.task.doc_target)
+                       for run in (self._run(self.dense), self._run(sparse), self._hybrid(sparse))]
+
+    def recall(self, sparse: np.ndarray, qids: Sequence[str] | None = None) -> list[list[float]]:
+        """R@1/5/10 of dense, BM25 and the hybrid."""
+        qrels, runs = self.runs(sparse, qids)
+        return [[100 * v for v in M.evaluate(qrels, run, [f"hit_rate@{k}" for k in KS]).values()] for run in runs]
+
+
+def _fmt(r: Sequence[float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in r)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("change", choices=("translation", "maxp"))
+    ap.add_argument("--dev", default="coco-val")
+    ap.add_argument("--test", default="", help="comma-separated test benchmarks (caption queries)")
+    ap.add_argument("--pairs", default="coco-val", help="pair source of the translation table")
+    ap.add_argument("--encoder", default=DEFAULT_ENCODER)
+    args = ap.parse_args(argv)
+    encoder = load_encoder(args.encoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = Bench(args.dev, encoder, Path(tmp))
+        plain = dev.sparse_scores(lambda i: dev.terms[i])
+        print(f"{args.dev}: {len(dev.qids)} queries, {len(dev.docs)} documents, dense R@1 "
+              f"{dev.recall(plain)[0][0]:.1f}\n\n| setting | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
+        if args.change == "translation":
+            pairs = load_pairs(args.pairs)
+            tables = [translation_table([p for p in pairs if fold(p.group) == h]) for h in (0, 1)]
+            folds = [[q for q in dev.qids if fold(q.split("#")[0]) != h] for h in (0, 1)]
+
+            def on_dev(k: int, beta: float) -> list[list[float]]:
+                # table h (pairs of one fold's images) scored on the queries of the other fold's images
+                parts = [dev.recall(dev.sparse_scores(lambda i: expand(dev.terms[i], tables[h], k, beta)), folds[h])
+                         for h in (0, 1)]
+                n = [len(f) for f in folds]
+                return [[(a * n[0] + b * n[1]) / sum(n) for a, b in zip(x, y)] for x, y in zip(*parts)]
+            grid, baseline = TRANSLATION_GRID, (0, 0.0)
+            results = {g: on_dev(*g) for g in [baseline, *grid]}
+        else:
+            grid, baseline = MAXP_GRID, 0.0
+            results = {lam: dev.recall(dev.sparse_scores(lambda i: dev.terms[i], lam)) for lam in [baseline, *grid]}
+        for g, (_, sparse, hybrid) in results.items():
+            print(f"| {g}{' (baseline)' if g == baseline else ''} | {_fmt(sparse)} | {_fmt(hybrid)} |")
+        chosen = max(grid, key=lambda g: results[g][2][0])
+        verdict = "above" if results[chosen][2][0] > results[baseline][2][0] else "not above"
+        print(f"\nbest on {args.dev}: {chosen}, hybrid R@1 {results[chosen][2][0]:.1f}, {verdict} the baseline's "
+              f"{results[baseline][2][0]:.1f}; on test anyway, to see whether the dev verdict holds:")
+        table = translation_table(load_pairs(args.pairs)) if args.change == "translation" else None
+        print("\n| benchmark | queries | dense R@1 | BM25 R@1/5/10 | with it | hybrid R@1/5/10 | with it | Δ hybrid R@1, p |"
+              "\n|---|---:|---:|---|---|---|---|---|")
+        for name in filter(None, args.test.split(",")):
+            test = Bench(name, encoder, Path(tmp))
+            base = test.sparse_scores(lambda i: test.terms[i])
+            if table is not None:
+                new = test.sparse_scores(lambda i: expand(test.terms[i], table, *chosen))
+            else:
+                new = test.sparse_scores(lambda i: test.terms[i], chosen)
+            (dense, b_sparse, b_hybrid), (_, n_sparse, n_hybrid) = test.recall(base), test.recall(new)
+            qrels, (_, _, run_b) = test.runs(base)
+            _, (_, _, run_n) = test.runs(new)
+            a, b = (M.per_query(qrels, r, "hit_rate@1") for r in (run_b, run_n))
+            print(f"| {name} | {len(test.qids)} | {dense[0]:.1f} | {_fmt(b_sparse)} | {_fmt(n_sparse)} | "
+                  f"{_fmt(b_hybrid)} | {_fmt(n_hybrid)} | {n_hybrid[0] - b_hybrid[0]:+.1f}, "
+                  f"{M.paired_test(a, b):.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
