@@ -35,7 +35,7 @@ import numpy as np
 
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
-from vfr.eval.ablation import read_run
+from vfr.eval.ablation import KS, paired_diff, read_run
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve.calibrate.pairs import load_pairs
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder, resolve_encoder
@@ -43,7 +43,6 @@ from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder, resolve_encoder
 HELD_OUT = 5          # one image in HELD_OUT is held out of training (by a hash of its id)
 GRID_K = (5, 10, 20)
 GRID_W = (0.25, 0.5, 1.0, 2.0, float("inf"))
-KS = (1, 5, 10)
 
 
 def held_out(image_id: str) -> bool:
@@ -115,7 +114,7 @@ def rerank(run: dict, ce: dict, k: int, w: float) -> dict:
         c = np.array([ce[q][d] for d, _ in top])
         new = c if np.isinf(w) else _z(h) + w * _z(c)
         # the reranked block stays above the rest (hybrid scores are z-score sums, far below 1e6)
-        out[q] = {**{d: s for d, s in rest}, **{d: 1e6 + float(v) for (d, _), v in zip(top, new)}}
+        out[q] = {**dict(rest), **{d: 1e6 + float(v) for (d, _), v in zip(top, new)}}
     return out
 
 
@@ -135,8 +134,15 @@ def ce_scores(model, task: RetrievalTask, run: dict, depth: int) -> tuple[dict, 
 
 
 def _recall(qrels: dict, run: dict, task: RetrievalTask) -> list[float]:
-    m = M.evaluate(qrels, M.to_target_run(run, task.doc_target), [f"hit_rate@{k}" for k in KS])
-    return [100 * m[f"hit_rate@{k}"] for k in KS]
+    return _percent(M.evaluate(qrels, M.to_target_run(run, task.doc_target), KS))
+
+
+def _percent(rates: dict[str, float]) -> list[float]:
+    return [100 * rates[k] for k in KS]
+
+
+def _fmt(r: Sequence[float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in r)
 
 
 def score(model_dir: Path, dev: Path, tests: Sequence[str], depth: int) -> None:
@@ -148,10 +154,10 @@ def score(model_dir: Path, dev: Path, tests: Sequence[str], depth: int) -> None:
     ce, per_q = ce_scores(model, task, run, depth)
     grid = {(k, w): _recall(qrels, rerank(run, ce, k, w), task) for k in GRID_K if k <= depth for w in GRID_W}
     base = _recall(qrels, run, task)
-    print(f"coco-val held-out fifth: {len(run)} queries; hybrid R@1/5/10 {base[0]:.1f} / {base[1]:.1f} / {base[2]:.1f}; "
+    print(f"coco-val held-out fifth: {len(run)} queries; hybrid R@1/5/10 {_fmt(base)}; "
           f"reranker {1000 * per_q:.0f} ms a query for {depth} candidates\n\n| K | w | R@1 / R@5 / R@10 |\n|---|---|---|")
     for (k, w), r in grid.items():
-        print(f"| {k} | {w:g} | {r[0]:.1f} / {r[1]:.1f} / {r[2]:.1f} |")
+        print(f"| {k} | {w:g} | {_fmt(r)} |")
     k, w = max(grid, key=lambda g: grid[g][0])
     print(f"\nchosen: K {k}, w {w:g}\n\n| benchmark | first stage | queries | hybrid R@1/5/10 | reranked | Δ R@1 | p | ms/query |"
           "\n|---|---|---:|---|---|---:|---:|---:|")
@@ -163,12 +169,9 @@ def score(model_dir: Path, dev: Path, tests: Sequence[str], depth: int) -> None:
             sys.exit(f"{folder}/{bench} has no hybrid run: run `vfr eval {bench} --out {folder}/{bench} -r hybrid`")
         qrels = {q: dict(task.qrels[q]) for q in run}
         ce, per_q = ce_scores(model, task, run, k)
-        new = rerank(run, ce, k, w)
-        a, b = _recall(qrels, run, task), _recall(qrels, new, task)
-        pa, pb = (M.per_query(qrels, M.to_target_run(r, task.doc_target), "hit_rate@1") for r in (run, new))
-        print(f"| {bench} | {folder} | {len(run)} | {a[0]:.1f} / {a[1]:.1f} / {a[2]:.1f} | "
-              f"{b[0]:.1f} / {b[1]:.1f} / {b[2]:.1f} | {b[0] - a[0]:+.1f} | {M.paired_test(pa, pb):.3f} | "
-              f"{1000 * per_q:.0f} |", flush=True)
+        d = paired_diff(qrels, *(M.to_target_run(r, task.doc_target) for r in (run, rerank(run, ce, k, w))))
+        print(f"| {bench} | {folder} | {len(run)} | {_fmt(_percent(d['base']))} | {_fmt(_percent(d['variant']))} | "
+              f"{100 * d['diff_r1']:+.1f} | {d['p']:.3f} | {1000 * per_q:.0f} |", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
+from vfr.eval.ablation import KS, paired_diff
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve import lucene
 from vfr.retrieve.bm25 import Bm25Scorer, ForwardSegment, save_forward, term_stats
@@ -46,7 +47,6 @@ from vfr.retrieve.writer import IndexConfig
 NULL = "\0null"
 TRANSLATION_GRID = [(k, beta) for k in (5, 10, 20) for beta in (0.1, 0.2, 0.3, 0.5)]
 MAXP_GRID = [0.25, 0.5, 1.0, 2.0]
-KS = (1, 5, 10)
 
 
 def fold(image_id: str) -> int:
@@ -113,6 +113,7 @@ class Bench:
         self.owner = np.array([i for i, p in enumerate(parts) for _ in p])
         self.parts = self._forward(workdir / f"{name}-parts", lucene.analyse([s for p in parts for s in p]))
         self.dense = encoder.encode(queries) @ encoder.encode(texts).T
+        self.dense_run = self._run(self.dense)
 
     @staticmethod
     def _forward(folder: Path, tokens) -> tuple[ForwardSegment, object, np.ndarray]:
@@ -157,16 +158,28 @@ class Bench:
         keep = set(qids) if qids is not None else set(self.qids)
         qrels = {q: dict(r) for q, r in self.task.qrels.items() if q in keep}
         return qrels, [M.to_target_run({q: r for q, r in run.items() if q in keep}, self.task.doc_target)
-                       for run in (self._run(self.dense), self._run(sparse), self._hybrid(sparse))]
+                       for run in (self.dense_run, self._run(sparse), self._hybrid(sparse))]
 
     def recall(self, sparse: np.ndarray, qids: Sequence[str] | None = None) -> list[list[float]]:
         """R@1/5/10 of dense, BM25 and the hybrid."""
         qrels, runs = self.runs(sparse, qids)
-        return [[100 * v for v in M.evaluate(qrels, run, [f"hit_rate@{k}" for k in KS]).values()] for run in runs]
+        return [_percent(M.evaluate(qrels, run, KS)) for run in runs]
+
+
+def _percent(rates: dict[str, float]) -> list[float]:
+    """R@1/5/10 in % from `M.evaluate`'s hit rates."""
+    return [100 * rates[k] for k in KS]
 
 
 def _fmt(r: Sequence[float]) -> str:
     return " / ".join(f"{x:.1f}" for x in r)
+
+
+def with_change(bench: Bench, change: str, setting, table: dict | None) -> np.ndarray:
+    """BM25 scores of every query of `bench` under one setting of the change (K = 0 or λ = 0: plain BM25)."""
+    if change == "translation":
+        return bench.sparse_scores(lambda i: expand(bench.terms[i], table, *setting))
+    return bench.sparse_scores(lambda i: bench.terms[i], setting)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,25 +193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = load_encoder(args.encoder)
     with tempfile.TemporaryDirectory() as tmp:
         dev = Bench(args.dev, encoder, Path(tmp))
-        plain = dev.sparse_scores(lambda i: dev.terms[i])
-        print(f"{args.dev}: {len(dev.qids)} queries, {len(dev.docs)} documents, dense R@1 "
-              f"{dev.recall(plain)[0][0]:.1f}\n\n| setting | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
         if args.change == "translation":
             pairs = load_pairs(args.pairs)
             tables = [translation_table([p for p in pairs if fold(p.group) == h]) for h in (0, 1)]
             folds = [[q for q in dev.qids if fold(q.split("#")[0]) != h] for h in (0, 1)]
 
-            def on_dev(k: int, beta: float) -> list[list[float]]:
+            def on_dev(setting) -> list[list[float]]:
                 # table h (pairs of one fold's images) scored on the queries of the other fold's images
-                parts = [dev.recall(dev.sparse_scores(lambda i: expand(dev.terms[i], tables[h], k, beta)), folds[h])
-                         for h in (0, 1)]
+                parts = [dev.recall(with_change(dev, args.change, setting, tables[h]), folds[h]) for h in (0, 1)]
                 n = [len(f) for f in folds]
                 return [[(a * n[0] + b * n[1]) / sum(n) for a, b in zip(x, y)] for x, y in zip(*parts)]
             grid, baseline = TRANSLATION_GRID, (0, 0.0)
-            results = {g: on_dev(*g) for g in [baseline, *grid]}
         else:
             grid, baseline = MAXP_GRID, 0.0
-            results = {lam: dev.recall(dev.sparse_scores(lambda i: dev.terms[i], lam)) for lam in [baseline, *grid]}
+
+            def on_dev(setting) -> list[list[float]]:
+                return dev.recall(with_change(dev, args.change, setting, None))
+        results = {g: on_dev(g) for g in [baseline, *grid]}
+        print(f"{args.dev}: {len(dev.qids)} queries, {len(dev.docs)} documents, dense R@1 "
+              f"{results[baseline][0][0]:.1f}\n\n| setting | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
         for g, (_, sparse, hybrid) in results.items():
             print(f"| {g}{' (baseline)' if g == baseline else ''} | {_fmt(sparse)} | {_fmt(hybrid)} |")
         chosen = max(grid, key=lambda g: results[g][2][0])
@@ -210,18 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "\n|---|---:|---:|---|---|---|---|---|")
         for name in filter(None, args.test.split(",")):
             test = Bench(name, encoder, Path(tmp))
-            base = test.sparse_scores(lambda i: test.terms[i])
-            if table is not None:
-                new = test.sparse_scores(lambda i: expand(test.terms[i], table, *chosen))
-            else:
-                new = test.sparse_scores(lambda i: test.terms[i], chosen)
-            (dense, b_sparse, b_hybrid), (_, n_sparse, n_hybrid) = test.recall(base), test.recall(new)
-            qrels, (_, _, run_b) = test.runs(base)
-            _, (_, _, run_n) = test.runs(new)
-            a, b = (M.per_query(qrels, r, "hit_rate@1") for r in (run_b, run_n))
-            print(f"| {name} | {len(test.qids)} | {dense[0]:.1f} | {_fmt(b_sparse)} | {_fmt(n_sparse)} | "
-                  f"{_fmt(b_hybrid)} | {_fmt(n_hybrid)} | {n_hybrid[0] - b_hybrid[0]:+.1f}, "
-                  f"{M.paired_test(a, b):.3f} |", flush=True)
+            qrels, (dense, b_sparse, b_hybrid) = test.runs(with_change(test, args.change, baseline, table))
+            _, (_, n_sparse, n_hybrid) = test.runs(with_change(test, args.change, chosen, table))
+            sparse, hybrid = paired_diff(qrels, b_sparse, n_sparse), paired_diff(qrels, b_hybrid, n_hybrid)
+            cells = [_fmt(_percent(d[side])) for d in (sparse, hybrid) for side in ("base", "variant")]
+            print(f"| {name} | {len(test.qids)} | {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
+                  f"{' | '.join(cells)} | {100 * hybrid['diff_r1']:+.1f}, {hybrid['p']:.3f} |", flush=True)
     return 0
 
 
