@@ -25,6 +25,7 @@
 #       --out out/models/minilm-crossfit
 #   vfr models soup out/models/minilm-{cal,multi,travel} --out out/models/minilm-soup3
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
+#   vfr models soup all-MiniLM-L6-v2 out/models/minilm-hn2 --weights 0.5,0.5 --out out/models/minilm-wise   (WiSE-FT)
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -77,6 +78,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R hn2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2 --fusion auto
   $R distil $TEST,sugarcrepe -- --encoder out/models/minilm-distil --fusion auto
   $R crossfit $TEST,sugarcrepe -- --encoder out/models/minilm-crossfit --fusion auto
+  $R wise $TEST,sugarcrepe -- --encoder out/models/minilm-wise --fusion auto
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
