@@ -42,8 +42,8 @@ are tuning data, not held-out results. Fusion source for this run: {fusion_sourc
 ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector
 dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
 `bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
-([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet
-([distillation.md](distillation.md)) the same way.
+([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet and
+WiSE-FT ([distillation.md](distillation.md)) the same way.
 """
 
 
