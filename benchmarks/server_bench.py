@@ -110,8 +110,10 @@ def _server_ms(resp: httpx.Response) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def load(url: str, key: str, clients: int, seconds: float, retriever: str, queries: list[str]) -> dict:
-    """`clients` threads, each a keep-alive connection sending one search after another."""
+def load(url: str, key: str, clients: int, seconds: float, retriever: str, queries: list[str],
+         pages: int = 1) -> dict:
+    """`clients` threads, each a keep-alive connection sending one search after another (10 hits from a page
+    drawn from the first `pages`: offset 0, 10, 20, ...)."""
     lat, server, errors, stop = [], [], [], time.monotonic() + seconds
     lock = threading.Lock()
 
@@ -124,7 +126,8 @@ def load(url: str, key: str, clients: int, seconds: float, retriever: str, queri
                     break
                 t0 = time.perf_counter()
                 try:
-                    r = c.get("/v1/search", params={"q": rng.choice(queries), "k": 10, "retriever": retriever})
+                    r = c.get("/v1/search", params={"q": rng.choice(queries), "k": 10, "retriever": retriever,
+                                                    "offset": 10 * rng.randrange(pages)})
                     ok = r.status_code == 200
                 except httpx.HTTPError as e:
                     ok, r = False, e
@@ -213,13 +216,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--threads", type=int, default=16, help="the server's --threads (searches run at once)")
     ap.add_argument("--no-batching", action="store_true", help="serve without query micro-batching")
+    ap.add_argument("--pages", type=int, default=1,
+                    help="each search asks a page drawn from the first N (k 10, offset 0, 10, ...): mixed k")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="vfr-server-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     db, key = build(root, args.docs)
     rng = random.Random(7)
     queries = [synth_query(rng) for _ in range(2000)]
-    out: dict = {"docs": args.docs, "duration_s": args.duration, "threads": args.threads,
+    out: dict = {"docs": args.docs, "duration_s": args.duration, "threads": args.threads, "pages": args.pages,
                  "batching": not args.no_batching, "library_p50_ms": {}, "runs": []}
     for r in args.retrievers:
         out["library_p50_ms"][r] = library_p50(db, queries, r)
@@ -234,7 +239,7 @@ def main() -> None:
         for r in args.retrievers:
             for c in args.clients:
                 calls0, reqs0 = batch_counts(server.url, key)
-                res = load(server.url, key, c, args.duration, r, queries)
+                res = load(server.url, key, c, args.duration, r, queries, args.pages)
                 calls1, reqs1 = batch_counts(server.url, key)
                 res["encodes_per_model_call"] = (reqs1 - reqs0) / max(calls1 - calls0, 1)
                 out["runs"].append(res)

@@ -51,6 +51,12 @@ class HybridBackend:
         sparse, dense = self.candidates(q, scope, sparse_hits(), dense_hits)
         return hits_from_scores(fuse_batch([sparse], [dense], self.fusion)[0], k)
 
+    def batch_k(self, k: int) -> int:
+        """Searches for any k up to the fusion depth fuse the same candidates (each side's top `depth`), so each
+        one's top k is the first k of one ranking (ties broken by id): a batcher may answer them all with one
+        search at the largest of their k (retrieve/search_batching.py). A larger k has candidates of its own."""
+        return self.fusion.depth if 0 < k <= self.fusion.depth else k
+
     def batch_search(self, queries: Sequence[Query], k: int = 10, scope: Scope | None = None) -> list[list[Hit]]:
         queries = [as_query(q) for q in queries]
         if not queries:

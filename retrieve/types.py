@@ -96,7 +96,9 @@ def as_query(q: "Query | str") -> Query:
 
 @runtime_checkable
 class Backend(Protocol):
-    """The read contract: one for sparse, dense, hybrid and sharded backends."""
+    """The read contract: one for sparse, dense, hybrid and sharded backends. Optional: `batch_k(k) -> int`,
+    equal for every k whose top k are the first k of one ranking, so that a search batcher may answer them
+    with one batch search (retrieve/search_batching.py; the hybrid has it)."""
 
     def search(self, query: Query | str, k: int = 10, scope: Scope | None = None) -> list[Hit]: ...
 

@@ -207,3 +207,39 @@ def test_the_lucene_and_array_paths_of_a_single_hybrid_query_agree(engine, monke
             assert [h.id for h in lucene] == [h.id for h in array[q]], (q, scope)
             assert [pytest.approx(h.score, rel=1e-5, abs=1e-6) for h in lucene] == [h.score for h in array[q]]
         monkeypatch.undo()
+
+
+def test_hybrid_top_k_is_a_prefix_up_to_the_fusion_depth(engine):
+    """What lets the search batcher answer different k in one batch (retrieve/search_batching.py): up to the
+    fusion depth every k fuses the same candidates, so each top k is the first k of one ranking, on the
+    single-query and the batch path alike (the sample's 180 documents are more than the depth of 100)."""
+    backend = engine.backend("hybrid")
+    depth = backend.fusion.depth
+    queries = [Query(q) for q in ("a dog chasing a cat", "neon sign diner", "AND (", "red double-decker bus")]
+    for q, ranking in zip(queries, backend.batch_search(queries, depth)):
+        assert len(ranking) == depth
+        for k in (1, 3, 10, 37, depth):
+            assert backend.batch_k(k) == depth
+            assert [(h.id, h.rank, pytest.approx(h.score, rel=1e-5)) for h in ranking[:k]] == \
+                [(h.id, h.rank, h.score) for h in backend.search(q, k)], (q.text, k)
+    assert backend.batch_k(depth + 1) == depth + 1  # beyond the depth a k has candidates of its own
+
+
+def test_batched_searches_of_different_k_equal_unbatched(engine):
+    """A server's concurrent searches (query batching on) with mixed k, as paging clients send them, get
+    exactly what each would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vfr.retrieve.encoder_batching import QueryBatching
+
+    jobs = [(q, k) for q in ("a dog chasing a cat", "neon sign diner", "children playing football",
+                             "a bowl of ramen") for k in (3, 10, 25, 100, 120)]
+    expected = [[h.id for h in engine.search(q, k)] for q, k in jobs]
+    batched = Engine.open(engine.db, query_batching=QueryBatching(max_wait_ms=20))
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda j: [h.id for h in batched.search(j[0], j[1])], jobs * 2))
+        assert got == expected * 2
+        assert batched.search_batching()["calls"] < len(jobs) * 2  # some searches did run together
+    finally:
+        batched.close()

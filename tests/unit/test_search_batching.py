@@ -75,3 +75,50 @@ def test_errors_reach_their_callers_and_the_batcher_keeps_working():
     assert all(e is None for i, e in enumerate(errors) if i != 4)  # a failing query fails no other in its batch
     assert [f.result()[0].id for i, f in enumerate(futs) if i != 4] == [f"hybrid:q{i}:3:*" for i in range(16) if i != 4]
     assert batcher.search("hybrid", Query("after"), 3, None)[0].id == "hybrid:after:3:*"  # not stuck
+
+
+
+class PrefixBackend(FakeBackend):
+    """Ranks k hits per query, each a prefix of one ranking while k ≤ 50 (as the hybrid up to its depth)."""
+
+    def __init__(self, name: str, delay: float = 0.02, share: bool = True) -> None:
+        super().__init__(name, delay)
+        self.calls: list[tuple[int, list[str]]] = []  # (k searched, queries) per batch_search
+        if share:
+            self.batch_k = lambda k: 50 if k <= 50 else k
+
+    def _hits(self, q: Query, k: int, scope) -> list[Hit]:
+        return [Hit(id=f"{q.text}:{i}", score=1.0 / (i + 1), rank=i + 1) for i in range(k)]
+
+    def batch_search(self, qs, k: int, scope=None) -> list[list[Hit]]:
+        self.calls.append((k, [q.text for q in qs]))
+        return super().batch_search(qs, k, scope)
+
+
+def _paging(backend: PrefixBackend) -> dict[str, int]:
+    """40 concurrent searches at k 3, 10, 20, 50 and 80 (a paging client asks k + offset); each caller must
+    get its own k hits. Returns each query's k."""
+    batcher = SearchBatcher(lambda key: backend, QueryBatching(max_batch=64))
+    jobs = {f"q{i}": [3, 10, 20, 50, 80][i % 5] for i in range(40)}
+    with ThreadPoolExecutor(16) as pool:
+        out = dict(zip(jobs, pool.map(lambda q: batcher.search("hybrid", Query(q), jobs[q], None), jobs)))
+    for text, k in jobs.items():
+        assert [h.id for h in out[text]] == [f"{text}:{i}" for i in range(k)]  # its own k, no more
+        assert [h.rank for h in out[text]] == list(range(1, k + 1))
+    assert len(backend.singles) + sum(len(qs) for _, qs in backend.calls) == len(jobs)  # each searched once
+    return jobs
+
+
+def test_searches_whose_k_share_a_ranking_share_a_batch_and_each_gets_its_own_k():
+    backend = PrefixBackend("hybrid", delay=0.05)
+    wanted = _paging(backend)
+    for k, qs in backend.calls:  # searched at the largest k of the batch; 80 never beside a k ≤ 50
+        assert k == max(wanted[q] for q in qs)
+        assert len({wanted[q] > 50 for q in qs}) == 1
+    assert any(len({wanted[q] for q in qs}) > 1 for _, qs in backend.calls)  # different k did share a batch
+
+
+def test_backends_without_batch_k_batch_equal_k_only():
+    backend = PrefixBackend("bm25", delay=0.05, share=False)
+    wanted = _paging(backend)
+    assert backend.calls and all({wanted[q] for q in qs} == {k} for k, qs in backend.calls)
