@@ -51,6 +51,27 @@ def test_hits_carry_descriptions_and_why_they_matched(api, served_store):
     assert any(w in ("dog", "dogs", "running", "run", "runs") for h in resp.json()["hits"] for w in h["why"]["words"])
 
 
+def test_hybrid_pages_continue_one_ranking_within_its_window(api, served_store):
+    """Ten pages of 10 are the top 100 of one ranking (nothing repeated or skipped); a hybrid page past the
+    fusion window is refused with what to do, since a deeper fusion reorders the pages before it; BM25 and
+    dense page on."""
+    auth = served_store.auth("all_admin")
+    q = "a dog chasing a cat"
+    first = api.get("/v1/search", params={"q": q, "k": 100}, headers=auth)
+    assert first.json()["window"] == 100
+    ranking = [(i, r) for i, _, r in hits(first)]
+    pages = [hits(api.get("/v1/search", params={"q": q, "k": 10, "offset": o}, headers=auth)) for o in range(0, 100, 10)]
+    assert [(i, r) for page in pages for i, _, r in page] == ranking and len(ranking) == 100
+    past = api.get("/v1/search", params={"q": q, "k": 10, "offset": 95}, headers=auth)
+    assert past.status_code == 422 and "offset ≤ 90 for k = 10" in past.json()["message"]
+    assert "retriever=bm25 or dense" in past.json()["message"]
+    batch = api.post("/v1/search", json={"queries": [q], "k": 10, "offset": 100}, headers=auth)
+    assert batch.status_code == 422, batch.text
+    deep = api.get("/v1/search", params={"q": q, "k": 10, "offset": 100, "retriever": "dense"}, headers=auth)
+    assert deep.status_code == 200 and "window" not in deep.json()
+    assert [h["rank"] for h in deep.json()["hits"]] == list(range(101, 111))
+
+
 def _big_body() -> bytes:
     return json.dumps({"q": "x", "pad": "y" * (9 << 20)}).encode()
 

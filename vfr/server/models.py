@@ -108,6 +108,8 @@ class SearchResponse(BaseModel):
     retriever: Retriever
     offset: int
     hits: list[Hit]
+    window: int | None = Field(None, description="hybrid only: pages reach this rank (the fusion depth); "
+                               "k + offset beyond it is refused, since deeper pages would not continue these")
 
 
 class QueryResult(BaseModel):

@@ -22,7 +22,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": m.Error, "description": 
     (400, "Bad JSON"), (401, "Missing, unknown or revoked key"), (403, "The key's role does not allow this"),
     (404, "Unknown collection or document (or one the key cannot see)"),
     (409, "An id held by a collection the key cannot see"), (413, "Body too large"),
-    (422, "Invalid request (unknown fields, values out of range, empty query)"),
+    (422, "Invalid request (unknown fields, values out of range, empty query, a hybrid page past its window)"),
     (503, "Busy or keys unavailable; retry"))}
 router = APIRouter(responses=ERRORS)
 
@@ -59,14 +59,31 @@ def _document(payload: dict) -> m.Document:
                       text=payload.get("text") or "", description=payload.get("json"), meta=payload.get("meta"))
 
 
+def check_page(k: int, offset: int, window: int) -> None:
+    """A hybrid page must lie within the fusion window. Up to it every k fuses the same candidates, so pages
+    continue one ranking; a search for more fuses more candidates, whose normalisation reorders the whole
+    list, so its page would repeat or skip hits of the pages before (as Elasticsearch's RRF retriever pages
+    within its rank_window_size)."""
+    if k + offset > window:
+        raise ApiError(422, "invalid", f"k + offset = {k + offset} goes past the hybrid's window of {window} "
+                       "ranked hits (its fusion depth), and pages beyond it would not continue the pages before: "
+                       f"page within the first {window} (offset ≤ {max(window - k, 0)} for k = {k}), refine the "
+                       "query, or page further with retriever=bm25 or dense")
+
+
 async def _search(svc: Service, who: Principal, queries: dict[str, str], k: int, offset: int, retriever: str,
-                  collection: list[str] | None, include: list[m.Include]) -> dict[str, list[m.Hit]]:
+                  collection: list[str] | None, include: list[m.Include]
+                  ) -> tuple[dict[str, list[m.Hit]], int | None]:
+    """The hits of each query, and for the hybrid its window (how deep pages go: `check_page`)."""
     require(who, "read")
     scope = await scope_of(svc, who, collection)
     eng = svc.engine
     want_docs, want_why = m.Include.description in include, m.Include.explain in include
 
-    def work() -> tuple[dict, dict, dict]:
+    def work() -> tuple[dict, dict, dict, int | None]:
+        window = eng.default_fusion().depth if retriever == "hybrid" else None
+        if window is not None and offset > 0:
+            check_page(k, offset, window)
         if len(queries) == 1:
             (qid, text), = queries.items()
             results = {qid: eng.search(text, k + offset, retriever=retriever, collection=scope)}
@@ -77,15 +94,15 @@ async def _search(svc: Service, who: Principal, queries: dict[str, str], k: int,
         docs = eng.get(ids, scope) if want_docs and ids else {}
         why = {qid: eng.explain(queries[qid], [h.id for h in hits], collection=scope)
                for qid, hits in results.items() if hits} if want_why else {}
-        return results, docs, why
+        return results, docs, why, window
 
     start = time.perf_counter()
-    results, docs, why = await svc.run(work)
+    results, docs, why, window = await svc.run(work)
     svc.metrics.search.labels(retriever).observe(time.perf_counter() - start)
     return {qid: [m.Hit(id=h.id, score=h.score, rank=h.rank,
                         document=_document(docs[h.id]) if h.id in docs else None,
                         why=m.Why(**why[qid][h.id]) if h.id in why.get(qid, {}) else None) for h in hits]
-            for qid, hits in results.items()}
+            for qid, hits in results.items()}, window
 
 
 @router.get("/v1/search", response_model=m.SearchResponse, response_model_exclude_none=True, tags=["search"])
@@ -101,8 +118,9 @@ async def search_get(
                                               "description with each hit; explain: why it matched.")] = [],
 ) -> Any:
     """Search with one query: ranked hits (id, score, rank), optionally with descriptions and explanations."""
-    hits = await _search(svc, who, {"q1": q}, k, offset, retriever, collection, include)
-    return m.SearchResponse(query=q, retriever=retriever, offset=offset, hits=hits["q1"])
+    hits, window = await _search(svc, who, {"q1": q}, k, offset, retriever, collection, include)
+    return m.SearchResponse(query=q, retriever=retriever, offset=offset, hits=hits["q1"],
+                            window=window)
 
 
 @router.post("/v1/search", response_model=m.SearchResponse | m.BatchResponse, response_model_exclude_none=True,
@@ -111,16 +129,17 @@ async def search_post(svc: Svc, who: Who, body: Annotated[m.SearchRequest, Body(
     """One query (`q`: same answer as GET) or a batch (`queries`): {"results": [{"query_id", "hits"}]}, the
     shape of `vfr search --format jsonl` lines."""
     if isinstance(body, m.OneQuery):
-        hits = await _search(svc, who, {"q1": body.q}, body.k, body.offset, body.retriever, body.collection,
-                             body.include)
-        return m.SearchResponse(query=body.q, retriever=body.retriever, offset=body.offset, hits=hits["q1"])
+        hits, window = await _search(svc, who, {"q1": body.q}, body.k, body.offset, body.retriever,
+                                     body.collection, body.include)
+        return m.SearchResponse(query=body.q, retriever=body.retriever, offset=body.offset, hits=hits["q1"],
+                                window=window)
     queries: dict[str, str] = {}
     for i, item in enumerate(body.queries, start=1):
         qid, text = (f"q{i}", item) if isinstance(item, str) else (item.id, item.text)
         if qid in queries:
             raise ApiError(422, "invalid", f"queries: id {qid!r} appears twice")
         queries[qid] = text
-    hits = await _search(svc, who, queries, body.k, body.offset, body.retriever, body.collection, body.include)
+    hits, _ = await _search(svc, who, queries, body.k, body.offset, body.retriever, body.collection, body.include)
     return m.BatchResponse(results=[m.QueryResult(query_id=qid, hits=h) for qid, h in hits.items()])
 
 

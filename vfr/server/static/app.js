@@ -128,7 +128,8 @@ async function search(offset) {
     }
     $("pager").hidden = !(offset > 0 || data.hits.length === PAGE);
     $("prev").disabled = offset === 0;
-    $("next").disabled = data.hits.length < PAGE;
+    // the hybrid ranks within a window (its fusion depth): pages end there (docs/server.md)
+    $("next").disabled = data.hits.length < PAGE || (data.window != null && offset + 2 * PAGE > data.window);
     $("page").textContent = "page " + (offset / PAGE + 1);
   } catch (e) {
     $("results").textContent = "";
