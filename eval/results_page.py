@@ -43,7 +43,7 @@ ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field B
 dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
 `bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
 ([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet,
-WiSE-FT and a second mining round ([distillation.md](distillation.md)) the same way.
+WiSE-FT, a second mining round and a soup of seeds ([distillation.md](distillation.md)) the same way.
 """
 
 
@@ -136,7 +136,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
              *ablation_section(path.parent / "ablations.md"),
              *ablation_section(path.parent / "hubness.md", "## Query-bank hubness correction (issue 13)"),
              *ablation_section(path.parent / "soups.md", "## Model soups (issue 13)"),
-             *ablation_section(path.parent / "distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round (issue 13)"),
+             *ablation_section(path.parent / "distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds (issue 13)"),
              "## Time", "", *timing_lines(docs, total_s), "",
              "## Every benchmark in detail", ""]
     parts += [markdown(d, heading="###") for d in docs]

@@ -27,6 +27,8 @@
 #   vfr models soup out/models/minilm-{cal,vlms,multi,travel} --out out/models/minilm-soup4
 #   vfr models soup all-MiniLM-L6-v2 out/models/minilm-hn2 --weights 0.5,0.5 --out out/models/minilm-wise   (WiSE-FT)
 #   vfr calibrate (the same as minilm-hn2) --base out/models/minilm-hn2 --out out/models/minilm-hn2-r2   (second round)
+#   vfr calibrate (the same as minilm-hn2) --seed S --out out/models/minilm-hn2-sS for S in 1 2, then
+#   vfr models soup out/models/minilm-hn2 out/models/minilm-hn2-s1 out/models/minilm-hn2-s2 --out out/models/minilm-hn2-seeds
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -81,6 +83,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R crossfit $TEST,sugarcrepe -- --encoder out/models/minilm-crossfit --fusion auto
   $R wise $TEST,sugarcrepe -- --encoder out/models/minilm-wise --fusion auto
   $R hn2-r2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-r2 --fusion auto
+  $R hn2-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-seeds --fusion auto
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
