@@ -120,7 +120,16 @@ def test_the_page_in_headless_chromium(live, browser, tmp_path):
     page.click("#next")  # paging
     page.wait_for_function("document.getElementById('status').textContent.startsWith('Results 11')")
     assert page.locator(".card").first.locator(".rank").inner_text() == "#11"
+    for first in range(21, 101, 10):  # on to the hybrid's last page (its window): Next stops there, and says why
+        page.click("#next")
+        page.wait_for_function(f"document.getElementById('status').textContent.startsWith('Results {first}')")
+    assert page.locator("#next").is_disabled() and "choose BM25 or dense" in page.locator("#status").inner_text()
+    assert "choose BM25 or dense" in page.locator("#next").get_attribute("title")  # said at the button too
     page.click("#prev")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Results 81')")
+    assert not page.locator("#next").is_disabled()
+    page.fill("#q", "a dog chasing a cat")
+    page.keyboard.press("Enter")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('Results 1–')")
     page.select_option("#retriever", "bm25")
     page.wait_for_function("document.getElementById('status').textContent.includes('(bm25)')")

@@ -117,6 +117,9 @@ async function search(offset) {
   $("go").disabled = true;
   try {
     const data = await api("/v1/search?" + params);
+    // the hybrid ranks within a window (its fusion depth): its pages end there (docs/server.md)
+    const atWindow = data.window != null && offset + 2 * PAGE > data.window;
+    const windowNote = "The hybrid ranks its first " + data.window + "; choose BM25 or dense to page further.";
     const list = $("results");
     list.textContent = "";
     for (const hit of data.hits) list.append(card(hit));
@@ -124,12 +127,12 @@ async function search(offset) {
       status(offset ? "No more results." : "No results for “" + q + "”. Try other words, or another retriever.", false);
     } else {
       status("Results " + (offset + 1) + "–" + (offset + data.hits.length) + " for “" + q + "” (" +
-             data.retriever + ").", false);
+             data.retriever + ")." + (atWindow ? " " + windowNote : ""), false);
     }
     $("pager").hidden = !(offset > 0 || data.hits.length === PAGE);
     $("prev").disabled = offset === 0;
-    // the hybrid ranks within a window (its fusion depth): pages end there (docs/server.md)
-    $("next").disabled = data.hits.length < PAGE || (data.window != null && offset + 2 * PAGE > data.window);
+    $("next").disabled = data.hits.length < PAGE || atWindow;
+    $("next").title = atWindow ? windowNote : "";
     $("page").textContent = "page " + (offset / PAGE + 1);
   } catch (e) {
     $("results").textContent = "";
