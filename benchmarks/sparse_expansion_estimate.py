@@ -112,7 +112,8 @@ class Bench:
         parts = [split_parts(t) for t in texts]
         self.owner = np.array([i for i, p in enumerate(parts) for _ in p])
         self.parts = self._forward(workdir / f"{name}-parts", lucene.analyse([s for p in parts for s in p]))
-        self.dense = encoder.encode(queries) @ encoder.encode(texts).T
+        self.query_vecs, self.doc_vecs = encoder.encode(queries), encoder.encode(texts)
+        self.dense = self.query_vecs @ self.doc_vecs.T
         self.dense_run = self._run(self.dense)
 
     @staticmethod
@@ -132,10 +133,10 @@ class Bench:
         return {qid: {self.docs[i]: float(row[i]) for i in np.argsort(-row, kind="stable")[:depth]}
                 for qid, row in zip(self.qids, scores)}
 
-    def _hybrid(self, sparse: np.ndarray, depth: int = FusionConfig().depth) -> Run:
+    def _hybrid(self, sparse: np.ndarray, dense: np.ndarray | None = None, depth: int = FusionConfig().depth) -> Run:
         """As the engine's hybrid: each side's top `depth`, every candidate scored on both sides, fused."""
         runs: tuple[Run, Run] = ({}, {})
-        for qid, s, d in zip(self.qids, sparse, self.dense):
+        for qid, s, d in zip(self.qids, sparse, self.dense if dense is None else dense):
             union = np.union1d(np.argsort(-s, kind="stable")[:depth], np.argsort(-d, kind="stable")[:depth])
             runs[0][qid] = {self.docs[i]: float(s[i]) for i in union}
             runs[1][qid] = {self.docs[i]: float(d[i]) for i in union}
@@ -153,16 +154,20 @@ class Bench:
             rows.append(score)
         return np.vstack(rows)
 
-    def runs(self, sparse: np.ndarray, qids: Sequence[str] | None = None) -> tuple[dict, list[Run]]:
-        """qrels of `qids` (all by default) and their (dense, BM25, hybrid) runs by target."""
+    def runs(self, sparse: np.ndarray, qids: Sequence[str] | None = None, dense: np.ndarray | None = None
+             ) -> tuple[dict, list[Run]]:
+        """qrels of `qids` (all by default) and their (dense, BM25, hybrid) runs by target; `dense` replaces
+        the plain dense scores (query × document) where given."""
         keep = set(qids) if qids is not None else set(self.qids)
         qrels = {q: dict(r) for q, r in self.task.qrels.items() if q in keep}
+        dense_run = self.dense_run if dense is None else self._run(dense)
         return qrels, [M.to_target_run({q: r for q, r in run.items() if q in keep}, self.task.doc_target)
-                       for run in (self.dense_run, self._run(sparse), self._hybrid(sparse))]
+                       for run in (dense_run, self._run(sparse), self._hybrid(sparse, dense))]
 
-    def recall(self, sparse: np.ndarray, qids: Sequence[str] | None = None) -> list[list[float]]:
+    def recall(self, sparse: np.ndarray, qids: Sequence[str] | None = None, dense: np.ndarray | None = None
+               ) -> list[list[float]]:
         """R@1/5/10 of dense, BM25 and the hybrid."""
-        qrels, runs = self.runs(sparse, qids)
+        qrels, runs = self.runs(sparse, qids, dense)
         return [_percent(M.evaluate(qrels, run, KS)) for run in runs]
 
 

@@ -1,12 +1,19 @@
 """The logic of the estimate scripts in benchmarks/: the translation table (IBM Model 1) and query expansion of
-sparse_expansion_estimate.py, and the reranked ordering of rerank_estimate.py."""
+sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, and the feedback of prf_estimate.py."""
 import importlib.util
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # prf_estimate imports sparse_expansion_estimate, as when run as a script
+
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -14,6 +21,7 @@ def _script(name: str):
 
 est = _script("sparse_expansion_estimate")
 rr = _script("rerank_estimate")
+prf = _script("prf_estimate")
 
 
 def _pairs():
@@ -59,3 +67,29 @@ def test_held_out_fifth_is_stable_and_about_a_fifth():
     ids = [str(i) for i in range(2000)]
     share = sum(map(rr.held_out, ids)) / len(ids)
     assert 0.15 < share < 0.25 and [rr.held_out(i) for i in ids] == [rr.held_out(i) for i in ids]
+
+
+def test_rocchio_moves_the_query_towards_its_feedback_documents():
+    docs = np.eye(3, dtype=np.float32)  # three orthogonal unit documents
+    query = np.array([[0.8, 0.6, 0.0]], dtype=np.float32)
+    assert np.allclose(prf.rocchio(query, docs, np.array([[2]]), 0.0), query @ docs.T)
+    moved = prf.rocchio(query, docs, np.array([[1, 2]]), 1.0)[0]
+    assert moved[1] > moved[0] > moved[2] > 0  # doc 1 overtakes doc 0; doc 2 enters from 0
+    assert abs(float(np.linalg.norm(moved)) - 1) < 1e-5  # the moved query is renormalised
+
+
+def test_term_model_is_the_feedback_documents_mean_term_distribution():
+    vocab = ["dog", "cat", "park", "image"]
+    tf = sp.csr_matrix(np.array([[2, 0, 1, 1], [0, 3, 0, 1], [1, 0, 0, 3]], dtype=np.int32))
+    model = prf.term_model(tf, [0, 2], vocab, m=2)
+    # mean relative frequency: dog (2/4 + 1/4)/2, image (1/4 + 3/4)/2, park 1/8; cat not in the feedback
+    assert list(model) == ["image", "dog"] and abs(sum(model.values()) - 1) < 1e-9
+    assert abs(model["image"] / model["dog"] - 0.5 / 0.375) < 1e-9
+
+
+def test_rm3_mixes_the_query_with_the_feedback_model():
+    q, model = Counter({"dog": 2, "park": 2}), Counter({"dog": 0.6, "grass": 0.4})
+    assert prf.rm3(q, model, 1.0) == Counter({"dog": 0.5, "park": 0.5})
+    mixed = prf.rm3(q, model, 0.5)
+    assert mixed == Counter({"dog": 0.55, "park": 0.25, "grass": 0.2})
+    assert prf.rm3(Counter(), model, 0.5) == Counter()
