@@ -103,5 +103,23 @@ def stats_cmd(db: DbOption, index: IndexOption = None,
     if as_json:
         out.print_json(json_dumps(stats))
         return
+    for line in stats_lines(stats):
+        out.print(line, highlight=False)
+
+
+def stats_lines(stats: dict, width: int = 22, most: int = 20) -> list[str]:
+    """`vfr stats` for people: one line per figure; a table of figures (collections, the index) as indented
+    lines below its name, at most `most` of them (--json has all); a list of records one line each."""
+    lines = []
     for key, value in stats.items():
-        out.print(f"{key:>22}: {value}", highlight=False)
+        if isinstance(value, dict) and value:
+            lines.append(f"{key:>{width}}:")
+            lines += [f"{'':>{width}}  {sub}: {v}" for sub, v in list(value.items())[:most]]
+            if len(value) > most:
+                lines.append(f"{'':>{width}}  … {len(value) - most} more (--json lists all)")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{key:>{width}}:")
+            lines += [f"{'':>{width}}  " + ", ".join(f"{k} {v}" for k, v in row.items()) for row in value]
+        else:
+            lines.append(f"{key:>{width}}: {value}")
+    return lines

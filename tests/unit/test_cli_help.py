@@ -36,3 +36,14 @@ def test_every_command_help_is_reflowed_and_the_command_list_shows_whole_summari
     assert "\n" in doc.split("\n\n")[0]
     out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
     assert "(added, changed and deleted documents)" in out
+
+
+def test_stats_for_people_nests_tables_lists_records_and_caps_long_tables():
+    from vfr.cmd_store import stats_lines
+    lines = stats_lines({"images": 3, "collections": {f"c{i}": i for i in range(25)},
+                         "descriptions_by_model": [{"model": "m", "count": 3}], "index": {}}, width=8, most=20)
+    assert lines[0] == "  images: 3" and lines[1] == "collections:"
+    assert lines[2] == "          c0: 0" and lines[21] == "          c19: 19"
+    assert lines[22] == "          … 5 more (--json lists all)"
+    assert lines[23:25] == ["descriptions_by_model:", "          model m, count 3"]
+    assert lines[25] == "   index: {}"
