@@ -29,6 +29,7 @@
 #   vfr calibrate (the same as minilm-hn2) --base out/models/minilm-hn2 --out out/models/minilm-hn2-r2   (second round)
 #   vfr calibrate (the same as minilm-hn2) --seed S --out out/models/minilm-hn2-sS for S in 1 2, then
 #   vfr models soup out/models/minilm-hn2 out/models/minilm-hn2-s1 out/models/minilm-hn2-s2 --out out/models/minilm-hn2-seeds
+#   vfr calibrate (the same as minilm-hn2) --lexical-weight W --out out/models/minilm-hn2-lexN for W, N in 0.1 1, 0.3 3
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -84,6 +85,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R wise $TEST,sugarcrepe -- --encoder out/models/minilm-wise --fusion auto
   $R hn2-r2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-r2 --fusion auto
   $R hn2-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-seeds --fusion auto
+  for n in 1 3; do $R hn2-lex$n $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-lex$n --fusion auto; done
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md

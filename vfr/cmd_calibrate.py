@@ -64,6 +64,10 @@ def calibrate_cmd(
                                                          "trained on its image.")] = None,
     distil_weight: Annotated[float, typer.Option(min=0.0, max=1000.0, help="With --teacher: weight of the "
                                                  "margin term next to the contrastive one.")] = 1.0,
+    lexical_weight: Annotated[float, typer.Option(min=0.0, max=0.99, help="Train for the hybrid: every "
+                                                  "candidate's training score adds BM25 at this fusion weight "
+                                                  "(e.g. 0.1, the built-in fusion's), so the encoder learns what "
+                                                  "BM25 misses (CLEAR-style residual). 0 = off.")] = 0.0,
     heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
                                            "evaluation and early stopping; 0 = none.")] = 0.1,
     early_stopping: Annotated[int, typer.Option(min=0, help="Stop after this many evaluations without "
@@ -133,7 +137,7 @@ def calibrate_cmd(
                              early_stopping=early_stopping, eval_steps=eval_steps, device=device, threads=threads,
                              precision=precision, gather_across_devices=gather,  # type: ignore[arg-type]
                              teacher=(teacher[0] if len(teacher) == 1 else list(teacher)) if teacher else None,
-                             distil_weight=distil_weight)
+                             distil_weight=distil_weight, lexical_weight=lexical_weight)
     try:
         config.validate()
         from vfr.retrieve.encoder import resolve_encoder

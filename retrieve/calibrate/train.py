@@ -51,6 +51,7 @@ class CalibrateConfig:
     gather_across_devices: bool = False  # multi-GPU: negatives from every device's batch
     teacher: str | list[str] | None = None  # distil: this model's margins; several: cross-fitted (distil.py)
     distil_weight: float = 1.0         # weight of the Margin-MSE term next to the contrastive one
+    lexical_weight: float = 0.0        # > 0: train for the hybrid, BM25 in every logit at this fusion weight (residual.py)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -69,6 +70,11 @@ class CalibrateConfig:
             raise ValueError("--teacher does not gather negatives across devices yet; drop --gather-across-devices")
         if self.distil_weight < 0:
             raise ValueError("the distillation weight must be >= 0")
+        if not 0 <= self.lexical_weight < 1:
+            raise ValueError("--lexical-weight is the fusion's BM25 weight: at least 0 and below 1 (e.g. 0.1)")
+        if self.lexical_weight and (self.teacher or self.loss != "mnrl" or self.gather_across_devices):
+            raise ValueError("--lexical-weight trains with its own in-batch loss: leave --loss at mnrl, and use it "
+                             "without --teacher and --gather-across-devices")
 
 
 @dataclass
@@ -122,8 +128,11 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
 
     hard = sum(p.negative is not None for p in train)
     evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
-    margins = _teacher_margins(config, train, evaluator, hard, log) if config.teacher else None
-    dataset = _dataset(train, with_negatives=hard == len(train), labels=margins)
+    labels = _teacher_margins(config, train, evaluator, hard, log) if config.teacher else None
+    loss = _loss(model, config)
+    if config.lexical_weight:
+        labels, loss = _residual(model, config, train, hard == len(train), log)
+    dataset = _dataset(train, with_negatives=hard == len(train), labels=labels)
     loss_before = pair_loss(model, train, config.batch_size, config.scale)
     before = _metrics(evaluator(model)) if evaluator else {}
     if evaluator:
@@ -146,7 +155,7 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         logging_steps=max(1, min(50, len(train) // config.batch_size // 4)), report_to="none",
         disable_tqdm=True, dataloader_drop_last=False)
     callbacks = [EarlyStoppingCallback(config.early_stopping)] if use_eval and config.early_stopping else []
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=_loss(model, config),
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
                                          evaluator=evaluator, callbacks=callbacks)
     start = time.perf_counter()
     try:
@@ -291,7 +300,21 @@ def _teacher_margins(config: CalibrateConfig, train: Sequence[Pair], evaluator: 
     return margins
 
 
-def _dataset(pairs: Sequence[Pair], with_negatives: bool, labels: Sequence[float] | None = None):
+def _residual(model: "SentenceTransformer", config: CalibrateConfig, train: Sequence[Pair], negatives: bool,
+              log: Callable[[str], None]) -> tuple[list[list[float]], Any]:
+    """Labels and loss of a calibration for the hybrid (`residual.py`)."""
+    from vfr.retrieve.calibrate.residual import bm25_z, cosine_spread, residual_loss, to_cosine_units
+
+    pairs = train if negatives else [Pair(p.query, p.document, p.group) for p in train]
+    z, labels = bm25_z(pairs)
+    spread = cosine_spread(model, pairs, config.batch_size)
+    weight = to_cosine_units(config.lexical_weight, spread)
+    log(f"training for the hybrid: BM25 of {z.shape[0]} queries × {z.shape[1]} documents; fusion weight "
+        f"{config.lexical_weight} = {weight:.4f} in cosine units (cosine spread {spread:.3f})")
+    return labels, residual_loss(model, config.scale, weight, z)
+
+
+def _dataset(pairs: Sequence[Pair], with_negatives: bool, labels: Sequence[Any] | None = None):
     from datasets import Dataset
 
     cols: dict[str, list[Any]] = {"anchor": [p.query for p in pairs], "positive": [p.document for p in pairs]}

@@ -210,3 +210,41 @@ def test_cli_cross_fits_teachers_that_never_saw_the_images_they_score(slice_pair
                                                    "--heldout", "0.2", *[x for t in args for x in ("--teacher", t)]])
         assert bad.exit_code == 1 and message in bad.output.replace("\n", " ") and not (tmp_path / "x").exists()
         assert "mined" not in bad.output
+
+
+def test_bm25_z_scores_every_query_against_every_document_with_the_engines_bm25():
+    from vfr.retrieve.calibrate.pairs import Pair
+    from vfr.retrieve.calibrate.residual import bm25_z
+
+    pairs = [Pair("a red fire truck", "A red fire truck parked on a street.", "1", "A cat on a sofa."),
+             Pair("a cat sleeping", "A grey cat sleeping on a sofa.", "2", "A red fire truck parked on a street."),
+             Pair("zebras", "Two zebras in tall grass.", "3")]
+    z, labels = bm25_z(pairs)
+    assert z.shape == (3, 4)  # three positives and one negative text not among them
+    assert labels[2][2] == -1.0 and all(len(row) == 3 for row in labels)
+    for row in labels:
+        q, pos = int(row[0]), int(row[1])
+        assert z[q, pos] == z[q].max() and abs(float(z[q].mean())) < 1e-5  # its own document first; standardised
+    assert z[0, int(labels[0][2])] < z[0, int(labels[0][1])]
+
+
+def test_cli_trains_for_the_hybrid_with_bm25_in_every_logit(slice_pairs, tmp_path):
+    """--lexical-weight: BM25 of every training query against every document is computed once, the fusion
+    weight is put in cosine units and logged, the loss trains (finite, model changed) and the run records it."""
+    from typer.testing import CliRunner
+
+    from vfr.retrieve.encoder import load_encoder
+
+    r, out, src = calibrate_slice(slice_pairs, tmp_path, "--heldout", "0.2", "--hard-negatives", "--lexical-weight",
+                                  "0.1", "--lr", "1e-4", "--no-tune")
+    assert r.exit_code == 0, r.output
+    assert "training for the hybrid: BM25 of" in r.output and "in cosine units" in r.output
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["config"]["lexical_weight"] == 0.1 and record["hard_negatives"] == record["train_pairs"]
+    logged = [e["loss"] for e in record["log_history"] if "loss" in e]
+    assert record["steps"] > 0 and logged and all(x == x and x >= 0 for x in logged)
+    a, b = (m.encode(["a dog lying on a couch"]) for m in (load_encoder(str(out)), load_encoder("default")))
+    assert float((a * b).sum()) < 0.99999
+    bad = CliRunner().invoke(calibrate_app(), ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
+                                               "--heldout", "0", "--lexical-weight", "0.1", "--teacher", "default"])
+    assert bad.exit_code != 0 and "without --teacher" in bad.output

@@ -104,7 +104,7 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # the distillation page last
     again = (tmp_path / "again.md").read_text()
     assert again.index("## Model soups (issue 13)") < again.index(
-        "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds (issue 13)\n\nTeacher.") < again.index("## Time")
+        "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, training for the hybrid (issue 13)\n\nTeacher.") < again.index("## Time")
 
 
 def test_trec_format(tmp_path: Path) -> None:
