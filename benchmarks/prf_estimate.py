@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -76,7 +74,7 @@ class Prf:
 
     def __init__(self, bench: Bench) -> None:
         self.bench, self._top = bench, {}
-        seg = bench.whole[0]
+        seg = bench.whole.segment
         self.tf, self.vocab = seg.tf, [t for t, _ in sorted(seg.vocab.items(), key=lambda x: x[1])]
         self.plain = bench.sparse_scores(lambda i: bench.terms[i])
 
@@ -110,37 +108,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--encoder", default=DEFAULT_ENCODER)
     args = ap.parse_args(argv)
     encoder = load_encoder(args.encoder)
-    with tempfile.TemporaryDirectory() as tmp:
-        dev = Prf(Bench(args.dev, encoder, Path(tmp)))
-        base = dev.recall(None, None)
-        print(f"{args.dev}: {len(dev.bench.qids)} queries, {len(dev.bench.docs)} documents\n\n"
-              "| setting | dense R@1/5/10 | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|---|\n"
-              f"| first round (baseline) | {' | '.join(map(_fmt, base))} |")
-        best = {}
-        for change, grid in (("rocchio", ROCCHIO_GRID), ("rm3", RM3_GRID)):
-            results = {}
-            for g in grid:
-                results[g] = dev.recall(g, None) if change == "rocchio" else dev.recall(None, g)
-                print(f"| {change} {g} | {' | '.join(map(_fmt, results[g]))} |", flush=True)
-            best[change] = max(grid, key=lambda g: results[g][2][0])
-        both = dev.recall(best["rocchio"], best["rm3"])
-        print(f"| both | {' | '.join(map(_fmt, both))} |\n\ndev's best: rocchio {best['rocchio']}, rm3 {best['rm3']}; "
-              f"first-round hybrid R@1 {base[2][0]:.1f}")
-        variants = {"rocchio": (best["rocchio"], None), "rm3": (None, best["rm3"]),
-                    "both": (best["rocchio"], best["rm3"])}
-        print("\n| benchmark | variant | dense R@1 (plain → with it) | hybrid R@1/5/10 (first round → with it) "
-              "| Δ hybrid R@1, p | hybrid − plain dense R@1 |\n|---|---|---|---|---|---|")
-        for name in filter(None, args.test.split(",")):
-            test = Prf(Bench(name, encoder, Path(tmp)))
-            qrels, (plain_dense, _, first) = test.bench.runs(test.plain)
-            plain = _percent(M.evaluate(qrels, plain_dense, KS))[0]
-            for variant, (roc, rm) in variants.items():
-                _, (dense, _, second) = test.bench.runs(test.sparse(rm), dense=test.dense(roc))
-                diff = paired_diff(qrels, first, second)
-                new = _percent(diff["variant"])
-                print(f"| {name} | {variant} | {plain:.1f} → {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
-                      f"{_fmt(_percent(diff['base']))} → {_fmt(new)} | {100 * diff['diff_r1']:+.1f}, {diff['p']:.3f} "
-                      f"| {new[0] - plain:+.1f} |", flush=True)
+    dev = Prf(Bench(args.dev, encoder))
+    base = dev.recall(None, None)
+    print(f"{args.dev}: {len(dev.bench.qids)} queries, {len(dev.bench.docs)} documents\n\n"
+          "| setting | dense R@1/5/10 | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|---|\n"
+          f"| first round (baseline) | {' | '.join(map(_fmt, base))} |")
+    best = {}
+    for change, grid in (("rocchio", ROCCHIO_GRID), ("rm3", RM3_GRID)):
+        results = {}
+        for g in grid:
+            results[g] = dev.recall(g, None) if change == "rocchio" else dev.recall(None, g)
+            print(f"| {change} {g} | {' | '.join(map(_fmt, results[g]))} |", flush=True)
+        best[change] = max(grid, key=lambda g: results[g][2][0])
+    both = dev.recall(best["rocchio"], best["rm3"])
+    print(f"| both | {' | '.join(map(_fmt, both))} |\n\ndev's best: rocchio {best['rocchio']}, rm3 {best['rm3']}; "
+          f"first-round hybrid R@1 {base[2][0]:.1f}")
+    variants = {"rocchio": (best["rocchio"], None), "rm3": (None, best["rm3"]),
+                "both": (best["rocchio"], best["rm3"])}
+    print("\n| benchmark | variant | dense R@1 (plain → with it) | hybrid R@1/5/10 (first round → with it) "
+          "| Δ hybrid R@1, p | hybrid − plain dense R@1 |\n|---|---|---|---|---|---|")
+    for name in filter(None, args.test.split(",")):
+        test = Prf(Bench(name, encoder))
+        qrels, (plain_dense, _, first) = test.bench.runs(test.plain)
+        plain = _percent(M.evaluate(qrels, plain_dense, KS))[0]
+        for variant, (roc, rm) in variants.items():
+            _, (dense, _, second) = test.bench.runs(test.sparse(rm), dense=test.dense(roc))
+            diff = paired_diff(qrels, first, second)
+            new = _percent(diff["variant"])
+            print(f"| {name} | {variant} | {plain:.1f} → {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
+                  f"{_fmt(_percent(diff['base']))} → {_fmt(new)} | {100 * diff['diff_r1']:+.1f}, {diff['p']:.3f} "
+                  f"| {new[0] - plain:+.1f} |", flush=True)
     return 0
 
 

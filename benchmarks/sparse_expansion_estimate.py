@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import tempfile
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -36,7 +34,7 @@ from vfr.eval import metrics as M
 from vfr.eval.ablation import KS, paired_diff
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve import lucene
-from vfr.retrieve.bm25 import Bm25Scorer, ForwardSegment, save_forward, term_stats
+from vfr.retrieve.bm25 import TextsBm25
 from vfr.retrieve.calibrate.pairs import load_pairs
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder
 from vfr.retrieve.fusion import FusionConfig, fuse
@@ -99,7 +97,7 @@ def translation_table(pairs) -> dict[str, dict[str, float]]:
 
 # -- one benchmark, scored the engine's way ---------------------------------------------------------------
 class Bench:
-    def __init__(self, name: str, encoder, workdir: Path) -> None:
+    def __init__(self, name: str, encoder) -> None:
         _, tasks, _ = benchmarks.resolve(name)
         self.task: RetrievalTask = next(t for t in tasks if isinstance(t, RetrievalTask))
         self.name, self.docs, self.qids = name, list(self.task.corpus), list(self.task.queries)
@@ -107,27 +105,13 @@ class Bench:
         queries = [self.task.queries[q] for q in self.qids]
         self.terms = lucene.query_terms_batch(queries)
         config = IndexConfig()
-        self.scorer = Bm25Scorer(config.k1, config.b)
-        self.whole = self._forward(workdir / f"{name}-whole", lucene.analyse(texts))
+        self.whole = TextsBm25(lucene.analyse(texts), config.k1, config.b)
         parts = [split_parts(t) for t in texts]
         self.owner = np.array([i for i, p in enumerate(parts) for _ in p])
-        self.parts = self._forward(workdir / f"{name}-parts", lucene.analyse([s for p in parts for s in p]))
+        self.parts = TextsBm25(lucene.analyse([s for p in parts for s in p]), config.k1, config.b)
         self.query_vecs, self.doc_vecs = encoder.encode(queries), encoder.encode(texts)
         self.dense = self.query_vecs @ self.doc_vecs.T
         self.dense_run = self._run(self.dense)
-
-    @staticmethod
-    def _forward(folder: Path, tokens) -> tuple[ForwardSegment, object, np.ndarray]:
-        folder.mkdir(parents=True)
-        save_forward(folder, tokens)
-        seg = ForwardSegment(folder)
-        return seg, seg.subset_stats(np.ones(seg.rows, dtype=bool)), np.arange(seg.rows)
-
-    def bm25(self, terms: Counter, forward) -> np.ndarray:
-        seg, stats, rows = forward
-        if not terms:
-            return np.zeros(seg.rows, dtype=np.float32)
-        return self.scorer.score(terms, [seg], term_stats(list(terms), [seg], [stats]), [rows])[0]
 
     def _run(self, scores: np.ndarray, depth: int = FusionConfig().depth) -> Run:
         return {qid: {self.docs[i]: float(row[i]) for i in np.argsort(-row, kind="stable")[:depth]}
@@ -146,10 +130,10 @@ class Bench:
         rows = []
         for i in range(len(self.qids)):
             terms = query_terms(i)
-            score = self.bm25(terms, self.whole)
+            score = self.whole.score(terms)
             if maxp:
                 best = np.zeros(len(self.docs), dtype=np.float32)
-                np.maximum.at(best, self.owner, self.bm25(terms, self.parts))
+                np.maximum.at(best, self.owner, self.parts.score(terms))
                 score = score + np.float32(maxp) * best
             rows.append(score)
         return np.vstack(rows)
@@ -196,44 +180,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--encoder", default=DEFAULT_ENCODER)
     args = ap.parse_args(argv)
     encoder = load_encoder(args.encoder)
-    with tempfile.TemporaryDirectory() as tmp:
-        dev = Bench(args.dev, encoder, Path(tmp))
-        if args.change == "translation":
-            pairs = load_pairs(args.pairs)
-            tables = [translation_table([p for p in pairs if fold(p.group) == h]) for h in (0, 1)]
-            folds = [[q for q in dev.qids if fold(q.split("#")[0]) != h] for h in (0, 1)]
+    dev = Bench(args.dev, encoder)
+    if args.change == "translation":
+        pairs = load_pairs(args.pairs)
+        tables = [translation_table([p for p in pairs if fold(p.group) == h]) for h in (0, 1)]
+        folds = [[q for q in dev.qids if fold(q.split("#")[0]) != h] for h in (0, 1)]
 
-            def on_dev(setting) -> list[list[float]]:
-                # table h (pairs of one fold's images) scored on the queries of the other fold's images
-                parts = [dev.recall(with_change(dev, args.change, setting, tables[h]), folds[h]) for h in (0, 1)]
-                n = [len(f) for f in folds]
-                return [[(a * n[0] + b * n[1]) / sum(n) for a, b in zip(x, y)] for x, y in zip(*parts)]
-            grid, baseline = TRANSLATION_GRID, (0, 0.0)
-        else:
-            grid, baseline = MAXP_GRID, 0.0
+        def on_dev(setting) -> list[list[float]]:
+            # table h (pairs of one fold's images) scored on the queries of the other fold's images
+            parts = [dev.recall(with_change(dev, args.change, setting, tables[h]), folds[h]) for h in (0, 1)]
+            n = [len(f) for f in folds]
+            return [[(a * n[0] + b * n[1]) / sum(n) for a, b in zip(x, y)] for x, y in zip(*parts)]
+        grid, baseline = TRANSLATION_GRID, (0, 0.0)
+    else:
+        grid, baseline = MAXP_GRID, 0.0
 
-            def on_dev(setting) -> list[list[float]]:
-                return dev.recall(with_change(dev, args.change, setting, None))
-        results = {g: on_dev(g) for g in [baseline, *grid]}
-        print(f"{args.dev}: {len(dev.qids)} queries, {len(dev.docs)} documents, dense R@1 "
-              f"{results[baseline][0][0]:.1f}\n\n| setting | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
-        for g, (_, sparse, hybrid) in results.items():
-            print(f"| {g}{' (baseline)' if g == baseline else ''} | {_fmt(sparse)} | {_fmt(hybrid)} |")
-        chosen = max(grid, key=lambda g: results[g][2][0])
-        verdict = "above" if results[chosen][2][0] > results[baseline][2][0] else "not above"
-        print(f"\nbest on {args.dev}: {chosen}, hybrid R@1 {results[chosen][2][0]:.1f}, {verdict} the baseline's "
-              f"{results[baseline][2][0]:.1f}; on test anyway, to see whether the dev verdict holds:")
-        table = translation_table(load_pairs(args.pairs)) if args.change == "translation" else None
-        print("\n| benchmark | queries | dense R@1 | BM25 R@1/5/10 | with it | hybrid R@1/5/10 | with it | Δ hybrid R@1, p |"
-              "\n|---|---:|---:|---|---|---|---|---|")
-        for name in filter(None, args.test.split(",")):
-            test = Bench(name, encoder, Path(tmp))
-            qrels, (dense, b_sparse, b_hybrid) = test.runs(with_change(test, args.change, baseline, table))
-            _, (_, n_sparse, n_hybrid) = test.runs(with_change(test, args.change, chosen, table))
-            sparse, hybrid = paired_diff(qrels, b_sparse, n_sparse), paired_diff(qrels, b_hybrid, n_hybrid)
-            cells = [_fmt(_percent(d[side])) for d in (sparse, hybrid) for side in ("base", "variant")]
-            print(f"| {name} | {len(test.qids)} | {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
-                  f"{' | '.join(cells)} | {100 * hybrid['diff_r1']:+.1f}, {hybrid['p']:.3f} |", flush=True)
+        def on_dev(setting) -> list[list[float]]:
+            return dev.recall(with_change(dev, args.change, setting, None))
+    results = {g: on_dev(g) for g in [baseline, *grid]}
+    print(f"{args.dev}: {len(dev.qids)} queries, {len(dev.docs)} documents, dense R@1 "
+          f"{results[baseline][0][0]:.1f}\n\n| setting | BM25 R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
+    for g, (_, sparse, hybrid) in results.items():
+        print(f"| {g}{' (baseline)' if g == baseline else ''} | {_fmt(sparse)} | {_fmt(hybrid)} |")
+    chosen = max(grid, key=lambda g: results[g][2][0])
+    verdict = "above" if results[chosen][2][0] > results[baseline][2][0] else "not above"
+    print(f"\nbest on {args.dev}: {chosen}, hybrid R@1 {results[chosen][2][0]:.1f}, {verdict} the baseline's "
+          f"{results[baseline][2][0]:.1f}; on test anyway, to see whether the dev verdict holds:")
+    table = translation_table(load_pairs(args.pairs)) if args.change == "translation" else None
+    print("\n| benchmark | queries | dense R@1 | BM25 R@1/5/10 | with it | hybrid R@1/5/10 | with it | Δ hybrid R@1, p |"
+          "\n|---|---:|---:|---|---|---|---|---|")
+    for name in filter(None, args.test.split(",")):
+        test = Bench(name, encoder)
+        qrels, (dense, b_sparse, b_hybrid) = test.runs(with_change(test, args.change, baseline, table))
+        _, (_, n_sparse, n_hybrid) = test.runs(with_change(test, args.change, chosen, table))
+        sparse, hybrid = paired_diff(qrels, b_sparse, n_sparse), paired_diff(qrels, b_hybrid, n_hybrid)
+        cells = [_fmt(_percent(d[side])) for d in (sparse, hybrid) for side in ("base", "variant")]
+        print(f"| {name} | {len(test.qids)} | {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
+              f"{' | '.join(cells)} | {100 * hybrid['diff_r1']:+.1f}, {hybrid['p']:.3f} |", flush=True)
     return 0
 
 

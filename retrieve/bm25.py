@@ -178,6 +178,28 @@ class Bm25Scorer:
         return out
 
 
+class TextsBm25:
+    """Exact BM25 over a list of analysed texts held in memory, without an index (the engine's formula and
+    statistics: calibration for the hybrid, the estimate scripts)."""
+
+    def __init__(self, token_lists: Sequence[Sequence[str]], k1: float, b: float) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the forward format is the segments' own
+            save_forward(Path(tmp), token_lists)
+            self.segment = ForwardSegment(Path(tmp))
+        self.stats = self.segment.subset_stats(np.ones(self.segment.rows, dtype=bool))
+        self.rows = np.arange(self.segment.rows)
+        self.scorer = Bm25Scorer(k1, b)
+
+    def score(self, terms: Counter[str]) -> np.ndarray:
+        """Every text's BM25 (float32) for analysed query terms (term → boost); zeros for no terms."""
+        if not terms:
+            return np.zeros(self.segment.rows, dtype=np.float32)
+        stats = term_stats(list(terms), [self.segment], [self.stats])
+        return self.scorer.score(terms, [self.segment], stats, [self.rows])[0]
+
+
 def bound_ratio(exact: TermStats, lucene: TermStats) -> float:
     """A factor R with exact_score(d) ≤ R · lucene_score(d) for every document, where Lucene scored with
     `lucene` statistics (all rows, deleted ones included, any scope): per term the idf ratio, times the

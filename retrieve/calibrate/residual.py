@@ -27,26 +27,15 @@ def bm25_z(pairs: Sequence[Pair]) -> tuple[np.ndarray, list[list[float]]]:
     """(Z, labels): Z[i, j] the BM25 of distinct query i for distinct document j (every positive and
     negative text of `pairs`), standardised per query; each pair's label is [its query row, its positive's
     column, its negative's column or -1] (floats, as the trainer passes labels)."""
-    import tempfile
-    from pathlib import Path
-
     from vfr.retrieve import lucene
-    from vfr.retrieve.bm25 import Bm25Scorer, ForwardSegment, save_forward, term_stats
+    from vfr.retrieve.bm25 import TextsBm25
     from vfr.retrieve.writer import IndexConfig
 
     queries = list(dict.fromkeys(p.query for p in pairs))
     docs = list(dict.fromkeys([*(p.document for p in pairs), *(p.negative for p in pairs if p.negative)]))
     config = IndexConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_forward(Path(tmp), lucene.analyse(docs))
-        seg = ForwardSegment(Path(tmp))
-    stats, rows, scorer = seg.subset_stats(np.ones(seg.rows, dtype=bool)), np.arange(seg.rows), \
-        Bm25Scorer(config.k1, config.b)
-    z = np.zeros((len(queries), len(docs)), dtype=np.float32)
-    for i, terms in enumerate(lucene.query_terms_batch(queries)):
-        if terms:
-            z[i] = scorer.score(terms, [seg], term_stats(list(terms), [seg], [stats]), [rows])[0]
-    z = standardise(z)
+    bm25 = TextsBm25(lucene.analyse(docs), config.k1, config.b)
+    z = standardise(np.vstack([bm25.score(terms) for terms in lucene.query_terms_batch(queries)]))
     q_at, d_at = {q: i for i, q in enumerate(queries)}, {d: j for j, d in enumerate(docs)}
     labels = [[float(q_at[p.query]), float(d_at[p.document]), float(d_at[p.negative]) if p.negative else -1.0]
               for p in pairs]

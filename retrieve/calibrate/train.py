@@ -128,10 +128,11 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
 
     hard = sum(p.negative is not None for p in train)
     evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
-    labels = _teacher_margins(config, train, evaluator, hard, log) if config.teacher else None
-    loss = _loss(model, config)
     if config.lexical_weight:
         labels, loss = _residual(model, config, train, hard == len(train), log)
+    else:
+        labels = _teacher_margins(config, train, evaluator, hard, log) if config.teacher else None
+        loss = _loss(model, config)
     dataset = _dataset(train, with_negatives=hard == len(train), labels=labels)
     loss_before = pair_loss(model, train, config.batch_size, config.scale)
     before = _metrics(evaluator(model)) if evaluator else {}

@@ -37,6 +37,17 @@ def test_scores_match_lucene_formula_across_segments(tmp_path):
     assert sb.tolist() == [0.0, 0.0]
 
 
+def test_texts_bm25_scores_a_list_of_texts_as_one_segment_would():
+    texts = [["dog", "cat"], ["dog", "dog", "bird"], ["fish"]]
+    scorer = bm25.TextsBm25(texts, 0.9, 0.4)
+    got = scorer.score(Counter({"dog": 1, "fish": 2}))
+    avgdl = 6 / 3
+    assert got[0] == pytest.approx(lucene_bm25(1, 2, 2, 3, avgdl), rel=1e-6)
+    assert got[1] == pytest.approx(lucene_bm25(2, 3, 2, 3, avgdl), rel=1e-6)
+    assert got[2] == pytest.approx(lucene_bm25(1, 1, 1, 3, avgdl, boost=2.0), rel=1e-6)
+    assert scorer.score(Counter()).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_deleted_rows_leave_the_statistics(tmp_path):
     """Live statistics: a tombstoned row counts for neither docCount, df nor avgdl (Lucene's would)."""
     a = segment(tmp_path, "a", [["dog", "cat"], ["dog", "dog", "bird"], ["dog"] * 9])
