@@ -4,11 +4,13 @@ benchmarks/results/quality.jsonl, so each figure in docs/results.md § Ablations
     python benchmarks/quality_runs.py NAME BENCH[,BENCH...] [-- extra vfr eval args]
     # e.g. python benchmarks/quality_runs.py cal-auto coco-test,coco-fg-test -- --encoder out/models/minilm-cal
 
-Outputs: out/ablate/NAME/BENCH/ (metrics.json, runs/*.trec). Use a private evaluation cache and fusion folder
-(VFR_FUSION_DIR) when other processes share the machine; run with `nice` and one torch thread.
+Outputs: out/ablate/NAME/BENCH/ (metrics.json, runs/*.trec). Two of these started at once would collide on the
+evaluation cache's DuckDB lock, so each takes a lock (out/ablate/.lock) and a second one waits for the first to
+finish. Run with `nice` and one torch thread when other processes share the machine.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -23,6 +25,18 @@ LOG = REPO / "benchmarks" / "results" / "quality.jsonl"
 
 
 def main(argv: list[str]) -> int:
+    lock_path = REPO / "out" / "ablate" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another quality_runs.py holds the evaluation cache; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     name, benches = argv[0], argv[1].split(",")
     extra = argv[3:] if len(argv) > 2 and argv[2] == "--" else argv[2:]
     rc = 0

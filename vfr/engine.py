@@ -90,7 +90,7 @@ class Engine(IndexedStore):
         db = Path(db)
         if not db.exists() and not create:
             raise EngineError(f"no database at {db}: run `vfr import FILE --db {db}` first "
-                              "(or Engine.open(..., create=True))")
+                              "(from Python: Engine.open(..., create=True))")
         batching = QueryBatching() if query_batching is True else (query_batching or None)
         eng = _user_errors(cls)(db, Path(index) if index else default_index(db), encoder, encoder_backend,
                                 lock_timeout, batching)  # a bad VFR_LOCK_TIMEOUT is one line too
