@@ -43,7 +43,8 @@ ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field B
 dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
 `bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
 ([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet,
-WiSE-FT, a second mining round and a soup of seeds ([distillation.md](distillation.md)) the same way.
+WiSE-FT, a second mining round, a soup of seeds and training for the hybrid ([distillation.md](distillation.md)),
+and calibration batches without mined false negatives ([batching.md](batching.md)), the same way.
 """
 
 
@@ -133,10 +134,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
                 "then rebuild the page as above).\n"
     parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
              "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
-             *ablation_section(path.parent / "ablations.md"),
-             *ablation_section(path.parent / "hubness.md", "## Query-bank hubness correction (issue 13)"),
-             *ablation_section(path.parent / "soups.md", "## Model soups (issue 13)"),
-             *ablation_section(path.parent / "distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, training for the hybrid (issue 13)"),
+             *[line for page, heading in ABLATION_PAGES for line in ablation_section(path.parent / page, heading)],
              "## Time", "", *timing_lines(docs, total_s), "",
              "## Every benchmark in detail", ""]
     parts += [markdown(d, heading="###") for d in docs]
@@ -145,9 +143,20 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
+# The pages scripts/regen_ablations.sh makes beside docs/results.md, embedded in this order under these headings.
+ABLATION_PAGES: tuple[tuple[str, str], ...] = (
+    ("ablations.md", "## Ablations (issue 13)"),
+    ("hubness.md", "## Query-bank hubness correction (issue 13)"),
+    ("soups.md", "## Model soups (issue 13)"),
+    ("distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, "
+                        "training for the hybrid (issue 13)"),
+    ("batching.md", "## Batches without mined false negatives (issue 13)"),
+)
+
+
 def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> list[str]:
-    """A page scripts/regen_ablations.sh makes (docs/ablations.md, hubness.md, soups.md, distillation.md) under
-    `heading`, its own headings one level down, or nothing."""
+    """A page scripts/regen_ablations.sh makes (ABLATION_PAGES) under `heading`, its own headings one level
+    down, or nothing."""
     if not page.is_file():
         return []
     body = [line for line in page.read_text(encoding="utf-8").splitlines() if not line.startswith("# ")]

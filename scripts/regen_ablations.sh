@@ -2,7 +2,8 @@
 # Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
 # and docs/soups.md (model soups, benchmarks/soups.json), docs/hubness.md (query-bank hubness correction,
-# benchmarks/hubness.json) and docs/distillation.md (benchmarks/distillation.json) the same way.
+# benchmarks/hubness.json), docs/distillation.md (benchmarks/distillation.json) and docs/batching.md
+# (benchmarks/batching.json) the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -30,6 +31,10 @@
 #   vfr calibrate (the same as minilm-hn2) --seed S --out out/models/minilm-hn2-sS for S in 1 2, then
 #   vfr models soup out/models/minilm-hn2 out/models/minilm-hn2-s1 out/models/minilm-hn2-s2 --out out/models/minilm-hn2-seeds
 #   vfr calibrate (the same as minilm-hn2) --lexical-weight W --out out/models/minilm-hn2-lexN for W, N in 0.1 1, 0.3 3
+#   python benchmarks/calibrate_old_batching.py calibrate (the same as minilm-hn2) --out out/models/minilm-hn2-imgbatch
+#   vfr calibrate (the same as minilm-hn2) --out out/models/minilm-hn2-nofn
+# Every model above trained before the batching fix (docs/batching.md) was batched by image only: the pages'
+# figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -86,8 +91,10 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R hn2-r2 $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-r2 --fusion auto
   $R hn2-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-seeds --fusion auto
   for n in 1 3; do $R hn2-lex$n $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-lex$n --fusion auto; done
+  for b in imgbatch nofn; do $R hn2-$b $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-$b --fusion auto; done
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
 "$PY" -m vfr.eval.ablation benchmarks/distillation.json docs/distillation.md
+"$PY" -m vfr.eval.ablation benchmarks/batching.json docs/batching.md
 exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md

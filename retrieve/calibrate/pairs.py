@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from vfr.store.image_ids import coco_id
 from vfr.store.karpathy import KarpathyError, read_karpathy
@@ -217,22 +217,38 @@ def split_by_group(pairs: Sequence[Pair], heldout: float, seed: int) -> tuple[li
     return [p for p in pairs if p.group not in held], [p for p in pairs if p.group in held]
 
 
-def group_free_batches(items: list, batch_size: int, key: Callable[[Any], str]) -> list[list]:
-    """Greedy batching that defers an item whose group is already in the current batch."""
+def group_free_batches(items: list, batch_size: int, key: Callable[[Any], str],
+                       avoid: Callable[[Any], Iterable[str]] | None = None) -> list[list]:
+    """Greedy batching that defers an item whose group is already in the current batch.
+
+    `avoid(item)`: the groups of the item's negatives (an image whose description is its mined negative).
+    Given, an item is also deferred when its negative is the positive of a pair already in the batch, or its
+    positive is the negative of one: in-batch contrastive losses score every row against every candidate,
+    so either way one row would meet its own positive as a negative."""
     batches: list[list] = []
     pending = list(items)
     while pending:
-        batch, seen, rest = [], set(), []
+        batch, seen, negatives, rest = [], set(), set(), []
         for item in pending:
             g = key(item)
-            if len(batch) < batch_size and g not in seen:
+            bad = set(avoid(item)) if avoid else set()
+            if len(batch) < batch_size and g not in seen and g not in negatives and seen.isdisjoint(bad):
                 batch.append(item)
                 seen.add(g)
+                negatives |= bad
             else:
                 rest.append(item)
         batches.append(batch)
         pending = rest
     return batches
+
+
+def negative_groups(pairs: Sequence[Pair]) -> list[frozenset[str]]:
+    """For each pair, the groups whose positive document is the text of its negative (empty without one)."""
+    by_text: dict[str, set[str]] = {}
+    for p in pairs:
+        by_text.setdefault(p.document, set()).add(p.group)
+    return [frozenset(by_text.get(p.negative, ())) if p.negative else frozenset() for p in pairs]
 
 
 def write_jsonl(pairs: Sequence[Pair], path: Path) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from vfr.retrieve.calibrate.pairs import Pair, group_free_batches
+from vfr.retrieve.calibrate.pairs import Pair, group_free_batches, negative_groups
 from vfr.store.textfiles import json_dumps
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         weight_decay=config.weight_decay,
         seed=config.seed, data_seed=config.seed, fp16=config.precision == "fp16",
         bf16=config.precision == "bf16", use_cpu=(config.device == "cpu") or not torch.cuda.is_available(),
-        batch_sampler=group_batch_sampler([p.group for p in train]),
+        batch_sampler=group_batch_sampler([p.group for p in train], negative_groups(train) if hard else None),
         eval_strategy=strategy if use_eval else "no", save_strategy=strategy if use_eval else "no",
         eval_steps=config.eval_steps, save_steps=config.eval_steps,
         load_best_model_at_end=use_eval, metric_for_best_model=f"eval_{BEST_METRIC}" if use_eval else None,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vfr.retrieve.calibrate.pairs import (Pair, PairError, group_free_batches, load_pairs, split_by_group,
-                                      write_jsonl)
+from vfr.retrieve.calibrate.pairs import (Pair, PairError, group_free_batches, load_pairs, negative_groups,
+                                          split_by_group, write_jsonl)
 
 
 def write(path: Path, lines: list) -> Path:
@@ -112,6 +112,35 @@ def test_group_free_batches_never_repeat_a_group():
     assert sorted(x for b in batches for x in b) == sorted(items)
     assert all(len(b) <= 3 and len({x[0] for x in b}) == len(b) for b in batches)
 
+
+
+def test_no_batch_holds_a_pair_whose_negative_is_another_pairs_positive():
+    # 6 images, 2 captions each; every pair's mined negative is the next image's description
+    pairs = [Pair(f"q{g}{c}", f"d{g}", str(g), f"d{(g + 1) % 6}") for g in range(6) for c in range(2)]
+    negs = negative_groups(pairs)
+    assert negs[0] == frozenset({"1"}) and negative_groups([Pair("q", "d", "g")]) == [frozenset()]
+    plain = group_free_batches(pairs, 4, key=lambda p: p.group)
+    assert any(p.negative == o.document for b in plain for p in b for o in b)  # what the old batching allowed
+    batches = group_free_batches(pairs, 4, key=lambda p: p.group, avoid=lambda p: negs[pairs.index(p)])
+    assert sorted(p.query for b in batches for p in b) == sorted(p.query for p in pairs)
+    for b in batches:
+        assert len({p.group for p in b}) == len(b) <= 4
+        assert not {p.negative for p in b} & {p.document for p in b}
+
+
+def test_group_batch_sampler_keeps_mined_negatives_out_of_their_images_batches():
+    from vfr.retrieve.calibrate.sampler import group_batch_sampler
+
+    pairs = [Pair(f"q{g}{c}", f"d{g}", str(g), f"d{(g * 7 + 1) % 40}") for g in range(40) for c in range(3)]
+    make = group_batch_sampler([p.group for p in pairs], negative_groups(pairs))
+    sampler = make(list(range(len(pairs))), batch_size=8, drop_last=False, seed=3)
+    seen = 0
+    for batch in sampler:
+        rows = [pairs[i] for i in batch]
+        assert not {p.negative for p in rows} & {p.document for p in rows}
+        assert len({p.group for p in rows}) == len(rows)
+        seen += len(rows)
+    assert seen >= len(pairs) - 8  # the greedy batching may leave at most a last short batch out
 
 KARPATHY = [{"split": "val", "image_name": "COCO_val2014_000000000042.jpg",
              "captions": ["a dog on a couch", "brown dog resting "]},

@@ -105,6 +105,11 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     again = (tmp_path / "again.md").read_text()
     assert again.index("## Model soups (issue 13)") < again.index(
         "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, training for the hybrid (issue 13)\n\nTeacher.") < again.index("## Time")
+    (tmp_path / "batching.md").write_text("# Batching page\n\nBatches.\n")
+    page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # the batching page after it
+    again = (tmp_path / "again.md").read_text()
+    assert again.index("training for the hybrid (issue 13)") < again.index(
+        "## Batches without mined false negatives (issue 13)\n\nBatches.") < again.index("## Time")
 
 
 def test_trec_format(tmp_path: Path) -> None:
