@@ -47,7 +47,10 @@ def test_structured_outputs_are_all_schema_valid(tmp_path, vllm_engine):
     print(f"schema-valid: {valid}/{len(results)}, first-try invalid: {describer.stats.retried}")
     assert valid == len(results) == 12
     assert describer.stats.invalid == 0 and describer.stats.retried <= 1   # a retry only for a cut output
-    assert len({r.model_dump_json() for r in results}) == 12  # outputs depend on the image
+    # Outputs depend on the image: a model that ignored it would give one output for all 12. The random-weight
+    # tiny model can still map two images to the same text now and then (seen once in CI: 11 of 12 distinct),
+    # so most, not all, must differ; test_images_reach_the_model checks the image path with controlled images.
+    assert len({r.model_dump_json() for r in results}) >= 10
 
 
 def test_images_reach_the_model(vllm_engine):
