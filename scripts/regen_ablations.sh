@@ -33,6 +33,9 @@
 #   vfr calibrate (the same as minilm-hn2) --lexical-weight W --out out/models/minilm-hn2-lexN for W, N in 0.1 1, 0.3 3
 #   python benchmarks/calibrate_old_batching.py calibrate (the same as minilm-hn2) --out out/models/minilm-hn2-imgbatch
 #   vfr calibrate (the same as minilm-hn2) --out out/models/minilm-hn2-nofn
+#   vfr calibrate (the same as minilm-hn2) --seed S --out out/models/minilm-hn2-fix-sS for S in 1 2, then
+#   vfr models soup out/models/minilm-hn2-nofn out/models/minilm-hn2-fix-s1 out/models/minilm-hn2-fix-s2 \
+#       --out out/models/minilm-hn2-fix-seeds
 # Every model above trained before the batching fix (docs/batching.md) was batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
@@ -92,6 +95,8 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R hn2-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-seeds --fusion auto
   for n in 1 3; do $R hn2-lex$n $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-lex$n --fusion auto; done
   for b in imgbatch nofn; do $R hn2-$b $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-$b --fusion auto; done
+  $R hn2-fix-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto
+  $R hn2-fix-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto $B
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
