@@ -151,7 +151,11 @@ ABLATION_PAGES: tuple[tuple[str, str], ...] = (
     ("distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, "
                         "training for the hybrid (issue 13)"),
     ("batching.md", "## Batches without mined false negatives (issue 13)"),
+    ("guide.md", "## Hard negatives vetted by a guide encoder (issue 13)"),
 )
+
+
+_HEADINGS = {heading for _, heading in ABLATION_PAGES}
 
 
 def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> list[str]:
@@ -163,6 +167,22 @@ def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> li
     while body and not body[0].strip():
         body.pop(0)
     return [heading, "", *[("#" + line) if line.startswith("##") else line for line in body], ""]
+
+
+def reembed_ablations(path: Path) -> list[str]:
+    """Replace the ablation sections of an existing results page with the current ABLATION_PAGES beside it
+    (after `scripts/regen_ablations.sh` changed one), leaving the benchmark tables, which take hours to
+    recompute from a cold cache, as they are. Returns the headings now embedded."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("## ") and line in _HEADINGS)
+        end = lines.index("## Time", start)
+    except (StopIteration, ValueError):
+        raise ValueError(f"{path} has no ablation sections followed by '## Time': rebuild it with "
+                         "scripts/regen_results.sh") from None
+    sections = [line for page, heading in ABLATION_PAGES for line in ablation_section(path.parent / page, heading)]
+    path.write_text("\n".join([*lines[:start], *sections, *lines[end:]]) + "\n", encoding="utf-8")
+    return [line for line in sections if line in _HEADINGS]
 
 
 def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None = None) -> list[str]:
@@ -184,9 +204,13 @@ def page_from_folder(results_dir: Path, path: Path, order: Sequence[str] | None 
 
 
 if __name__ == "__main__":  # python -m vfr.eval.results_page out/results docs/results.md
-    import sys
+    import sys                # python -m vfr.eval.results_page --ablations-only docs/results.md
 
     from vfr.eval.benchmarks import names as builtin_names
 
+    if sys.argv[1] == "--ablations-only":
+        embedded = reembed_ablations(Path(sys.argv[2]))
+        print(f"re-embedded {len(embedded)} ablation pages in {sys.argv[2]}")
+        sys.exit(0)
     found = page_from_folder(Path(sys.argv[1]), Path(sys.argv[2]), builtin_names())
     print(f"wrote {sys.argv[2]} from {len(found)} benchmarks: {', '.join(found)}")

@@ -54,6 +54,13 @@ def calibrate_cmd(
     hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
     hn_count: Annotated[int, typer.Option(min=1, max=100, help="Hard negatives per pair (each makes one training "
                                           "triple; more give a --teacher more margins to teach).")] = 1,
+    hn_guide: Annotated[Optional[str], typer.Option(help="Positive-aware mining: an encoder (folder or name, e.g. "
+                                                    "mpnet) that vetoes a candidate negative scoring at least "
+                                                    "--hn-guide-ratio x the pair's own document for the query (a "
+                                                    "likely unlabelled positive). Implies --hard-negatives.")]
+    = None,
+    hn_guide_ratio: Annotated[float, typer.Option(min=0.01, max=2.0, help="With --hn-guide: the veto threshold "
+                                                  "(NV-Retriever's 0.95 by default).")] = 0.95,
     teacher: Annotated[Optional[list[str]], typer.Option(help="Distil: a stronger model (folder or name, e.g. a "
                                                          "calibrated mpnet) whose score margins between each pair's "
                                                          "document and its hard negative the new model also learns "
@@ -143,7 +150,8 @@ def calibrate_cmd(
         from vfr.retrieve.encoder import resolve_encoder
 
         # a wrong --base or --teacher, or teachers that cannot be cross-fitted, fail now, not after mining
-        locations = {model: resolve_encoder(model).location for model in [base, *(teacher or [])]}
+        locations = {model: resolve_encoder(model).location
+                     for model in [base, *(teacher or []), *([hn_guide] if hn_guide else [])]}
         if teacher and len(teacher) > 1:
             from vfr.retrieve.calibrate.distil import teacher_plan
 
@@ -152,17 +160,28 @@ def calibrate_cmd(
             console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
                           highlight=False)
             hard_negatives = True
+        if hn_guide and not hard_negatives:
+            console.print("--hn-guide: mining hard negatives", highlight=False)
+            hard_negatives = True
         if hard_negatives:
             from vfr.retrieve.calibrate.mining import mine_hard_negatives
 
             search = None if hn_retriever == "bm25" else _engine_search(hn_retriever, base)
             train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search,
-                                        count=hn_count)
+                                        count=hn_count, guide=_guide(hn_guide) if hn_guide else None,
+                                        guide_ratio=hn_guide_ratio,
+                                        log=lambda m: console.print(m, highlight=False))
+            if hn_guide:
+                from vfr.retrieve.encoder import clear_loaded
+
+                clear_loaded()  # the guide's weights are not needed while training
             console.print(f"mined {sum(p.negative is not None for p in train)} {hn_retriever} hard negatives")
         result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False),
                            record={"sources": counts, "excluded_groups": len(excluded),
                                    "hard_negative_retriever": hn_retriever if hard_negatives else None,
-                                   "hard_negatives_per_pair": hn_count if hard_negatives else None})
+                                   "hard_negatives_per_pair": hn_count if hard_negatives else None,
+                                   **({"hard_negative_guide": hn_guide, "hard_negative_guide_ratio": hn_guide_ratio}
+                                      if hn_guide else {})})
     except ValueError as e:
         fail(str(e))
     if result.heldout_after and result.heldout_before:
@@ -173,6 +192,14 @@ def calibrate_cmd(
     if tune and os.environ.get("RANK", "0") == "0":
         _tune_fusion(out, held, train, tune_on, tune_metric, tune_alpha)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
+
+
+def _guide(name: str):
+    """The guide encoder as texts → normalised vectors (loaded once, freed with the closure)."""
+    from vfr.retrieve.encoder import load_encoder
+
+    encoder = load_encoder(name)
+    return lambda texts: encoder.encode(texts)
 
 
 def _engine_search(retriever: str, encoder: str):

@@ -5,6 +5,11 @@ description of a cat on a couch). By default the ranking is BM25 over a throw-aw
 distinct documents, built in-process (real BM25, the same as `vfr index`'s sparse side); any other ranking
 (`vfr calibrate --hn-retriever hybrid` passes the engine's own hybrid over the base model) comes in as
 `search`, so the negatives are the mistakes the served retriever would make.
+
+A guide (`vfr calibrate --hn-guide MODEL`, positive-aware filtering as in NV-Retriever's TopK-PercPos and
+GISTEmbed) drops a candidate whose similarity to the query under the guide encoder reaches `guide_ratio`
+times the positive's: on collections of near-duplicate scenes such a "negative" is more often an unlabelled
+positive than a mistake, and training the encoder away from it teaches the wrong thing.
 """
 from __future__ import annotations
 
@@ -14,15 +19,21 @@ import tempfile
 from dataclasses import replace
 from typing import Callable, Sequence
 
+import numpy as np
+
 from vfr.retrieve.calibrate.pairs import Pair
 
 
 Search = Callable[[list[str], list[str], int], dict[str, list[int]]]
 """(documents, queries, k) → query → indices of its top-k documents, best first."""
+Embed = Callable[[list[str]], np.ndarray]
+"""texts → one L2-normalised row per text (the guide encoder)."""
 
 
 def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, seed: int = 0,
-                        threads: int = 2, search: Search | None = None, count: int = 1) -> list[Pair]:
+                        threads: int = 2, search: Search | None = None, count: int = 1,
+                        guide: Embed | None = None, guide_ratio: float = 0.95,
+                        log: Callable[[str], None] | None = None) -> list[Pair]:
     """Return the pairs with `negative` set: drawn at random from ranks [skip, skip+depth) of the
     hits for the query (BM25 unless `search` is given) that belong to other groups. `count` > 1 draws
     that many distinct negatives per pair (fewer where the window is smaller) and returns one pair per
@@ -30,9 +41,15 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
 
     `skip` > 0 steps over the very top hits, which on near-duplicate collections (COCO has many
     "man surfing a wave" images) are often unlabelled positives rather than negatives.
+
+    `guide` (an encoder) filters the candidates before the window is taken: one whose cosine to the query
+    is at least `guide_ratio` × the cosine of the pair's own document is dropped (a likely false negative).
+    `log` hears how many candidates the guide dropped.
     """
     if depth < 1 or skip < 0 or count < 1:
         raise ValueError("depth and count must be >= 1 and skip >= 0")
+    if not 0.0 < guide_ratio <= 2.0:
+        raise ValueError(f"guide_ratio must be in (0, 2], got {guide_ratio}")
     docs: dict[str, int] = {}
     doc_groups: list[set[str]] = []
     for p in pairs:
@@ -46,13 +63,17 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
     queries = sorted({p.query for p in pairs})
     k = skip + depth + 20
     hits = search(texts, queries, k) if search is not None else _bm25(texts, queries, k=k, threads=threads)
+    keep = _guide_filter(guide, guide_ratio, texts, docs, doc_groups, queries, hits, pairs, log) if guide else None
     rng = random.Random(seed)
     out = []
     for p in pairs:
         others = [d for d in hits.get(p.query, []) if p.group not in doc_groups[d]]
+        if keep is not None:
+            others = [d for d in others if keep(p, d)]
         window = others[skip: skip + depth]
         if not window:  # the query shares no term with other images' documents: any other document will do
-            window = [d for d in rng.sample(range(len(texts)), min(len(texts), 50)) if p.group not in doc_groups[d]]
+            window = [d for d in rng.sample(range(len(texts)), min(len(texts), 50))
+                      if p.group not in doc_groups[d] and (keep is None or keep(p, d))]
         if not window:
             out.append(p)
         elif count == 1:
@@ -60,6 +81,32 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
         else:
             out.extend(replace(p, negative=texts[d]) for d in rng.sample(window, min(count, len(window))))
     return out
+
+
+def _guide_filter(guide: Embed, ratio: float, texts: list[str], docs: dict[str, int],
+                  doc_groups: list[set[str]], queries: list[str], hits: dict[str, list[int]], pairs: Sequence[Pair],
+                  log: Callable[[str], None] | None) -> Callable[[Pair, int], bool]:
+    """(pair, document index) → whether the guide lets the document be the pair's negative."""
+    doc_emb = np.asarray(guide(texts), dtype=np.float32)
+    query_emb = np.asarray(guide(queries), dtype=np.float32)
+    if doc_emb.shape[0] != len(texts) or query_emb.shape[0] != len(queries):
+        raise ValueError("the guide encoder returned the wrong number of embeddings")
+    q_row = {q: i for i, q in enumerate(queries)}
+
+    def keep(p: Pair, d: int) -> bool:
+        q = query_emb[q_row[p.query]]
+        return float(q @ doc_emb[d]) < ratio * float(q @ doc_emb[docs[p.document]])
+
+    if log is not None:
+        seen = dropped = 0
+        for p in pairs:
+            for d in hits.get(p.query, []):
+                if p.group not in doc_groups[d]:
+                    seen += 1
+                    dropped += not keep(p, d)
+        log(f"guide: {dropped} of {seen} ranked candidates ({dropped / max(seen, 1):.1%}) score at least "
+            f"{ratio:g} x their pair's own document under the guide and are not used as negatives")
+    return keep
 
 
 def _bm25(texts: list[str], queries: list[str], k: int, threads: int) -> dict[str, list[int]]:

@@ -56,6 +56,10 @@ def test_a_missing_teacher_or_base_fails_before_mining(tmp_path, monkeypatch):
                                    "--hard-negatives", "--base", str(tmp_path / "no-such-base")])
     assert r.exit_code == 1 and "no-such-base" in r.output and "not found" in r.output
     assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--heldout", "0",
+                                   "--hn-guide", str(tmp_path / "no-such-guide")])
+    assert r.exit_code == 1 and "no-such-guide" in r.output and "not found" in r.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_guard_level_outside_0_1_fails_before_training(tmp_path):

@@ -236,6 +236,37 @@ def test_mining_several_negatives_per_pair_are_distinct_and_of_other_groups():
         mine_hard_negatives(pairs, search=search, count=0)
 
 
+def test_a_guide_vetoes_negatives_that_score_like_the_positive():
+    import numpy as np
+
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+
+    # "puppy" is a near-duplicate of "dog" (an unlabelled positive), "cat" is a true negative
+    vectors = {"dog": [1.0, 0.0], "D dog": [0.8, 0.6], "D puppy": [0.8, 0.6], "D cat": [0.0, 1.0],
+               "puppy": [1.0, 0.0], "cat": [0.0, 1.0]}
+    pairs = [Pair("dog", "D dog", "1"), Pair("puppy", "D puppy", "2"), Pair("cat", "D cat", "3")]
+
+    def search(texts, queries, k):   # everything ranks the puppy first for the dog query, then the cat
+        order = {"dog": ["D dog", "D puppy", "D cat"], "puppy": ["D puppy", "D dog", "D cat"],
+                 "cat": ["D cat", "D dog", "D puppy"]}
+        return {q: [texts.index(t) for t in order[q]] for q in queries}
+
+    def guide(texts):
+        return np.array([vectors[t] for t in texts], dtype=np.float32)
+
+    plain = mine_hard_negatives(pairs, depth=1, search=search)
+    assert [p.negative for p in plain] == ["D puppy", "D dog", "D dog"]
+    heard = []
+    guided = mine_hard_negatives(pairs, depth=1, search=search, guide=guide, log=heard.append)
+    assert [p.negative for p in guided] == ["D cat", "D cat", "D dog"]
+    assert heard and "2 of 6" in heard[0]
+    # a ratio above 1 lets a document as close as the positive through
+    assert [p.negative for p in mine_hard_negatives(pairs, depth=1, search=search, guide=guide,
+                                                    guide_ratio=1.01)] == ["D puppy", "D dog", "D dog"]
+    with pytest.raises(ValueError, match="guide_ratio"):
+        mine_hard_negatives(pairs, search=search, guide=guide, guide_ratio=0)
+
+
 def test_teacher_margins_are_the_teachers_cosine_differences():
     import numpy as np
 

@@ -111,6 +111,21 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     assert again.index("training for the hybrid (issue 13)") < again.index(
         "## Batches without mined false negatives (issue 13)\n\nBatches.") < again.index("## Time")
 
+    from vfr.eval.results_page import reembed_ablations
+    (tmp_path / "guide.md").write_text("# Guide page\n\nVetoes.\n")
+    (tmp_path / "batching.md").write_text("# Batching page\n\nBatches, revised.\n")
+    before = again
+    assert len(reembed_ablations(tmp_path / "again.md")) == 6   # only the ablation sections change
+    again = (tmp_path / "again.md").read_text()
+    assert "Batches, revised." in again and "Batches.\n" not in again
+    assert again.index("Batches, revised.") < again.index(
+        "## Hard negatives vetted by a guide encoder (issue 13)\n\nVetoes.") < again.index("## Time")
+    assert again[:again.index("## Ablations")] == before[:before.index("## Ablations")]
+    assert again[again.index("## Time"):] == before[before.index("## Time"):]
+    (tmp_path / "bare.md").write_text("# Results\n\n## Time\n")
+    with pytest.raises(ValueError, match="regen_results"):
+        reembed_ablations(tmp_path / "bare.md")
+
 
 def test_trec_format(tmp_path: Path) -> None:
     report.write_trec({"q1": {"b": 0.5, "a": 0.5, "c": 0.9}}, tmp_path / "r.trec", "tag")
