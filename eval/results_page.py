@@ -44,7 +44,8 @@ dense), with paired intervals and significance, are in § Ablations below (from 
 `bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
 ([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet,
 WiSE-FT, a second mining round, a soup of seeds and training for the hybrid ([distillation.md](distillation.md)),
-and calibration batches without mined false negatives ([batching.md](batching.md)), the same way.
+calibration batches without mined false negatives ([batching.md](batching.md)) and hard negatives
+vetted by a guide encoder ([guide.md](guide.md)), the same way.
 """
 
 

@@ -3,7 +3,7 @@
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
 # and docs/soups.md (model soups, benchmarks/soups.json), docs/hubness.md (query-bank hubness correction,
 # benchmarks/hubness.json), docs/distillation.md (benchmarks/distillation.json) and docs/batching.md
-# (benchmarks/batching.json) the same way.
+# (benchmarks/batching.json) and docs/guide.md (benchmarks/guide.json) the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -36,10 +36,12 @@
 #   vfr calibrate (the same as minilm-hn2) --seed S --out out/models/minilm-hn2-fix-sS for S in 1 2, then
 #   vfr models soup out/models/minilm-hn2-nofn out/models/minilm-hn2-fix-s1 out/models/minilm-hn2-fix-s2 \
 #       --out out/models/minilm-hn2-fix-seeds
+#   vfr calibrate (the same as minilm-hn2) --hn-guide mpnet --out out/models/minilm-hn2-guide
 # Every model above trained before the batching fix (docs/batching.md) was batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
-# embeds the page in docs/results.md. On a shared machine: nice, one torch thread.
+# embeds the pages in docs/results.md, or, without recomputing the benchmark tables (hours from a cold cache),
+# `python -m vfr.eval.results_page --ablations-only docs/results.md` re-embeds only the ablation pages. On a shared machine: nice, one torch thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -97,9 +99,11 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   for b in imgbatch nofn; do $R hn2-$b $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-$b --fusion auto; done
   $R hn2-fix-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto
   $R hn2-fix-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto $B
+  $R hn2-guide $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-guide --fusion auto
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
 "$PY" -m vfr.eval.ablation benchmarks/distillation.json docs/distillation.md
 "$PY" -m vfr.eval.ablation benchmarks/batching.json docs/batching.md
+"$PY" -m vfr.eval.ablation benchmarks/guide.json docs/guide.md
 exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md
