@@ -135,7 +135,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
                 "then rebuild the page as above).\n"
     parts = [text, "## Retrieval (R@1 %, best per row in bold)", "", *summary_table(docs), "",
              "## Compositional (accuracy %, ties count as wrong; 50 = chance)", "", *compositional_summary(docs), "",
-             *[line for page, heading in ABLATION_PAGES for line in ablation_section(path.parent / page, heading)],
+             *ablation_sections(path.parent),
              "## Time", "", *timing_lines(docs, total_s), "",
              "## Every benchmark in detail", ""]
     parts += [markdown(d, heading="###") for d in docs]
@@ -170,6 +170,11 @@ def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> li
     return [heading, "", *[("#" + line) if line.startswith("##") else line for line in body], ""]
 
 
+def ablation_sections(folder: Path) -> list[str]:
+    """Every page of ABLATION_PAGES found in `folder`, in order, under its heading."""
+    return [line for page, heading in ABLATION_PAGES for line in ablation_section(folder / page, heading)]
+
+
 def reembed_ablations(path: Path) -> list[str]:
     """Replace the ablation sections of an existing results page with the current ABLATION_PAGES beside it
     (after `scripts/regen_ablations.sh` changed one), leaving the benchmark tables, which take hours to
@@ -181,7 +186,7 @@ def reembed_ablations(path: Path) -> list[str]:
     except (StopIteration, ValueError):
         raise ValueError(f"{path} has no ablation sections followed by '## Time': rebuild it with "
                          "scripts/regen_results.sh") from None
-    sections = [line for page, heading in ABLATION_PAGES for line in ablation_section(path.parent / page, heading)]
+    sections = ablation_sections(path.parent)
     path.write_text("\n".join([*lines[:start], *sections, *lines[end:]]) + "\n", encoding="utf-8")
     return [line for line in sections if line in _HEADINGS]
 

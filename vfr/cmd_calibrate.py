@@ -147,7 +147,7 @@ def calibrate_cmd(
                              distil_weight=distil_weight, lexical_weight=lexical_weight)
     try:
         config.validate()
-        from vfr.retrieve.encoder import resolve_encoder
+        from vfr.retrieve.encoder import clear_loaded, load_encoder, resolve_encoder
 
         # a wrong --base or --teacher, or teachers that cannot be cross-fitted, fail now, not after mining
         locations = {model: resolve_encoder(model).location
@@ -168,12 +168,10 @@ def calibrate_cmd(
 
             search = None if hn_retriever == "bm25" else _engine_search(hn_retriever, base)
             train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search,
-                                        count=hn_count, guide=_guide(hn_guide) if hn_guide else None,
+                                        count=hn_count, guide=load_encoder(hn_guide).encode if hn_guide else None,
                                         guide_ratio=hn_guide_ratio,
                                         log=lambda m: console.print(m, highlight=False))
             if hn_guide:
-                from vfr.retrieve.encoder import clear_loaded
-
                 clear_loaded()  # the guide's weights are not needed while training
             console.print(f"mined {sum(p.negative is not None for p in train)} {hn_retriever} hard negatives")
         result = calibrate(train, held, out, config, log=lambda m: console.print(m, highlight=False),
@@ -192,14 +190,6 @@ def calibrate_cmd(
     if tune and os.environ.get("RANK", "0") == "0":
         _tune_fusion(out, held, train, tune_on, tune_metric, tune_alpha)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
-
-
-def _guide(name: str):
-    """The guide encoder as texts → normalised vectors (loaded once, freed with the closure)."""
-    from vfr.retrieve.encoder import load_encoder
-
-    encoder = load_encoder(name)
-    return lambda texts: encoder.encode(texts)
 
 
 def _engine_search(retriever: str, encoder: str):

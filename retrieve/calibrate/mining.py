@@ -63,13 +63,16 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
     queries = sorted({p.query for p in pairs})
     k = skip + depth + 20
     hits = search(texts, queries, k) if search is not None else _bm25(texts, queries, k=k, threads=threads)
-    keep = _guide_filter(guide, guide_ratio, texts, docs, doc_groups, queries, hits, pairs, log) if guide else None
+    keep = _guide_filter(guide, guide_ratio, texts, docs, queries) if guide else None
     rng = random.Random(seed)
     out = []
+    ranked = vetoed = 0
     for p in pairs:
         others = [d for d in hits.get(p.query, []) if p.group not in doc_groups[d]]
         if keep is not None:
-            others = [d for d in others if keep(p, d)]
+            kept = [d for d in others if keep(p, d)]
+            ranked, vetoed = ranked + len(others), vetoed + len(others) - len(kept)
+            others = kept
         window = others[skip: skip + depth]
         if not window:  # the query shares no term with other images' documents: any other document will do
             window = [d for d in rng.sample(range(len(texts)), min(len(texts), 50))
@@ -80,12 +83,14 @@ def mine_hard_negatives(pairs: Sequence[Pair], depth: int = 10, skip: int = 0, s
             out.append(replace(p, negative=texts[rng.choice(window)]))
         else:
             out.extend(replace(p, negative=texts[d]) for d in rng.sample(window, min(count, len(window))))
+    if keep is not None and log is not None:
+        log(f"guide: {vetoed} of {ranked} ranked candidates ({vetoed / max(ranked, 1):.1%}) score at least "
+            f"{guide_ratio:g} x their pair's own document under the guide and are not used as negatives")
     return out
 
 
 def _guide_filter(guide: Embed, ratio: float, texts: list[str], docs: dict[str, int],
-                  doc_groups: list[set[str]], queries: list[str], hits: dict[str, list[int]], pairs: Sequence[Pair],
-                  log: Callable[[str], None] | None) -> Callable[[Pair, int], bool]:
+                  queries: list[str]) -> Callable[[Pair, int], bool]:
     """(pair, document index) → whether the guide lets the document be the pair's negative."""
     doc_emb = np.asarray(guide(texts), dtype=np.float32)
     query_emb = np.asarray(guide(queries), dtype=np.float32)
@@ -97,15 +102,6 @@ def _guide_filter(guide: Embed, ratio: float, texts: list[str], docs: dict[str, 
         q = query_emb[q_row[p.query]]
         return float(q @ doc_emb[d]) < ratio * float(q @ doc_emb[docs[p.document]])
 
-    if log is not None:
-        seen = dropped = 0
-        for p in pairs:
-            for d in hits.get(p.query, []):
-                if p.group not in doc_groups[d]:
-                    seen += 1
-                    dropped += not keep(p, d)
-        log(f"guide: {dropped} of {seen} ranked candidates ({dropped / max(seen, 1):.1%}) score at least "
-            f"{ratio:g} x their pair's own document under the guide and are not used as negatives")
     return keep
 
 
