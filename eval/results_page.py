@@ -44,8 +44,9 @@ dense), with paired intervals and significance, are in § Ablations below (from 
 `bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
 ([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet,
 WiSE-FT, a second mining round, a soup of seeds and training for the hybrid ([distillation.md](distillation.md)),
-calibration batches without mined false negatives ([batching.md](batching.md)) and hard negatives
-vetted by a guide encoder ([guide.md](guide.md)), the same way.
+calibration batches without mined false negatives ([batching.md](batching.md)), hard negatives
+vetted by a guide encoder ([guide.md](guide.md)), and more hard negatives per pair or a second epoch
+([recipe.md](recipe.md)), the same way.
 """
 
 
@@ -153,6 +154,7 @@ ABLATION_PAGES: tuple[tuple[str, str], ...] = (
                         "training for the hybrid (issue 13)"),
     ("batching.md", "## Batches without mined false negatives (issue 13)"),
     ("guide.md", "## Hard negatives vetted by a guide encoder (issue 13)"),
+    ("recipe.md", "## More hard negatives per pair, a second epoch (issue 13)"),
 )
 
 

@@ -2,8 +2,9 @@
 # Regenerate docs/ablations.md: every setting of issue 13's ablations run with `vfr eval` into out/ablate/NAME/BENCH
 # (each run logged to benchmarks/results/quality.jsonl), then the paired comparisons (eval/ablation.py),
 # and docs/soups.md (model soups, benchmarks/soups.json), docs/hubness.md (query-bank hubness correction,
-# benchmarks/hubness.json), docs/distillation.md (benchmarks/distillation.json) and docs/batching.md
-# (benchmarks/batching.json) and docs/guide.md (benchmarks/guide.json) the same way.
+# benchmarks/hubness.json), docs/distillation.md (benchmarks/distillation.json), docs/batching.md
+# (benchmarks/batching.json), docs/guide.md (benchmarks/guide.json) and docs/recipe.md (benchmarks/recipe.json)
+# the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
 #   vfr calibrate --pairs coco-val --pairs flickr30k-val --pairs coco-5k-val --max-pairs 2500 --hard-negatives \
@@ -37,12 +38,20 @@
 #   vfr models soup out/models/minilm-hn2-nofn out/models/minilm-hn2-fix-s1 out/models/minilm-hn2-fix-s2 \
 #       --out out/models/minilm-hn2-fix-seeds
 #   vfr calibrate (the same as minilm-hn2) --hn-guide mpnet --out out/models/minilm-hn2-guide
+#   vfr calibrate (the same as minilm-hn2) --hn-count 4 --out out/models/minilm-hn4
+#   vfr calibrate (the same as minilm-hn2) --epochs 2 --out out/models/minilm-hn2-2ep
 # Every model above trained before the batching fix (docs/batching.md) was batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
 # embeds the pages in docs/results.md, or, without recomputing the benchmark tables (hours from a cold cache),
 # `python -m vfr.eval.results_page --ablations-only docs/results.md` re-embeds only the ablation pages. On a shared machine: nice, one torch thread.
 set -euo pipefail
+if [ $# -gt 0 ]; then  # hours of runs: never start them on a stray argument
+  case "$1" in
+    -h|--help) sed -n '2,/^set -euo pipefail/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "regen_ablations.sh takes no arguments (got: $*); see --help. SKIP_RUNS=1 rebuilds the pages only." >&2; exit 2 ;;
+  esac
+fi
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -100,10 +109,12 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R hn2-fix-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto
   $R hn2-fix-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-fix-seeds --fusion auto $B
   $R hn2-guide $TEST,sugarcrepe -- --encoder out/models/minilm-hn2-guide --fusion auto
+  for m in hn4 hn2-2ep; do $R $m $TEST,sugarcrepe -- --encoder out/models/minilm-$m --fusion auto; done
 fi
 "$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
 "$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
 "$PY" -m vfr.eval.ablation benchmarks/distillation.json docs/distillation.md
 "$PY" -m vfr.eval.ablation benchmarks/batching.json docs/batching.md
 "$PY" -m vfr.eval.ablation benchmarks/guide.json docs/guide.md
+"$PY" -m vfr.eval.ablation benchmarks/recipe.json docs/recipe.md
 exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md

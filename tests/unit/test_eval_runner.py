@@ -153,3 +153,16 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert bad.exit_code == 1 and "unknown retriever clip" in bad.output
     missing = CliRunner().invoke(app, ["eval", "no-such-bench"])
     assert missing.exit_code == 1 and "neither a built-in benchmark" in missing.output
+
+
+def test_regen_ablations_script_starts_no_runs_on_an_argument(tmp_path: Path) -> None:
+    """The script runs hours of evaluations; --help prints its header and a stray argument is refused,
+    both before anything is run or written."""
+    import subprocess
+    script = Path(__file__).resolve().parents[2] / "scripts" / "regen_ablations.sh"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(tmp_path / "no-python-here")}  # a run would fail loudly
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and "SKIP_RUNS=1" in shown.stdout and "docs/recipe.md" in shown.stdout
+    assert not shown.stdout.startswith("#!") and "set -euo" not in shown.stdout
+    refused = subprocess.run(["bash", str(script), "everything"], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2 and "takes no arguments" in refused.stderr and refused.stdout == ""
