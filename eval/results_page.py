@@ -38,15 +38,9 @@ published CLIP / SigLIP numbers search image pixels of the full corpora. They ar
 orientation only, never as a like-for-like comparison.
 
 The hybrid's fusion weights and BM25's k1/b were chosen on COCO val (docs/fusion.md): the `coco-val` rows
-are tuning data, not held-out results. Fusion source for this run: {fusion_source}. One-change-at-a-time
-ablations (fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector
-dense), with paired intervals and significance, are in § Ablations below (from [ablations.md](ablations.md),
-`bash scripts/regen_ablations.sh`, run before this page), then the query-bank hubness correction
-([hubness.md](hubness.md)), model soups ([soups.md](soups.md)) and distillation from calibrated mpnet,
-WiSE-FT, a second mining round, a soup of seeds and training for the hybrid ([distillation.md](distillation.md)),
-calibration batches without mined false negatives ([batching.md](batching.md)), hard negatives
-vetted by a guide encoder ([guide.md](guide.md)), and more hard negatives per pair or a second epoch
-([recipe.md](recipe.md)), the same way.
+are tuning data, not held-out results. Fusion source for this run: {fusion_source}.
+
+{ablations}
 """
 
 
@@ -127,7 +121,7 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
         command=COMMAND, underlying=UNDERLYING, k1=manifest.get("k1", "0.9"), b=manifest.get("b", "0.4"),
         encoder=cfg.get("encoder"), faiss=cfg.get("faiss"), fusion=manifest.get("fusion", "see docs/fusion.md"),
         source=cfg.get("description_source"), test="randomisation" if cfg.get("stat_test") == "fisher" else "t",
-        fusion_source=_fusion_source(manifest))
+        fusion_source=_fusion_source(manifest), ablations=ablation_intro(path.parent))
     if assembled:
         text += ("\nThis page was assembled from per-benchmark outputs (`python -m vfr.eval.results_page out/results "
                  "docs/results.md`), each made by `vfr eval BENCH --out out/results/BENCH` with the settings above.\n")
@@ -145,20 +139,37 @@ def write_results_page(docs: Sequence[Mapping[str, Any]], path: Path, total_s: f
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-# The pages scripts/regen_ablations.sh makes beside docs/results.md, embedded in this order under these headings.
-ABLATION_PAGES: tuple[tuple[str, str], ...] = (
-    ("ablations.md", "## Ablations (issue 13)"),
-    ("hubness.md", "## Query-bank hubness correction (issue 13)"),
-    ("soups.md", "## Model soups (issue 13)"),
+# The pages scripts/regen_ablations.sh makes beside docs/results.md, embedded in this order under these headings;
+# the third field is what the page measures, for the intro's list of them.
+ABLATION_PAGES: tuple[tuple[str, str, str], ...] = (
+    ("ablations.md", "## Ablations (issue 13)",
+     "fixed vs tuned fusion, calibration, MiniLM vs mpnet, plain vs field BM25, whole-text vs multi-vector dense"),
+    ("hubness.md", "## Query-bank hubness correction (issue 13)", "the query-bank hubness correction"),
+    ("soups.md", "## Model soups (issue 13)", "model soups"),
     ("distillation.md", "## Distilling calibrated mpnet into MiniLM, WiSE-FT, a second mining round, a soup of seeds, "
-                        "training for the hybrid (issue 13)"),
-    ("batching.md", "## Batches without mined false negatives (issue 13)"),
-    ("guide.md", "## Hard negatives vetted by a guide encoder (issue 13)"),
-    ("recipe.md", "## More hard negatives per pair, a second epoch (issue 13)"),
+                        "training for the hybrid (issue 13)",
+     "distillation from calibrated mpnet, WiSE-FT, a second mining round, a soup of seeds and training for the hybrid"),
+    ("batching.md", "## Batches without mined false negatives (issue 13)",
+     "calibration batches without mined false negatives"),
+    ("guide.md", "## Hard negatives vetted by a guide encoder (issue 13)", "hard negatives vetted by a guide encoder"),
+    ("recipe.md", "## More hard negatives per pair, a second epoch (issue 13)",
+     "more hard negatives per pair or a second epoch"),
 )
 
 
-_HEADINGS = {heading for _, heading in ABLATION_PAGES}
+_HEADINGS = {heading for _, heading, _ in ABLATION_PAGES}
+_INTRO_LEAD = "One-change-at-a-time ablations"
+
+
+def ablation_intro(folder: Path) -> str:
+    """The intro's paragraph naming the pages of ABLATION_PAGES found in `folder`, as ablation_sections embeds them."""
+    found = [(page, what) for page, _, what in ABLATION_PAGES if (folder / page).is_file()]
+    if not found:
+        return (f"{_INTRO_LEAD}: none beside this page (`bash scripts/regen_ablations.sh` makes them; rebuild this page "
+                "after it, or re-embed them with `python -m vfr.eval.results_page --ablations-only docs/results.md`).")
+    items = "; ".join(f"{what} ([{page}]({page}))" for page, what in found)
+    return (f"{_INTRO_LEAD}, with paired intervals and significance, are embedded below, in this order, from the pages "
+            f"`bash scripts/regen_ablations.sh` makes (run before this page): {items}.")
 
 
 def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> list[str]:
@@ -174,22 +185,26 @@ def ablation_section(page: Path, heading: str = "## Ablations (issue 13)") -> li
 
 def ablation_sections(folder: Path) -> list[str]:
     """Every page of ABLATION_PAGES found in `folder`, in order, under its heading."""
-    return [line for page, heading in ABLATION_PAGES for line in ablation_section(folder / page, heading)]
+    return [line for page, heading, _ in ABLATION_PAGES for line in ablation_section(folder / page, heading)]
 
 
 def reembed_ablations(path: Path) -> list[str]:
-    """Replace the ablation sections of an existing results page with the current ABLATION_PAGES beside it
-    (after `scripts/regen_ablations.sh` changed one), leaving the benchmark tables, which take hours to
-    recompute from a cold cache, as they are. Returns the headings now embedded."""
+    """Replace the ablation sections of an existing results page, and the intro's paragraph that lists them, with
+    the current ABLATION_PAGES beside it (after `scripts/regen_ablations.sh` changed or added one), leaving the
+    benchmark tables, which take hours to recompute from a cold cache, as they are. Returns the headings now
+    embedded."""
     lines = path.read_text(encoding="utf-8").splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.startswith("## ") and line in _HEADINGS)
         end = lines.index("## Time", start)
+        lead = next(i for i, line in enumerate(lines[:start]) if line.startswith(_INTRO_LEAD))
     except (StopIteration, ValueError):
-        raise ValueError(f"{path} has no ablation sections followed by '## Time': rebuild it with "
-                         "scripts/regen_results.sh") from None
+        raise ValueError(f"{path} has no ablation sections followed by '## Time', or no paragraph listing them: "
+                         "rebuild it with scripts/regen_results.sh") from None
+    stop = next((i for i in range(lead, start) if not lines[i].strip()), start)
     sections = ablation_sections(path.parent)
-    path.write_text("\n".join([*lines[:start], *sections, *lines[end:]]) + "\n", encoding="utf-8")
+    path.write_text("\n".join([*lines[:lead], ablation_intro(path.parent), *lines[stop:start], *sections,
+                               *lines[end:]]) + "\n", encoding="utf-8")
     return [line for line in sections if line in _HEADINGS]
 
 

@@ -89,6 +89,7 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     assert page_from_folder(tmp_path / "pf", tmp_path / "again.md") == ["toy"]
     assert "| toy | t2i |" in (tmp_path / "again.md").read_text()
     assert "## Ablations" not in (tmp_path / "again.md").read_text()
+    assert "One-change-at-a-time ablations: none beside this page" in (tmp_path / "again.md").read_text()
     (tmp_path / "ablations.md").write_text("# Ablations page\n\nSettings.\n\n## Where each setting stands\n\n| a |\n")
     page_from_folder(tmp_path / "pf", tmp_path / "again.md")   # the ablation page beside it is embedded, one level down
     again = (tmp_path / "again.md").read_text()
@@ -120,7 +121,14 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
     assert "Batches, revised." in again and "Batches.\n" not in again
     assert again.index("Batches, revised.") < again.index(
         "## Hard negatives vetted by a guide encoder (issue 13)\n\nVetoes.") < again.index("## Time")
-    assert again[:again.index("## Ablations")] == before[:before.index("## Ablations")]
+    # the intro's list of pages follows them: the guide page is named now, after the batching page, and nothing else
+    # before the sections changed
+    intro = next(line for line in again.splitlines() if line.startswith("One-change-at-a-time ablations"))
+    assert "([guide.md](guide.md))" in intro and "guide.md" not in before[:before.index("## Ablations")]
+    assert intro.index("[ablations.md]") < intro.index("[hubness.md]") < intro.index("[batching.md]") < intro.index(
+        "[guide.md]") and "recipe.md" not in intro
+    assert again[:again.index("## Ablations")].replace(intro, "") == before[:before.index("## Ablations")].replace(
+        next(line for line in before.splitlines() if line.startswith("One-change-at-a-time ablations")), "")
     assert again[again.index("## Time"):] == before[before.index("## Time"):]
     (tmp_path / "bare.md").write_text("# Results\n\n## Time\n")
     with pytest.raises(ValueError, match="regen_results"):
