@@ -47,3 +47,19 @@ def test_summary_gives_each_settings_margin_of_hybrid_over_dense(tmp_path, monke
     assert [round(r["margin"], 2) for r in rows] == [0.1, 0.3] and rows[1]["p"] < 0.01
     table = ablation.summary_markdown(rows)
     assert "| bench | t2i | A | 50.0 | 60.0 (50.0–70.0) | +10.0 (" in table
+
+
+def test_spec_defaults_fill_the_summary_and_the_rows_benchmarks_but_never_override():
+    from vfr.eval.ablation import SUMMARY_DEFAULTS, with_defaults
+
+    spec = {"summary": {"variants": {"a": "out/a"}, "benchmarks": ["coco-test"]},
+            "rows": [{"change": "x", "base": "out/a", "variant": "out/b", "retriever": "hybrid"},
+                     {"change": "y", "base": "out/a", "variant": "out/b", "retriever": "dense",
+                      "benchmarks": ["iiw-400"]}]}
+    full = with_defaults(spec)
+    assert full["summary"]["note"] == SUMMARY_DEFAULTS["note"] and full["summary"]["tasks"] == SUMMARY_DEFAULTS["tasks"]
+    assert full["summary"]["benchmarks"] == ["coco-test"]                 # the spec's own value stays
+    assert [r["benchmarks"] for r in full["rows"]] == [["coco-test"], ["iiw-400"]]
+    assert "benchmarks" not in spec["rows"][0]                            # the spec itself is not changed
+    bare = with_defaults({"rows": [{"change": "z", "base": "a", "variant": "b", "retriever": "bm25"}]})
+    assert "summary" not in bare and bare["rows"][0]["benchmarks"] == SUMMARY_DEFAULTS["benchmarks"]
