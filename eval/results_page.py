@@ -154,6 +154,9 @@ ABLATION_PAGES: tuple[tuple[str, str, str], ...] = (
     ("guide.md", "## Hard negatives vetted by a guide encoder (issue 13)", "hard negatives vetted by a guide encoder"),
     ("recipe.md", "## More hard negatives per pair, a second epoch (issue 13)",
      "more hard negatives per pair or a second epoch"),
+    ("travel.md", "## The unseen-images calibration with the batching fix (issue 13)",
+     "the unseen-images calibration retrained with the batching fix, with one or two hybrid negatives per pair and "
+     "with the query bank"),
 )
 
 
