@@ -191,10 +191,10 @@ def main(argv: list[str]) -> None:
     spec = with_defaults(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     rows = build(spec)
     text = markdown(spec.get("title", "Ablations"), rows)
-    if spec.get("summary"):
-        text = (f"## {spec['summary'].get('title', 'Where each setting stands')}\n\n{spec['summary'].get('note', '')}\n\n"
-                + summary_markdown(summary(spec["summary"])) + "\n"
-                + (compositional_markdown(spec["summary"]) + "\n" if spec["summary"].get("compositional") else "")
+    if spec.get("summary"):   # with_defaults gave it a title, a note and the rest
+        summ = spec["summary"]
+        text = (f"## {summ['title']}\n\n{summ['note']}\n\n" + summary_markdown(summary(summ)) + "\n"
+                + (compositional_markdown(summ) + "\n" if summ["compositional"] else "")
                 + text)
     if spec.get("preamble"):
         text = spec["preamble"].strip() + "\n\n" + text

@@ -118,11 +118,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-fix $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-fix-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-fix --fusion auto $B
 fi
-"$PY" -m vfr.eval.ablation benchmarks/ablations.json docs/ablations.md
-"$PY" -m vfr.eval.ablation benchmarks/hubness.json docs/hubness.md
-"$PY" -m vfr.eval.ablation benchmarks/distillation.json docs/distillation.md
-"$PY" -m vfr.eval.ablation benchmarks/batching.json docs/batching.md
-"$PY" -m vfr.eval.ablation benchmarks/guide.json docs/guide.md
-"$PY" -m vfr.eval.ablation benchmarks/recipe.json docs/recipe.md
-"$PY" -m vfr.eval.ablation benchmarks/travel.json docs/travel.md
-exec "$PY" -m vfr.eval.ablation benchmarks/soups.json docs/soups.md
+# each page from its spec (benchmarks/PAGE.json); results_page.ABLATION_PAGES embeds them in docs/results.md
+for page in ablations hubness distillation batching guide recipe travel soups; do
+  "$PY" -m vfr.eval.ablation "benchmarks/$page.json" "docs/$page.md"
+done

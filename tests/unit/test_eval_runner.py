@@ -123,12 +123,14 @@ def test_run_tasks_and_outputs(tmp_path: Path) -> None:
         "## Hard negatives vetted by a guide encoder (issue 13)\n\nVetoes.") < again.index("## Time")
     # the intro's list of pages follows them: the guide page is named now, after the batching page, and nothing else
     # before the sections changed
-    intro = next(line for line in again.splitlines() if line.startswith("One-change-at-a-time ablations"))
+    def intro_of(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("One-change-at-a-time ablations"))
+    intro = intro_of(again)
     assert "([guide.md](guide.md))" in intro and "guide.md" not in before[:before.index("## Ablations")]
     assert intro.index("[ablations.md]") < intro.index("[hubness.md]") < intro.index("[batching.md]") < intro.index(
         "[guide.md]") and "recipe.md" not in intro
     assert again[:again.index("## Ablations")].replace(intro, "") == before[:before.index("## Ablations")].replace(
-        next(line for line in before.splitlines() if line.startswith("One-change-at-a-time ablations")), "")
+        intro_of(before), "")
     assert again[again.index("## Time"):] == before[before.index("## Time"):]
     (tmp_path / "bare.md").write_text("# Results\n\n## Time\n")
     with pytest.raises(ValueError, match="regen_results"):
