@@ -1,6 +1,6 @@
 """Ablations: one change at a time, compared on the same queries from the run files `vfr eval` wrote.
 
-    python -m vfr.eval.ablation SPEC.json OUT.md [--jsonl LOG]
+    python -m vfr.eval.ablation SPEC.json OUT.md [--jsonl LOG] [--allow-missing]
 
 SPEC: {"title": ..., "rows": [{"change": "tuned vs fixed fusion", "base": DIR, "variant": DIR,
 "retriever": "hybrid", "base_retriever"?: ..., "benchmarks": [...]}]}, where each DIR holds one
@@ -11,7 +11,9 @@ benchmark: where each setting stands against the targets. For every benchmark an
 retrieval task both sides ran, a row gives R@1/5/10 of each side, the R@1 difference with a 95% paired
 bootstrap interval (queries resampled, 2,000 times) and the paired randomisation test's p-value
 (eval/metrics.paired_test: 1,000 seeded permutations) on R@1; a change is called significant at p < 0.05 with no
-multiple-comparison correction (the table says so). Qrels are rebuilt from the benchmark's own files.
+multiple-comparison correction (the table says so). Qrels are rebuilt from the benchmark's own files. A spec whose runs
+are not all there is refused (the error lists the missing FOLDER/BENCH runs) rather than written short, unless
+--allow-missing.
 """
 from __future__ import annotations
 
@@ -187,8 +189,35 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def missing_runs(spec: dict) -> list[str]:
+    """FOLDER/BENCH for every run the spec (with its defaults) reads that `vfr eval` has not written."""
+    wanted = [(row[side], bench) for row in spec["rows"] for side in ("base", "variant") for bench in row["benchmarks"]]
+    if spec.get("summary"):
+        summ = spec["summary"]
+        wanted += [(folder, bench) for folder in summ["variants"].values()
+                   for bench in [*summ["benchmarks"], *summ["compositional"]]]
+    return list(dict.fromkeys(f"{folder}/{bench}" for folder, bench in wanted
+                              if not (Path(folder) / bench / "metrics.json").is_file()))
+
+
 def main(argv: list[str]) -> None:
-    spec = with_defaults(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vfr.eval.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path, help="benchmarks/PAGE.json")
+    parser.add_argument("out", type=Path, help="the page to write, e.g. docs/PAGE.md")
+    parser.add_argument("--jsonl", type=Path, help="append every comparison row to this log")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="write the page without the rows and settings whose runs are missing (default: refuse, "
+                             "so a page is never silently cut down)")
+    args = parser.parse_args(argv)
+    spec = with_defaults(json.loads(args.spec.read_text(encoding="utf-8")))
+    missing = missing_runs(spec)
+    if missing and not args.allow_missing:
+        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        sys.exit(f"{args.spec}: {len(missing)} run(s) it reads are missing, so {args.out} is left as it is:\n  {shown}\n"
+                 "Make them with the `vfr eval` commands in scripts/regen_ablations.sh (benchmarks/quality_runs.py), "
+                 "or pass --allow-missing to write the page without them.")
     rows = build(spec)
     text = markdown(spec.get("title", "Ablations"), rows)
     if spec.get("summary"):   # with_defaults gave it a title, a note and the rest
@@ -198,12 +227,12 @@ def main(argv: list[str]) -> None:
                 + text)
     if spec.get("preamble"):
         text = spec["preamble"].strip() + "\n\n" + text
-    Path(argv[1]).write_text(text, encoding="utf-8")
-    if len(argv) > 3 and argv[2] == "--jsonl":
-        with open(argv[3], "a", encoding="utf-8") as f:
+    args.out.write_text(text, encoding="utf-8")
+    if args.jsonl:
+        with open(args.jsonl, "a", encoding="utf-8") as f:
             for r in rows:
-                f.write(json.dumps({"spec": argv[0], **r}) + "\n")
-    print(f"wrote {argv[1]}: {len(rows)} rows")
+                f.write(json.dumps({"spec": str(args.spec), **r}) + "\n")
+    print(f"wrote {args.out}: {len(rows)} rows" + (f" ({len(missing)} missing run(s) left out)" if missing else ""))
 
 
 if __name__ == "__main__":

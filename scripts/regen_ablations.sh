@@ -45,7 +45,9 @@
 #   vfr calibrate (the same as minilm-travel) --hn-count 2 --out out/models/minilm-travel-hn2
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
-# SKIP_RUNS=1 only rebuilds the page from the runs already in out/ablate. Then `bash scripts/regen_results.sh`
+# SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
+# stops the script rather than being written short; `python -m vfr.eval.ablation benchmarks/PAGE.json docs/PAGE.md`
+# rebuilds one page). Then `bash scripts/regen_results.sh`
 # embeds the pages in docs/results.md, or, without recomputing the benchmark tables (hours from a cold cache),
 # `python -m vfr.eval.results_page --ablations-only docs/results.md` re-embeds only the ablation pages. On a shared machine: nice, one torch thread.
 set -euo pipefail
@@ -118,7 +120,8 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-fix $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-fix-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-fix --fusion auto $B
 fi
-# each page from its spec (benchmarks/PAGE.json); results_page.ABLATION_PAGES embeds them in docs/results.md
-for page in ablations hubness distillation batching guide recipe travel soups; do
+# each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
+PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
+for page in $PAGES; do
   "$PY" -m vfr.eval.ablation "benchmarks/$page.json" "docs/$page.md"
 done

@@ -63,3 +63,24 @@ def test_spec_defaults_fill_the_summary_and_the_rows_benchmarks_but_never_overri
     assert "benchmarks" not in spec["rows"][0]                            # the spec itself is not changed
     bare = with_defaults({"rows": [{"change": "z", "base": "a", "variant": "b", "retriever": "bm25"}]})
     assert "summary" not in bare and bare["rows"][0]["benchmarks"] == SUMMARY_DEFAULTS["benchmarks"]
+
+
+def test_a_page_whose_runs_are_missing_is_refused_not_written_short(tmp_path, capsys):
+    import json
+
+    from vfr.eval import ablation
+
+    (tmp_path / "a" / "coco-test").mkdir(parents=True)
+    (tmp_path / "a" / "coco-test" / "metrics.json").write_text(json.dumps({"tasks": []}))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"rows": [{"change": "x", "base": str(tmp_path / "a"), "variant": str(tmp_path / "gone"),
+                                          "retriever": "hybrid", "benchmarks": ["coco-test"]}]}))
+    page = tmp_path / "page.md"
+    page.write_text("the old page\n")
+    with pytest.raises(SystemExit) as stop:
+        ablation.main([str(spec), str(page)])
+    assert f"{tmp_path / 'gone'}/coco-test" in str(stop.value) and "--allow-missing" in str(stop.value)
+    assert f"{tmp_path / 'a'}/coco-test\n" not in str(stop.value)      # only what is missing is listed
+    assert page.read_text() == "the old page\n"                          # left as it was
+    ablation.main([str(spec), str(page), "--allow-missing"])
+    assert "| change |" in page.read_text() and "1 missing run(s) left out" in capsys.readouterr().out
