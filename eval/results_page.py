@@ -155,8 +155,8 @@ ABLATION_PAGES: tuple[tuple[str, str, str], ...] = (
     ("recipe.md", "## More hard negatives per pair, a second epoch (issue 13)",
      "more hard negatives per pair or a second epoch"),
     ("travel.md", "## The unseen-images calibration with the batching fix (issue 13)",
-     "the unseen-images calibration retrained with the batching fix, with one or two hybrid negatives per pair and "
-     "with the query bank"),
+     "the unseen-images calibration retrained with the batching fix, with one or two hybrid negatives per pair, "
+     "with the query bank and as a soup of three seeds"),
 )
 
 

@@ -43,6 +43,9 @@
 #   vfr calibrate (the same as minilm-hn2) --epochs 2 --out out/models/minilm-hn2-2ep
 #   vfr calibrate (the same as minilm-travel) --out out/models/minilm-travel-fix           (after the batching fix)
 #   vfr calibrate (the same as minilm-travel) --hn-count 2 --out out/models/minilm-travel-hn2
+#   vfr calibrate (the same as minilm-travel-fix) --seed S --out out/models/minilm-travel-fix-sS for S in 1 2, then
+#   vfr models soup out/models/minilm-travel-fix out/models/minilm-travel-fix-s1 out/models/minilm-travel-fix-s2 \
+#       --out out/models/minilm-travel-seeds
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -119,6 +122,13 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   for m in travel-fix travel-hn2; do $R $m $TEST,sugarcrepe -- --encoder out/models/minilm-$m --fusion auto; done
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-fix $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-fix-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-fix --fusion auto $B
+  # a uniform soup of three seeds of that recipe (docs/travel.md): seeds 1 and 2 alone on coco-test, the soup on
+  # coco-val (validation) and everywhere, then with the bank and its fusion tuned for it on coco-val
+  for m in travel-fix-s1 travel-fix-s2; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
+  for m in travel-fix travel-seeds; do $R val-$m coco-val -- --encoder out/models/minilm-$m --fusion auto; done
+  $R travel-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto
+  $PY -m vfr tune coco-val --encoder out/models/minilm-travel-seeds $B --hubness 0.5 --cache-dir out/cache --no-progress
+  $R travel-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto $B
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
