@@ -17,6 +17,7 @@ are not all there is refused (the error lists the missing FOLDER/BENCH runs) rat
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,9 +31,14 @@ from vfr.eval.report import read_trec
 KS = ("hit_rate@1", "hit_rate@5", "hit_rate@10")
 
 
+def _metrics_path(folder: Path | str, bench: str) -> Path:
+    """Where `vfr eval BENCH --out FOLDER/BENCH` writes its figures and run-file list."""
+    return Path(folder) / bench / "metrics.json"
+
+
 def _tasks(folder: Path, bench: str) -> list[dict]:
     """The task records of `vfr eval BENCH --out FOLDER/BENCH` (empty when that run is missing)."""
-    doc_path = folder / bench / "metrics.json"
+    doc_path = _metrics_path(folder, bench)
     if not doc_path.is_file():
         return []
     return json.loads(doc_path.read_text(encoding="utf-8"))["tasks"]
@@ -197,12 +203,10 @@ def missing_runs(spec: dict) -> list[str]:
         wanted += [(folder, bench) for folder in summ["variants"].values()
                    for bench in [*summ["benchmarks"], *summ["compositional"]]]
     return list(dict.fromkeys(f"{folder}/{bench}" for folder, bench in wanted
-                              if not (Path(folder) / bench / "metrics.json").is_file()))
+                              if not _metrics_path(folder, bench).is_file()))
 
 
 def main(argv: list[str]) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m vfr.eval.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path, help="benchmarks/PAGE.json")
     parser.add_argument("out", type=Path, help="the page to write, e.g. docs/PAGE.md")
