@@ -1,5 +1,6 @@
 """The logic of the estimate scripts in benchmarks/: the translation table (IBM Model 1) and query expansion of
-sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, and the feedback of prf_estimate.py."""
+sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
+normalisation and per-query weight of adaptive_fusion_estimate.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ sys.path.insert(0, str(BENCHMARKS))  # prf_estimate imports sparse_expansion_est
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -22,6 +24,7 @@ def _script(name: str):
 est = _script("sparse_expansion_estimate")
 rr = _script("rerank_estimate")
 prf = _script("prf_estimate")
+ada = _script("adaptive_fusion_estimate")
 
 
 def _pairs():
@@ -93,3 +96,38 @@ def test_rm3_mixes_the_query_with_the_feedback_model():
     mixed = prf.rm3(q, model, 0.5)
     assert mixed == Counter({"dog": 0.55, "park": 0.25, "grass": 0.2})
     assert prf.rm3(Counter(), model, 0.5) == Counter()
+
+
+def test_adaptive_z_scores_are_the_engines_over_each_querys_candidates():
+    from vfr.retrieve.fusion import normalise
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 6))
+    scores[2] = 4.0  # a constant row: the engine maps it to 0
+    mask = rng.random((3, 6)) < 0.7
+    mask[:, 0] = mask[:, 1] = True
+    z = ada._z(scores, mask)
+    for i in range(3):
+        want = normalise({j: float(scores[i, j]) for j in np.flatnonzero(mask[i])}, "zscore")
+        assert np.allclose([z[i, j] for j in want], list(want.values()))
+        assert not z[i, ~mask[i]].any()
+    assert not z[2].any()
+
+
+def test_adaptive_weight_follows_the_feature_that_says_which_side_is_right():
+    # 200 queries, 3 candidates, candidate 0 relevant. Where the feature is 1 only BM25 ranks it first, where it
+    # is 0 only dense does: one weight for all can serve only one half, a weight per query serves both.
+    n = 200
+    lexical = np.arange(n) % 2 == 1
+    zs = np.where(lexical[:, None], [[2.0, 0.0, -2.0]], [[-2.0, 0.0, 2.0]])
+    zd = np.where(lexical[:, None], [[-1.0, 1.0, 0.0]], [[1.0, -1.0, 0.0]])
+    rel = np.zeros((n, 3), dtype=bool)
+    rel[:, 0] = True
+    lists = ada.Lists(None, zs, zd, np.ones((n, 3), dtype=bool), lexical[:, None].astype(float), rel)
+    rows = np.arange(n)
+    w = ada.Weighting(True, l2=1e-3).fit(lists, rows).weights(lists)
+    assert w[lexical].min() > 0.5 > w[~lexical].max()
+    fused = w[:, None] * zs + (1 - w[:, None]) * zd
+    assert (fused.argmax(axis=1) == 0).mean() == 1.0
+    single = ada.Weighting(False).fit(lists, rows)
+    assert not single.theta.any() and np.ptp(single.weights(lists)) == 0
