@@ -1,5 +1,7 @@
 """Run `vfr eval` for one variant on several benchmarks and log every run (command and figures) to
-benchmarks/results/quality.jsonl, so each figure in docs/results.md § Ablations can be rerun.
+benchmarks/results/quality.jsonl, so each figure in docs/results.md § Ablations can be rerun. The log is
+append-only history: a rerun of a variant (the same model re-evaluated, or a model retrained under the same name)
+adds lines, and the newest line of a variant × benchmark × task is the one out/ablate/NAME and the pages hold.
 
     python benchmarks/quality_runs.py NAME BENCH[,BENCH...] [-- extra vfr eval args]
     # e.g. python benchmarks/quality_runs.py cal-auto coco-test,coco-fg-test -- --encoder out/models/minilm-cal
