@@ -8,7 +8,7 @@ The built-in hybrid gives BM25 one weight for every query (z-score, 0.1 BM25 / 0
 name a rare object or a word printed in the picture, where the lexical side knows better; others paraphrase,
 where it only adds noise. Query-performance prediction (Cronen-Townsend et al. 2002; Shtok et al. 2012) and
 dynamic fusion weights (e.g. Arabzadeh et al. 2021; Hsu and Tzeng 2025, DAT) read that off the result lists.
-Here the weight is w(q) = sigmoid(b + θ · f(q)), where f(q) holds nine post-retrieval features of the two
+Here the weight is w(q) = sigmoid(b + θ · f(q)), where f(q) holds ten post-retrieval features of the two
 sides' candidates:
 
 * each side's top z-score and its gap to the second (how sure each side is);
@@ -45,7 +45,7 @@ from sparse_expansion_estimate import Bench, _fmt, _percent
 from vfr.eval import metrics as M
 from vfr.eval.ablation import KS, paired_diff
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder
-from vfr.retrieve.fusion import CONSTANT_SPREAD, FusionConfig
+from vfr.retrieve.fusion import FusionConfig, normalise_grouped
 
 FEATURES = ["dense top z", "dense gap", "bm25 top z", "bm25 gap", "same first", "dense first in bm25 (log rank)",
             "bm25 first in dense (log rank)", "dense top cosine", "query terms (log)", "terms in bm25 first"]
@@ -54,14 +54,15 @@ BUILT_IN = FusionConfig().weights[0] / sum(FusionConfig().weights)
 
 
 def _z(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-row z-scores over the masked candidates (population std; a constant row maps to 0, as the engine's
-    `normalise`); 0 outside the mask."""
-    n = mask.sum(axis=1, keepdims=True)
-    mean = np.where(mask, scores, 0).sum(axis=1, keepdims=True) / n
-    std = np.sqrt(np.where(mask, (scores - mean) ** 2, 0).sum(axis=1, keepdims=True) / n)
-    magnitude = np.where(mask, np.abs(scores), 0).max(axis=1, keepdims=True)
-    flat = std <= CONSTANT_SPREAD * np.maximum(1.0, magnitude)
-    return np.where(mask & ~flat, (scores - mean) / np.where(flat, 1, std), 0.0)
+    """Per-row z-scores over the masked candidates, by the engine's own grouped normalisation (a constant row
+    maps to 0); 0 outside the mask."""
+    q, d = scores.shape
+    z = normalise_grouped(scores.ravel(), mask.ravel(), np.repeat(np.arange(q), d), q, "zscore").reshape(q, d)
+    return np.where(mask, z, 0.0)
+
+
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 1 / (1 + np.exp(-x))
 
 
 @dataclass
@@ -99,10 +100,9 @@ class Lists:
             zd[r, first_d], zd[r, first_d] - zd[r, second_d], zs[r, first_s], zs[r, first_s] - zs[r, second_s],
             (first_s == first_d).astype(np.float64), np.log1p(rank_s[r, first_d]), np.log1p(rank_d[r, first_s]),
             dense[r, first_d], np.log1p(n_terms), hit_terms / np.maximum(n_terms, 1)])
-        index = {doc: i for i, doc in enumerate(bench.docs)}
         relevant = np.zeros((q, d), dtype=bool)
         target_docs: dict[str, list[int]] = {}
-        for doc, i in index.items():
+        for i, doc in enumerate(bench.docs):
             target_docs.setdefault(bench.task.doc_target.get(doc, doc) if bench.task.doc_target else doc,
                                    []).append(i)
         for qi, qid in enumerate(bench.qids):
@@ -111,24 +111,18 @@ class Lists:
                     relevant[qi, target_docs.get(target, [])] = True
         return cls(bench, zs, zd, mask, features, relevant)
 
-    def run(self, w: np.ndarray | float, rows: np.ndarray | None = None) -> dict:
-        """The hybrid's run (document ids) for weight(s) w on BM25, over each query's candidates."""
-        rows = np.arange(len(self.zs)) if rows is None else rows
+    def run(self, w: np.ndarray | float) -> dict:
+        """The hybrid's run (by target) for weight(s) w on BM25, over each query's candidates (w = 0: dense)."""
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), (len(self.zs),))
         fused = w[:, None] * self.zs + (1 - w[:, None]) * self.zd
         docs = self.bench.docs
-        return {self.bench.qids[i]: {docs[j]: float(fused[i, j]) for j in np.flatnonzero(self.mask[i])}
-                for i in rows}
-
-    def dense_run(self, rows: np.ndarray | None = None) -> dict:
-        return self.run(0.0, rows)
-
-    def qrels(self, rows: np.ndarray | None = None) -> dict:
-        keep = {self.bench.qids[i] for i in (range(len(self.zs)) if rows is None else rows)}
-        return {q: dict(r) for q, r in self.bench.task.qrels.items() if q in keep}
-
-    def target(self, run: dict) -> dict:
+        run = {qid: {docs[j]: float(fused[i, j]) for j in np.flatnonzero(self.mask[i])}
+               for i, qid in enumerate(self.bench.qids)}
         return M.to_target_run(run, self.bench.task.doc_target)
+
+    def qrels(self) -> dict:
+        keep = set(self.bench.qids)
+        return {q: dict(r) for q, r in self.bench.task.qrels.items() if q in keep}
 
 
 def _matched(bench: Bench, first: np.ndarray) -> np.ndarray:
@@ -179,7 +173,7 @@ class Weighting:
 
     def weights(self, lists: Lists) -> np.ndarray:
         x = (lists.features - self.mean) / self.std
-        return 1 / (1 + np.exp(-(self.b + x @ self.theta)))
+        return _sigmoid(self.b + x @ self.theta)
 
 
 def halves(bench: Bench) -> list[np.ndarray]:
@@ -189,8 +183,8 @@ def halves(bench: Bench) -> list[np.ndarray]:
     return [np.flatnonzero(h == i) for i in (0, 1)]
 
 
-def r_at(lists: Lists, run: dict, rows: np.ndarray | None = None) -> list[float]:
-    return _percent(M.evaluate(lists.qrels(rows), lists.target(run), KS))
+def r_at(lists: Lists, run: dict) -> list[float]:
+    return _percent(M.evaluate(lists.qrels(), run, KS))
 
 
 def oracle(lists: Lists) -> float:
@@ -198,7 +192,7 @@ def oracle(lists: Lists) -> float:
     qrels = lists.qrels()
     hits = np.zeros(len(lists.zs), dtype=bool)
     for w in ORACLE_GRID:
-        hits |= M.per_query(qrels, lists.target(lists.run(float(w))), "hit_rate@1").astype(bool)
+        hits |= M.per_query(qrels, lists.run(float(w)), "hit_rate@1").astype(bool)
     return 100 * hits.mean()
 
 
@@ -210,14 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--encoder", default=DEFAULT_ENCODER)
     ap.add_argument("--l2", type=float, default=1e-2, help="L2 penalty on θ (standardised features)")
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
     encoder = load_encoder(args.encoder)
     dev = Lists.of(Bench(args.dev, encoder))
     folds = halves(dev.bench)
     every = np.arange(len(dev.zs))
     print(f"{args.dev}: {len(every)} queries, {len(dev.bench.docs)} documents; folds {len(folds[0])} / "
           f"{len(folds[1])} queries\n\n| setting (dev, two-fold by image) | R@1/5/10 |\n|---|---|")
-    print(f"| dense | {_fmt(r_at(dev, dev.dense_run()))} |\n| built-in weight {BUILT_IN:.2f} | "
+    print(f"| dense | {_fmt(r_at(dev, dev.run(0.0)))} |\n| built-in weight {BUILT_IN:.2f} | "
           f"{_fmt(r_at(dev, dev.run(BUILT_IN)))} |")
     for name, adaptive in (("one fitted weight", False), ("adaptive weight", True)):
         w = np.zeros(len(every))
@@ -229,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     single = Weighting(False, args.l2).fit(dev, every)
     adaptive = Weighting(True, args.l2).fit(dev, every)
-    print(f"\nfitted on all of {args.dev}: one weight w = {1 / (1 + np.exp(-single.b)):.3f}; adaptive: bias "
+    one_weight = float(_sigmoid(single.b))
+    print(f"\nfitted on all of {args.dev}: one weight w = {one_weight:.3f}; adaptive: bias "
           f"{adaptive.b:+.2f}, θ (standardised features):")
     for name, t in sorted(zip(FEATURES, adaptive.theta), key=lambda x: -abs(x[1])):
         print(f"  {t:+.3f}  {name}")
@@ -238,13 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in filter(None, args.test.split(",")):
         test = Lists.of(Bench(name, encoder))
         qrels = test.qrels()
-        base = test.target(test.run(BUILT_IN))
-        one = test.target(test.run(float(1 / (1 + np.exp(-single.b)))))
-        ad = test.target(test.run(adaptive.weights(test)))
-        dense = _percent(M.evaluate(qrels, test.target(test.dense_run()), KS))[0]
+        base, one, ad = test.run(BUILT_IN), test.run(one_weight), test.run(adaptive.weights(test))
+        dense = r_at(test, test.run(0.0))[0]
         diff = paired_diff(qrels, base, ad)
         print(f"| {name} | {len(test.zs)} | {dense:.1f} | {_fmt(_percent(diff['base']))} | "
-              f"{_fmt(_percent(M.evaluate(qrels, one, KS)))} | {_fmt(_percent(diff['variant']))} | "
+              f"{_fmt(r_at(test, one))} | {_fmt(_percent(diff['variant']))} | "
               f"{100 * diff['diff_r1']:+.1f}, {diff['p']:.3f} | {_percent(diff['variant'])[0] - dense:+.1f} | "
               f"{oracle(test):.1f} |", flush=True)
     return 0

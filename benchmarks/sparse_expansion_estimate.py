@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import sys
 from collections import Counter, defaultdict
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -106,12 +107,19 @@ class Bench:
         self.terms = lucene.query_terms_batch(queries)
         config = IndexConfig()
         self.whole = TextsBm25(lucene.analyse(texts), config.k1, config.b)
-        parts = [split_parts(t) for t in texts]
-        self.owner = np.array([i for i, p in enumerate(parts) for _ in p])
-        self.parts = TextsBm25(lucene.analyse([s for p in parts for s in p]), config.k1, config.b)
+        self._texts = texts
         self.query_vecs, self.doc_vecs = encoder.encode(queries), encoder.encode(texts)
         self.dense = self.query_vecs @ self.doc_vecs.T
         self.dense_run = self._run(self.dense)
+
+    @cached_property
+    def _sentences(self) -> tuple[np.ndarray, TextsBm25]:
+        """Each sentence's document and a BM25 over the sentences (the multi-vector option's parts); built on
+        first use, by MaxP only."""
+        parts = [split_parts(t) for t in self._texts]
+        config = IndexConfig()
+        return (np.array([i for i, p in enumerate(parts) for _ in p]),
+                TextsBm25(lucene.analyse([s for p in parts for s in p]), config.k1, config.b))
 
     def _run(self, scores: np.ndarray, depth: int = FusionConfig().depth) -> Run:
         return {qid: {self.docs[i]: float(row[i]) for i in np.argsort(-row, kind="stable")[:depth]}
@@ -133,7 +141,8 @@ class Bench:
             score = self.whole.score(terms)
             if maxp:
                 best = np.zeros(len(self.docs), dtype=np.float32)
-                np.maximum.at(best, self.owner, self.parts.score(terms))
+                owner, sentences = self._sentences
+                np.maximum.at(best, owner, sentences.score(terms))
                 score = score + np.float32(maxp) * best
             rows.append(score)
         return np.vstack(rows)
