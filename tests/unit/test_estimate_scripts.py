@@ -1,6 +1,6 @@
 """The logic of the estimate scripts in benchmarks/: the translation table (IBM Model 1) and query expansion of
 sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
-normalisation and per-query weight of adaptive_fusion_estimate.py."""
+normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -25,6 +25,7 @@ est = _script("sparse_expansion_estimate")
 rr = _script("rerank_estimate")
 prf = _script("prf_estimate")
 ada = _script("adaptive_fusion_estimate")
+ens = _script("output_ensemble_estimate")
 
 
 def _pairs():
@@ -131,3 +132,21 @@ def test_adaptive_weight_follows_the_feature_that_says_which_side_is_right():
     assert (fused.argmax(axis=1) == 0).mean() == 1.0
     single = ada.Weighting(False).fit(lists, rows)
     assert not single.theta.any() and np.ptp(single.weights(lists)) == 0
+
+
+def test_output_ensemble_mixes_cosines_and_alpha_one_is_the_calibrated_encoder_alone():
+    calibrated = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    packaged = np.array([[0.1, 0.7], [0.6, 0.0]], dtype=np.float32)
+    assert np.array_equal(ens.mix(calibrated, packaged, 1.0), calibrated)
+    assert np.array_equal(ens.mix(calibrated, packaged, 0.0), packaged)
+    assert np.allclose(ens.mix(calibrated, packaged, 0.25), 0.25 * calibrated + 0.75 * packaged)
+    assert ens.mix(calibrated, packaged, 0.5).dtype == np.float32
+
+
+def test_output_ensemble_chooses_the_best_mix_below_one_and_the_larger_alpha_on_a_tie():
+    def hybrid(r1):  # (dense, BM25, hybrid) R@1/5/10 as Bench.recall returns them; only hybrid R@1 counts
+        return [[0.0] * 3, [0.0] * 3, [r1, 0.0, 0.0]]
+    results = {0.0: hybrid(50.0), 0.4: hybrid(55.0), 0.6: hybrid(55.0), 0.8: hybrid(54.0), 1.0: hybrid(60.0)}
+    assert ens.choose(results) == 0.6
+    results[0.2] = hybrid(56.0)
+    assert ens.choose(results) == 0.2
