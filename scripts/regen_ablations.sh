@@ -46,7 +46,7 @@
 #   vfr calibrate (the same as minilm-travel-fix) --seed S --out out/models/minilm-travel-fix-sS for S in 1 2, then
 #   vfr models soup out/models/minilm-travel-fix out/models/minilm-travel-fix-s1 out/models/minilm-travel-fix-s2 \
 #       --out out/models/minilm-travel-seeds
-#   vfr calibrate (the same as minilm-travel-fix) --batch-size 128 --out out/models/minilm-travel-b128
+#   vfr calibrate (the same as minilm-travel-fix) --batch-size B --out out/models/minilm-travel-bB for B in 8 16 128
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -130,8 +130,9 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R travel-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-seeds $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto $B
-  # batch 128 instead of 32 (docs/calibrate.md § knobs; no page: the paragraph there quotes these runs)
-  $R travel-b128 coco-test -- --encoder out/models/minilm-travel-b128 --fusion auto
+  # the batch-size sweep (docs/calibrate.md § knobs; no page: the table there quotes these runs)
+  for m in travel-b8 travel-b128; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
+  $R travel-b16 $TEST,sugarcrepe -- --encoder out/models/minilm-travel-b16 --fusion auto
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
