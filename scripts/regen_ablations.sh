@@ -47,6 +47,7 @@
 #   vfr models soup out/models/minilm-travel-fix out/models/minilm-travel-fix-s1 out/models/minilm-travel-fix-s2 \
 #       --out out/models/minilm-travel-seeds
 #   vfr calibrate (the same as minilm-travel-fix) --batch-size B --out out/models/minilm-travel-bB for B in 8 16 128
+#   vfr calibrate (the same as minilm-travel-fix) --scale S --out out/models/minilm-travel-scS for S in 10 40
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -130,8 +131,8 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R travel-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-seeds $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto $B
-  # the batch-size sweep (docs/calibrate.md § knobs; no page: the table there quotes these runs)
-  for m in travel-b8 travel-b128; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
+  # the batch-size and scale sweeps (docs/calibrate.md § knobs; no page: the text there quotes these runs)
+  for m in travel-b8 travel-b128 travel-sc10 travel-sc40; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
   $R travel-b16 $TEST,sugarcrepe -- --encoder out/models/minilm-travel-b16 --fusion auto
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
