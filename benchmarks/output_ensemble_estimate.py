@@ -46,9 +46,7 @@ class Pair:
 
     def __init__(self, name: str, calibrated, other) -> None:
         self.bench = Bench(name, calibrated)
-        texts = [self.bench.task.corpus[d] for d in self.bench.docs]
-        queries = [self.bench.task.queries[q] for q in self.bench.qids]
-        self.other = other.encode(queries) @ other.encode(texts).T
+        self.other = other.encode(self.bench.queries) @ other.encode(self.bench.texts).T
         self.sparse = self.bench.sparse_scores(lambda i: self.bench.terms[i])
 
     def dense(self, alpha: float) -> np.ndarray:
@@ -86,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "above" if results[alpha][2][0] > results[1.0][2][0] else "not above"
     print(f"\nbest mix on {args.dev}: α = {alpha:.1f}, hybrid R@1 {results[alpha][2][0]:.1f}, {verdict} the "
           f"calibrated encoder alone ({results[1.0][2][0]:.1f}); on test anyway, to see whether the dev verdict "
-          "holds:\n\n| benchmark | queries | dense R@1 alone → mixed | hybrid R@1/5/10 alone | mixed | Δ hybrid R@1 (95% CI), p | hybrid − dense alone → mixed |\n|---|---:|---|---|---|---|---|")
+          "holds:\n\n| benchmark | queries | dense R@1 alone → mixed | hybrid R@1/5/10 alone | mixed | "
+          "Δ hybrid R@1 (95% CI), p | hybrid − dense alone → mixed |\n|---|---:|---|---|---|---|---|")
     for name in filter(None, args.test.split(",")):
         test = Pair(name, calibrated, other)
         qrels, (d_alone, _, h_alone) = test.runs(1.0)

@@ -102,12 +102,11 @@ class Bench:
         _, tasks, _ = benchmarks.resolve(name)
         self.task: RetrievalTask = next(t for t in tasks if isinstance(t, RetrievalTask))
         self.name, self.docs, self.qids = name, list(self.task.corpus), list(self.task.queries)
-        texts = [self.task.corpus[d] for d in self.docs]
-        queries = [self.task.queries[q] for q in self.qids]
+        self.texts = texts = [self.task.corpus[d] for d in self.docs]
+        self.queries = queries = [self.task.queries[q] for q in self.qids]
         self.terms = lucene.query_terms_batch(queries)
         config = IndexConfig()
         self.whole = TextsBm25(lucene.analyse(texts), config.k1, config.b)
-        self._texts = texts
         self.query_vecs, self.doc_vecs = encoder.encode(queries), encoder.encode(texts)
         self.dense = self.query_vecs @ self.doc_vecs.T
         self.dense_run = self._run(self.dense)
@@ -116,7 +115,7 @@ class Bench:
     def _sentences(self) -> tuple[np.ndarray, TextsBm25]:
         """Each sentence's document and a BM25 over the sentences (the multi-vector option's parts); built on
         first use, by MaxP only."""
-        parts = [split_parts(t) for t in self._texts]
+        parts = [split_parts(t) for t in self.texts]
         config = IndexConfig()
         return (np.array([i for i, p in enumerate(parts) for _ in p]),
                 TextsBm25(lucene.analyse([s for p in parts for s in p]), config.k1, config.b))
