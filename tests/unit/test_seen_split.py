@@ -1,0 +1,46 @@
+"""benchmarks/seen_split.py: which validation queries the calibration saw, read from the run and the model card."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("seen_split", BENCHMARKS / "seen_split.py")
+ss = importlib.util.module_from_spec(_spec)
+sys.modules["seen_split"] = ss
+_spec.loader.exec_module(ss)
+
+
+def test_a_query_is_seen_when_a_relevant_document_is_a_training_image():
+    qrels = {"1#0": {"1": 1}, "1#1": {"1": 1}, "2#0": {"2": 1}, "3#0": {"3": 1, "1": 0}}
+    unseen, seen = ss.split(qrels, frozenset({"1", "9"}))
+    assert set(seen) == {"1#0", "1#1"}
+    assert set(unseen) == {"2#0", "3#0"}  # "1" is judged non-relevant for 3#0: not a seen target
+
+
+def test_r1_on_each_part():
+    qrels = {"a": {"x": 1}, "b": {"y": 1}}
+    run = {"a": {"x": 2.0, "y": 1.0}, "b": {"x": 2.0, "y": 1.0}}
+    unseen, seen = ss.split(qrels, frozenset({"x"}))
+    assert ss.r1(seen, run) == 1.0 and ss.r1(unseen, run) == 0.0
+
+
+def _run_dir(tmp_path: Path, encoder: str | None) -> Path:
+    out = tmp_path / "run" / "coco-val"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"config": {"encoder": encoder}, "tasks": []}))
+    return tmp_path / "run"
+
+
+def test_training_images_come_from_the_runs_encoder(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "calibration.json").write_text(json.dumps({"train_group_ids": ["5", "7"]}))
+    assert ss.trained_images(_run_dir(tmp_path, str(model)), "coco-val") == {"5", "7"}
+
+
+def test_an_uncalibrated_encoder_is_refused_with_a_reason(tmp_path):
+    with pytest.raises(SystemExit, match="no calibration.json"):
+        ss.trained_images(_run_dir(tmp_path, None), "coco-val")
