@@ -157,6 +157,10 @@ ABLATION_PAGES: tuple[tuple[str, str, str], ...] = (
     ("travel.md", "## The unseen-images calibration with the batching fix (issue 13)",
      "the unseen-images calibration retrained with the batching fix, with one or two hybrid negatives per pair, "
      "with the query bank and as a soup of three seeds"),
+    ("sweeps.md", "## Recipe sweeps of the unseen-images calibration: batch size, contrastive scale, learning rate "
+                  "(issue 13)",
+     "the unseen-images recipe's batch size, contrastive scale and learning rate, validated on the queries it never "
+     "saw"),
 )
 
 

@@ -48,6 +48,8 @@
 #       --out out/models/minilm-travel-seeds
 #   vfr calibrate (the same as minilm-travel-fix) --batch-size B --out out/models/minilm-travel-bB for B in 8 16 128
 #   vfr calibrate (the same as minilm-travel-fix) --scale S --out out/models/minilm-travel-scS for S in 10 40
+#   vfr calibrate (the same as minilm-travel-fix) --lr L --out out/models/minilm-travel-lrN for L, N in 1e-5 1e5,
+#       5e-5 5e5, 1e-4 1e4, 2e-4 2e4
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -131,9 +133,15 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R travel-seeds $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-seeds $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-seeds --fusion auto $B
-  # the batch-size and scale sweeps (docs/calibrate.md § knobs; no page: the text there quotes these runs)
-  for m in travel-b8 travel-b128 travel-sc10 travel-sc40; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
-  $R travel-b16 $TEST,sugarcrepe -- --encoder out/models/minilm-travel-b16 --fusion auto
+  # the batch-size, scale and learning-rate sweeps (docs/sweeps.md): each on coco-val (validation; the page's seen /
+  # unseen split is `python benchmarks/seen_split.py out/ablate/val-travel-fix out/ablate/val-travel-…`) and
+  # coco-test; the validation's picks (batch 16, lr 5e-5) on every test benchmark, lr 5e-5 also with the bank
+  SWEEP="travel-b8 travel-b16 travel-b128 travel-sc10 travel-sc40 travel-lr1e5 travel-lr5e5 travel-lr1e4 travel-lr2e4"
+  for m in $SWEEP; do $R val-$m coco-val -- --encoder out/models/minilm-$m --fusion auto; done
+  for m in $SWEEP; do $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto; done
+  for m in travel-b16 travel-lr5e5; do $R $m $TEST,sugarcrepe -- --encoder out/models/minilm-$m --fusion auto; done
+  $PY -m vfr tune coco-val --encoder out/models/minilm-travel-lr5e5 $B --hubness 0.5 --cache-dir out/cache --no-progress
+  $R travel-lr5e5-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-lr5e5 --fusion auto $B
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
