@@ -5,10 +5,10 @@ coco-val's targets are training images: a setting that memorises its training pa
 rate, a smaller batch) gains on those queries and looks better on coco-val without ranking unseen images any
 better. This script reads `vfr eval` runs (out/ablate/NAME, written by benchmarks/quality_runs.py), takes the
 encoder each run used from its metrics.json, and the images that encoder trained on from its calibration.json
-(`train_group_ids`; the held-out images are not among them). Each query is *seen* when one of its relevant
-documents is such an image. It prints R@1 of every run on all queries, on the unseen ones and on the seen ones,
-and, against the first run, the paired R@1 difference on the unseen queries (bootstrap interval, randomisation
-p; eval/ablation.paired_diff). All runs must share the training images (the same seed and data), so they are
+(`train_group_ids`; the held-out images are not among them), for a soup the union of its ingredients'. Each
+query is *seen* when one of its relevant documents is such an image. It prints R@1 of every run on all
+queries, on the unseen ones and on the seen ones, and, against the first run, the paired R@1 difference on the
+unseen queries (bootstrap interval, randomisation p; eval/ablation.paired_diff). All runs must share the training images (the same seed and data), so they are
 compared on the same queries.
 
     python benchmarks/seen_split.py out/ablate/val-travel-fix out/ablate/val-travel-lr5e5 [--bench coco-val]
@@ -32,11 +32,29 @@ def trained_images(run_dir: Path, bench: str) -> frozenset[str]:
     """The group ids (images) the encoder of `vfr eval BENCH --out RUN_DIR/BENCH` was calibrated on."""
     doc = json.loads(ablation._metrics_path(run_dir, bench).read_text(encoding="utf-8"))
     encoder = doc["config"].get("encoder")
-    card = Path(encoder or "") / "calibration.json"
-    if not encoder or not card.is_file():
-        sys.exit(f"{run_dir}/{bench}: its encoder ({encoder or 'the default'}) has no calibration.json, so no "
-                 "training images to split on; run this on calibrated models only")
-    return frozenset(json.loads(card.read_text(encoding="utf-8"))["train_group_ids"])
+    if not encoder:
+        sys.exit(f"{run_dir}/{bench}: it ran the default encoder, which has no training images to split on; "
+                 "run this on calibrated models (or soups of them) only")
+    return model_images(Path(encoder))
+
+
+def model_images(model: Path) -> frozenset[str]:
+    """A calibrated model's training images (calibration.json), or the union of its ingredients' for a soup
+    (soup.json, written by `vfr models soup`): a query is unseen only if no ingredient trained on its image."""
+    card, soup = model / "calibration.json", model / "soup.json"
+    if card.is_file():
+        return frozenset(json.loads(card.read_text(encoding="utf-8"))["train_group_ids"])
+    if soup.is_file():
+        parts = json.loads(soup.read_text(encoding="utf-8"))["ingredients"]
+        return frozenset().union(*(model_images(_ingredient(p)) for p in parts))
+    sys.exit(f"{model} has no calibration.json or soup.json, so no training images to split on; run this on "
+             "calibrated models (or soups of them) only")
+
+
+def _ingredient(part: Mapping[str, str]) -> Path:
+    """Where a soup ingredient is: its absolute location if it is still there, else its path as given."""
+    where = Path(part.get("location") or part["model"])
+    return where if where.exists() else Path(part["model"])
 
 
 def split(qrels: Mapping[str, Mapping[str, int]], seen: frozenset[str]) -> tuple[dict, dict]:

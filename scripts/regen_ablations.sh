@@ -50,6 +50,9 @@
 #   vfr calibrate (the same as minilm-travel-fix) --scale S --out out/models/minilm-travel-scS for S in 10 40
 #   vfr calibrate (the same as minilm-travel-fix) --lr L --out out/models/minilm-travel-lrN for L, N in 1e-5 1e5,
 #       5e-5 5e5, 1e-4 1e4, 2e-4 2e4
+#   vfr calibrate (the same as minilm-travel-fix) --seed S --lr 5e-5 --out out/models/minilm-travel-lr5e5-sS for S in
+#       1 2, then vfr models soup out/models/minilm-travel-lr5e5 out/models/minilm-travel-lr5e5-s1 \
+#       out/models/minilm-travel-lr5e5-s2 --out out/models/minilm-travel-lr5e5-seeds
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -142,6 +145,20 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   for m in travel-b16 travel-lr5e5; do $R $m $TEST,sugarcrepe -- --encoder out/models/minilm-$m --fusion auto; done
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-lr5e5 $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-lr5e5-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-lr5e5 --fusion auto $B
+  # both learning rates' seeds 1 and 2 and the soups of seeds 0-2 (sweeps.md § Seeds and soups): coco-val (its unseen
+  # queries by seen_split.py, per seed and per soup) and coco-test, then with the bank and the fusion tuned for it
+  SEEDS="travel-fix-s1 travel-fix-s2 travel-lr5e5-s1 travel-lr5e5-s2 travel-lr5e5-seeds"
+  for m in $SEEDS; do $R val-$m coco-val -- --encoder out/models/minilm-$m --fusion auto; done
+  for m in travel-lr5e5-s1 travel-lr5e5-s2 travel-lr5e5-seeds; do
+    $R $m coco-test -- --encoder out/models/minilm-$m --fusion auto
+  done
+  for m in $SEEDS; do
+    $PY -m vfr tune coco-val --encoder out/models/minilm-$m $B --hubness 0.5 --cache-dir out/cache --no-progress
+  done
+  for m in travel-fix-s1 travel-fix-s2 travel-lr5e5-s1 travel-lr5e5-s2; do
+    $R $m-hub coco-test -- --encoder out/models/minilm-$m --fusion auto $B
+  done
+  $R travel-lr5e5-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-lr5e5-seeds --fusion auto $B
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
