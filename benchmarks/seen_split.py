@@ -38,15 +38,18 @@ def trained_images(run_dir: Path, bench: str) -> frozenset[str]:
     return model_images(Path(encoder))
 
 
-def model_images(model: Path) -> frozenset[str]:
+def model_images(model: Path, ingredient: bool = False) -> frozenset[str]:
     """A calibrated model's training images (calibration.json), or the union of its ingredients' for a soup
-    (soup.json, written by `vfr models soup`): a query is unseen only if no ingredient trained on its image."""
+    (soup.json, written by `vfr models soup`): a query is unseen only if no ingredient trained on its image. An
+    uncalibrated ingredient (the packaged model in a WiSE-FT soup) trained on none."""
     card, soup = model / "calibration.json", model / "soup.json"
     if card.is_file():
         return frozenset(json.loads(card.read_text(encoding="utf-8"))["train_group_ids"])
     if soup.is_file():
         parts = json.loads(soup.read_text(encoding="utf-8"))["ingredients"]
-        return frozenset().union(*(model_images(_ingredient(p)) for p in parts))
+        return frozenset().union(*(model_images(_ingredient(p), ingredient=True) for p in parts))
+    if ingredient:
+        return frozenset()
     sys.exit(f"{model} has no calibration.json or soup.json, so no training images to split on; run this on "
              "calibrated models (or soups of them) only")
 

@@ -48,12 +48,19 @@ def test_an_uncalibrated_encoder_is_refused_with_a_reason(tmp_path):
 
 def test_a_soup_saw_every_image_any_ingredient_trained_on(tmp_path):
     parts = []
-    for name, ids in (("a", ["5", "7"]), ("b", ["7", "9"])):
+    for name, ids in (("a", ["5", "7"]), ("b", ["7", "9"]), ("packaged", None)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "calibration.json").write_text(json.dumps({"train_group_ids": ids}))
+        if ids is not None:  # the packaged model has no calibration card: it trained on none of them
+            (tmp_path / name / "calibration.json").write_text(json.dumps({"train_group_ids": ids}))
         parts.append({"model": str(tmp_path / name), "location": str(tmp_path / "moved" / name)})
     soup = tmp_path / "soup"
     soup.mkdir()
     (soup / "soup.json").write_text(json.dumps({"ingredients": parts}))
     # the recorded locations are gone, so the ingredients are found by the paths they were given as
     assert ss.trained_images(_run_dir(tmp_path, str(soup)), "coco-val") == {"5", "7", "9"}
+
+
+def test_a_model_neither_calibrated_nor_a_soup_is_refused(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SystemExit, match="no calibration.json or soup.json"):
+        ss.trained_images(_run_dir(tmp_path, str(tmp_path / "plain")), "coco-val")
