@@ -26,6 +26,7 @@ import numpy as np
 
 from vfr.eval import ablation
 from vfr.eval import metrics as M
+from vfr.retrieve.calibrate.card import trained_groups
 
 
 def trained_images(run_dir: Path, bench: str) -> frozenset[str]:
@@ -35,29 +36,12 @@ def trained_images(run_dir: Path, bench: str) -> frozenset[str]:
     if not encoder:
         sys.exit(f"{run_dir}/{bench}: it ran the default encoder, which has no training images to split on; "
                  "run this on calibrated models (or soups of them) only")
-    return model_images(Path(encoder))
-
-
-def model_images(model: Path, ingredient: bool = False) -> frozenset[str]:
-    """A calibrated model's training images (calibration.json), or the union of its ingredients' for a soup
-    (soup.json, written by `vfr models soup`): a query is unseen only if no ingredient trained on its image. An
-    uncalibrated ingredient (the packaged model in a WiSE-FT soup) trained on none."""
-    card, soup = model / "calibration.json", model / "soup.json"
-    if card.is_file():
-        return frozenset(json.loads(card.read_text(encoding="utf-8"))["train_group_ids"])
-    if soup.is_file():
-        parts = json.loads(soup.read_text(encoding="utf-8"))["ingredients"]
-        return frozenset().union(*(model_images(_ingredient(p), ingredient=True) for p in parts))
-    if ingredient:
-        return frozenset()
-    sys.exit(f"{model} has no calibration.json or soup.json, so no training images to split on; run this on "
-             "calibrated models (or soups of them) only")
-
-
-def _ingredient(part: Mapping[str, str]) -> Path:
-    """Where a soup ingredient is: its absolute location if it is still there, else its path as given."""
-    where = Path(part.get("location") or part["model"])
-    return where if where.exists() else Path(part["model"])
+    seen = trained_groups(encoder)
+    if seen is None:
+        sys.exit(f"{encoder} records no training images (calibration.json train_group_ids, or a soup.json whose "
+                 "ingredients all do), so there is nothing to split on; run this on calibrated models (or soups "
+                 "of them) only")
+    return frozenset(seen)
 
 
 def split(qrels: Mapping[str, Mapping[str, int]], seen: frozenset[str]) -> tuple[dict, dict]:

@@ -64,11 +64,13 @@ def pairs_task(pairs: Sequence[Any], name: str = "held-out pairs", distractors: 
 def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | None = None,
               cache_dir: Path | None = None, faiss: str = "flat", save: bool = True, progress: bool = True,
               log=lambda msg: None, index_config: Any = None, query_bank: Sequence[str] = (),
-              alpha: float | None = None) -> Tuned:
+              alpha: float | None = None, keep_seen: bool = False) -> Tuned:
     """Choose the fusion for `encoder` on `task` over an index built with `index_config` (its scoring
     settings key the choice: BM25 k1/b, fields, multi-vector, query bank), and (with `save`) keep it with the
     model. `query_bank`: the texts `index_config.query_bank` fingerprints. `alpha`: the grid's best replaces
-    the built-in fusion only if significantly better at this level (retrieve.tuning.tune; 1 = no guard)."""
+    the built-in fusion only if significantly better at this level (retrieve.tuning.tune; 1 = no guard).
+    Queries whose target the encoder trained on (retrieve/calibrate/card.py) are left out unless `keep_seen`:
+    they reward memorising, not ranking (docs/sweeps.md); the corpus stays whole."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
     from vfr.retrieve.tuning import (DEFAULT_ALPHA, DEFAULT_METRIC, FEW_QUERIES, FusionChoice, check_alpha, save_choice,
@@ -80,6 +82,9 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
                              f"{len(task.queries)} queries)")
     alpha = DEFAULT_ALPHA if alpha is None else alpha
     check_alpha(alpha)  # before any index is built
+    spec = encoder_spec(encoder)
+    if not keep_seen:
+        task = unseen_only(task, spec.location, dataset, log)
     config = index_config or IndexConfig(faiss=faiss)  # type: ignore[arg-type]
     index, _info = open_corpus_index(task.corpus, encoder, config, cache_dir, progress, fusion="fixed",
                                      query_bank=query_bank)
@@ -94,10 +99,33 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
         log(f"note: only {result.queries} judged queries: the choice is noisy (use a larger dev set if you have one)")
     if result.guarded:
         log(guard_line(result))
-    spec = encoder_spec(encoder)
     choice = FusionChoice.from_result(result, spec.fingerprint, config.scoring(), dataset, len(task.corpus))
     saved = save_choice(spec, choice) if save else None
     return Tuned(result, choice, saved, len(task.corpus))
+
+
+def unseen_only(task: RetrievalTask, location: str, dataset: str, log=lambda msg: None) -> RetrievalTask:
+    """`task` without the queries one of whose relevant targets (images) the model at `location` trained on
+    (its calibration.json, or its soup's ingredients'); the task itself when it records none or none match."""
+    from dataclasses import replace
+
+    from vfr.retrieve.calibrate.card import trained_groups
+
+    seen = trained_groups(location)
+    if not seen:
+        return task
+    hit = {q for q, rel in task.qrels.items() if any(grade > 0 and t in seen for t, grade in rel.items())}
+    if not hit:
+        return task
+    left = {q: r for q, r in task.qrels.items() if q not in hit}
+    if not left:
+        raise TuneInputError(f"{dataset}: the encoder trained on the image of every judged query, so none is left "
+                             "to tune on; use a dev set it never saw, or --keep-seen to tune on them anyway")
+    targets = {t for rel in task.qrels.values() for t, grade in rel.items() if grade > 0}
+    log(f"left out {len(hit)} of {len(task.qrels)} {dataset} queries whose image the encoder trained on "
+        f"({len(seen & targets)} of its {len(targets)} targets; such queries reward memorising, not ranking); "
+        "--keep-seen tunes on them too")
+    return replace(task, queries={q: t for q, t in task.queries.items() if q not in hit}, qrels=left)
 
 
 def _bar(enabled: bool, desc: str):

@@ -47,6 +47,10 @@ def tune_cmd(
                                             "`vfr index --query-bank`); texts the dev set scores are left out.")
                           ] = "",
     hubness: Annotated[float, typer.Option("--hubness", min=0.0, max=2.0, help="Its weight.")] = 0.5,
+    keep_seen: Annotated[bool, typer.Option("--keep-seen", help="Tune on every dev query. By default the queries "
+                                            "whose image the encoder was calibrated on (its calibration.json, or "
+                                            "its soup's ingredients') are left out: they reward memorising.")
+                         ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
 ) -> None:
@@ -61,6 +65,9 @@ def tune_cmd(
     ~/.cache/vfr/fusion/). New index builds with that encoder record it in their manifest and search
     with it by default; `vfr index` brings an existing index up to date. A different or retrained model
     never inherits it.
+
+    A calibrated encoder is tuned only on the dev queries whose image it never trained on (a calibration
+    that drew pairs from the dev set's images has memorised those; --keep-seen keeps them).
     """
     from vfr.eval.datasets import BenchmarkError
     from vfr.eval.tune import TuneInputError, dev_task, table_lines, tune_task
@@ -86,7 +93,7 @@ def tune_cmd(
                       f"{len(dev_set.corpus)} documents)", highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
                           progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config,
-                          query_bank=bank, alpha=alpha)
+                          query_bank=bank, alpha=alpha, keep_seen=keep_seen)
     except (BenchmarkError, TuneInputError, TuningError, EncoderError, ValueError) as e:
         fail(str(e))
     if as_json:

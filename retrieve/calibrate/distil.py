@@ -17,10 +17,9 @@ so every margin is a prediction, not a memory.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from vfr.retrieve.calibrate.card import trained_groups
 from vfr.retrieve.calibrate.pairs import Pair
 
 if TYPE_CHECKING:
@@ -39,17 +38,6 @@ def teacher_margins(teacher: "SentenceTransformer", pairs: Sequence[Pair], batch
     at = {t: i for i, t in enumerate(texts)}
     return [float(emb[at[p.query]] @ emb[at[p.document]] - emb[at[p.query]] @ emb[at[p.negative]])  # type: ignore[index]
             for p in pairs]
-
-
-def trained_groups(location: str | Path) -> set[str] | None:
-    """The images (groups) a model folder from `vfr calibrate` trained on, from its calibration.json; None
-    when it does not say (not from vfr calibrate, or from a version that did not record them)."""
-    f = Path(location) / "calibration.json"
-    try:
-        ids = json.loads(f.read_text(encoding="utf-8")).get("train_group_ids")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return set(map(str, ids)) if isinstance(ids, list) and ids else None
 
 
 def assign_teachers(pairs: Sequence[Pair], trained: Mapping[str, set[str]]) -> dict[str, list[int]]:

@@ -77,3 +77,25 @@ def test_tune_refuses_a_test_set_and_a_bad_metric(tmp_path):
     assert r.returncode == 1 and "unknown metric" in r.stderr
     r = vfr("tune", "coco-val", "--alpha", "0")
     assert r.returncode == 1 and "--alpha must be in (0, 1]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tune_leaves_out_the_queries_whose_image_a_calibrated_encoder_trained_on(template_store, dev_jsonl,
+                                                                                 tmp_path):
+    """A model folder whose calibration.json records training images is tuned on the other images' queries
+    only; --keep-seen tunes on all of them."""
+    model = shutil.copytree(resolve_encoder("default").location, tmp_path / "calibrated")
+    rows = [json.loads(line) for line in dev_jsonl.read_text().splitlines()]
+    trained = [r["id"] for r in rows[:3]]
+    (model / "calibration.json").write_text(json.dumps({"train_group_ids": trained}))
+    every = sum(len(r["queries"]) for r in rows)
+    seen = sum(len(r["queries"]) for r in rows[:3])
+    args = ("tune", str(dev_jsonl), "--encoder", str(model), "--cache-dir", str(tmp_path / "cache"), "--json",
+            "--no-progress", "--dry-run")
+    r = vfr(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"left out {seen} of {every}" in r.stderr and "--keep-seen" in r.stderr
+    assert json.loads(r.stdout)["choice"]["queries"] == every - seen
+    r = vfr(*args, "--keep-seen")
+    assert r.returncode == 0, r.stderr
+    assert "left out" not in r.stderr and json.loads(r.stdout)["choice"]["queries"] == every
+    assert not (model / "fusion.json").exists()  # --dry-run

@@ -62,5 +62,5 @@ def test_a_soup_saw_every_image_any_ingredient_trained_on(tmp_path):
 
 def test_a_model_neither_calibrated_nor_a_soup_is_refused(tmp_path):
     (tmp_path / "plain").mkdir()
-    with pytest.raises(SystemExit, match="no calibration.json or soup.json"):
+    with pytest.raises(SystemExit, match="records no training images"):
         ss.trained_images(_run_dir(tmp_path, str(tmp_path / "plain")), "coco-val")
