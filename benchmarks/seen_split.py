@@ -8,8 +8,9 @@ encoder each run used from its metrics.json, and the images that encoder trained
 (`train_group_ids`; the held-out images are not among them), for a soup the union of its ingredients'. Each
 query is *seen* when one of its relevant documents is such an image. It prints R@1 of every run on all
 queries, on the unseen ones and on the seen ones, and, against the first run, the paired R@1 difference on the
-unseen queries (bootstrap interval, randomisation p; eval/ablation.paired_diff). All runs must share the training images (the same seed and data), so they are
-compared on the same queries.
+unseen queries (bootstrap interval, randomisation p; eval/ablation.paired_diff). All runs must share the
+training images (the same seed and data), so they are compared on the same queries. (`vfr eval` itself now
+reports R@1 on the unseen queries of a calibrated encoder, docs/eval.md; this script adds the paired test.)
 
     python benchmarks/seen_split.py out/ablate/val-travel-fix out/ablate/val-travel-lr5e5 [--bench coco-val]
         [--task t2i] [--retriever hybrid]
@@ -26,6 +27,7 @@ import numpy as np
 
 from vfr.eval import ablation
 from vfr.eval import metrics as M
+from vfr.eval.runner import seen_queries
 from vfr.retrieve.calibrate.card import trained_groups
 
 
@@ -45,12 +47,10 @@ def trained_images(run_dir: Path, bench: str) -> frozenset[str]:
 
 
 def split(qrels: Mapping[str, Mapping[str, int]], seen: frozenset[str]) -> tuple[dict, dict]:
-    """(unseen, seen) qrels: a query is seen when any document it judges relevant is a training image."""
-    unseen_q, seen_q = {}, {}
-    for q, rel in qrels.items():
-        hit = any(grade > 0 and doc in seen for doc, grade in rel.items())
-        (seen_q if hit else unseen_q)[q] = dict(rel)
-    return unseen_q, seen_q
+    """(unseen, seen) qrels: a query is seen when it is about a training image (eval/runner.seen_queries)."""
+    hit = seen_queries(qrels, seen)
+    unseen = {q: dict(r) for q, r in qrels.items() if q not in hit}
+    return unseen, {q: dict(r) for q, r in qrels.items() if q in hit}
 
 
 def r1(qrels: Mapping[str, Mapping[str, int]], run: dict) -> float:

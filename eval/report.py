@@ -89,7 +89,21 @@ def retrieval_table(t: Mapping[str, Any]) -> list[str]:
     sig = significance_line(t)
     if sig:
         lines += ["", sig]
+    seen = trained_on_line(t)
+    if seen:
+        lines += ["", seen]
     return lines
+
+
+def trained_on_line(t: Mapping[str, Any]) -> str:
+    """What part of a task the calibrated encoder trained on, and R@1 on the part it never saw."""
+    s = t.get("trained_on")
+    if not s:
+        return ""
+    r1 = ", ".join(f"{name} {pct(v)}" for name, v in s["r1_unseen"].items()) or "none left"
+    return (f"The encoder was calibrated on {s['images']} of these images: {s['seen_queries']} of the "
+            f"{s['seen_queries'] + s['unseen_queries']} queries are about them, and their results are not held "
+            f"out. R@1 on the other {s['unseen_queries']}: {r1}.")
 
 
 def significance_line(t: Mapping[str, Any], metric: str = "hit_rate@1") -> str:

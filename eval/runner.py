@@ -37,6 +37,7 @@ class EvalConfig:
     parts_weight: float = 0.5
     query_bank: tuple[str, ...] = ()  # hubness correction (retrieve/hubness.py): the bank's texts; () = off
     hubness: float = 0.5
+    trained_on: frozenset[str] = frozenset()  # images the encoder was calibrated on (retrieve/calibrate/card.py)
 
 
 @dataclass
@@ -110,7 +111,35 @@ def evaluate_retrieval(task: RetrievalTask, index: Any, config: EvalConfig) -> T
         "reference": task.reference, "metrics": ev["metrics"], "r1_ci95": ev["r1_ci95"], "curves": ev["curves"],
         "significance": {"test": config.stat_test, "p_values": ev["p_values"]}, "seconds_by_step": timings,
     }
+    seen = seen_queries(task.qrels, config.trained_on)
+    if seen:
+        summary["trained_on"] = trained_on_summary(task, runs, seen, config.trained_on)
     return TaskResult(task.name, "retrieval", summary, runs)
+
+
+def seen_queries(qrels: Mapping[str, Mapping[str, int]], trained: frozenset[str]) -> set[str]:
+    """The queries about an image the encoder trained on: one of its relevant targets is such an image
+    (text→image), or the query is (image→text: an image's description queries its captions)."""
+    if not trained:
+        return set()
+    return {q for q, rel in qrels.items()
+            if q.split("|", 1)[0] in trained or any(grade > 0 and t in trained for t, grade in rel.items())}
+
+
+def trained_on_summary(task: RetrievalTask, runs: Mapping[str, Run], seen: set[str],
+                       trained: frozenset[str]) -> dict[str, Any]:
+    """R@1 of each retriever on the queries about training images and on the others: only the latter are
+    held out for a calibrated encoder (docs/sweeps.md: the seen ones reward memorising)."""
+    unseen = {q: r for q, r in task.qrels.items() if q not in seen}
+    seen_qrels = {q: r for q, r in task.qrels.items() if q in seen}
+
+    def r1(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+        return {name: float(M.per_query(qrels, run, "hit_rate@1").mean()) for name, run in runs.items()} \
+            if qrels else {}
+    targets = {t for rel in task.qrels.values() for t in rel}
+    return {"images": len(trained & (targets | {q.split("|", 1)[0] for q in task.qrels})),
+            "seen_queries": len(seen), "unseen_queries": len(unseen), "r1_unseen": r1(unseen),
+            "r1_seen": r1(seen_qrels)}
 
 
 def evaluate_compositional(task: CompositionalTask, index: Any, config: EvalConfig) -> TaskResult:

@@ -105,16 +105,15 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
 
 
 def unseen_only(task: RetrievalTask, location: str, dataset: str, log=lambda msg: None) -> RetrievalTask:
-    """`task` without the queries one of whose relevant targets (images) the model at `location` trained on
-    (its calibration.json, or its soup's ingredients'); the task itself when it records none or none match."""
+    """`task` without the queries about an image the model at `location` trained on (its calibration.json, or
+    its soup's ingredients'; eval/runner.seen_queries); the task itself when it records none or none match."""
     from dataclasses import replace
 
+    from vfr.eval.runner import seen_queries
     from vfr.retrieve.calibrate.card import trained_groups
 
-    seen = trained_groups(location)
-    if not seen:
-        return task
-    hit = {q for q, rel in task.qrels.items() if any(grade > 0 and t in seen for t, grade in rel.items())}
+    seen = frozenset(trained_groups(location) or ())
+    hit = seen_queries(task.qrels, seen)
     if not hit:
         return task
     left = {q: r for q, r in task.qrels.items() if q not in hit}

@@ -116,6 +116,14 @@ def eval_cmd(
     console.print(f"done in {total:.0f} s")
 
 
+def _trained_on(encoder: str) -> frozenset[str]:
+    """The images a calibrated encoder (or a soup of them) trained on, so results can set their queries apart."""
+    from vfr.eval.cache import encoder_spec
+    from vfr.retrieve.calibrate.card import trained_groups
+
+    return frozenset(trained_groups(encoder_spec(encoder).location) or ())
+
+
 def _folder(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "bench"
 
@@ -138,7 +146,7 @@ def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str,
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
                         faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,
                         bm25_fields=fields, parts=parts[0], parts_weight=parts[1], query_bank=bank[1],
-                        hubness=bank[2])
+                        hubness=bank[2], trained_on=_trained_on(encoder))
     console.print(f"[bold]{bench_name}[/]: {len(tasks)} task(s)")
     results = run_tasks(tasks, config)
     seconds = time.perf_counter() - t0

@@ -82,7 +82,7 @@ def test_tune_refuses_a_test_set_and_a_bad_metric(tmp_path):
 def test_tune_leaves_out_the_queries_whose_image_a_calibrated_encoder_trained_on(template_store, dev_jsonl,
                                                                                  tmp_path):
     """A model folder whose calibration.json records training images is tuned on the other images' queries
-    only; --keep-seen tunes on all of them."""
+    only; --keep-seen tunes on all of them; `vfr eval` reports R@1 on the other queries beside the whole."""
     model = shutil.copytree(resolve_encoder("default").location, tmp_path / "calibrated")
     rows = [json.loads(line) for line in dev_jsonl.read_text().splitlines()]
     trained = [r["id"] for r in rows[:3]]
@@ -99,3 +99,12 @@ def test_tune_leaves_out_the_queries_whose_image_a_calibrated_encoder_trained_on
     assert r.returncode == 0, r.stderr
     assert "left out" not in r.stderr and json.loads(r.stdout)["choice"]["queries"] == every
     assert not (model / "fusion.json").exists()  # --dry-run
+
+    # `vfr eval` of the same model counts every query, and sets apart the ones about its training images
+    r = vfr("eval", str(dev_jsonl), "--encoder", str(model), "--cache-dir", str(tmp_path / "cache"), "--out",
+            str(tmp_path / "ev"), "--no-plots", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    task = json.loads((tmp_path / "ev" / "metrics.json").read_text())["tasks"][0]
+    assert task["queries"] == every
+    assert task["trained_on"]["seen_queries"] == seen and task["trained_on"]["unseen_queries"] == every - seen
+    assert f"calibrated on 3 of these images: {seen} of the {every} queries" in r.stdout

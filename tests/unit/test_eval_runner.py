@@ -176,3 +176,25 @@ def test_regen_ablations_script_starts_no_runs_on_an_argument(tmp_path: Path) ->
     assert not shown.stdout.startswith("#!") and "set -euo" not in shown.stdout
     refused = subprocess.run(["bash", str(script), "everything"], capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 2 and "takes no arguments" in refused.stderr and refused.stdout == ""
+
+
+def test_a_calibrated_encoders_training_images_are_set_apart_in_the_results() -> None:
+    t2i, i2t, _ = _tasks()
+    config = runner.EvalConfig(progress=False, trained_on=frozenset({"0", "1", "elsewhere"}))
+    res = runner.evaluate_retrieval(t2i, FakeIndex(t2i.corpus), config)
+    s = res.summary["trained_on"]
+    assert s["images"] == 2
+    assert s["seen_queries"] == 4 and s["unseen_queries"] == len(t2i.queries) - 4  # two captions an image
+    assert set(s["r1_unseen"]) == set(s["r1_seen"]) == set(runner.RETRIEVERS)
+    unseen = {q: r for q, r in t2i.qrels.items() if not q.startswith(("0#", "1#"))}
+    from vfr.eval import metrics as M
+    assert s["r1_unseen"]["bm25"] == pytest.approx(M.per_query(unseen, res.runs["bm25"], "hit_rate@1").mean())
+    line = report.trained_on_line(res.summary)
+    assert "calibrated on 2 of these images: 4 of the 12 queries" in line and "R@1 on the other 8" in line
+    assert line in report.retrieval_table(res.summary)
+    # image→text: an image's description is the query, so the training images' own queries are the seen ones
+    s = runner.evaluate_retrieval(i2t, FakeIndex(i2t.corpus), config).summary["trained_on"]
+    assert s["seen_queries"] == 2 and s["images"] == 2
+    # an encoder that records no training images (the packaged one) adds nothing
+    plain = runner.evaluate_retrieval(t2i, FakeIndex(t2i.corpus), runner.EvalConfig(progress=False)).summary
+    assert "trained_on" not in plain and report.trained_on_line(plain) == ""
