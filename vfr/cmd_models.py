@@ -62,6 +62,14 @@ def soup_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated mixing weights, one per model "
                                                    "(normalised; default: uniform). E.g. base,calibrated with "
                                                    "0.3,0.7 is WiSE-FT at 0.7.")] = None,
+    greedy: Annotated[Optional[str], typer.Option("--greedy", help="Choose which MODELS go in on this labelled dev "
+                                                  "set (coco-val, flickr30k-val, coco-5k-val, a BEIR folder or a "
+                                                  "JSONL, as `vfr tune` takes): a greedy soup.")] = None,
+    metric: Annotated[str, typer.Option(help="With --greedy: the dev score (mrr@10, r@1, r@5, r@10, ndcg@10) of "
+                                        "the hybrid with the built-in fusion.")] = "mrr@10",
+    source: Annotated[str, typer.Option("--description-source", "-s", help="With --greedy on a built-in benchmark: "
+                                        "which description stands for an image.")] = "longest",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Shared data folder (env VFR_DATA).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
 ) -> None:
     """Average the weights of several calibrations of one base model (a model soup) into one encoder of the
@@ -70,11 +78,21 @@ def soup_cmd(
     Calibrations on different pair sources each move the base model in their own direction; their average
     is a robust middle: measured never far below the best of them on any benchmark (docs/calibrate.md). The
     soup has no tuned fusion of its own: search uses the built-in fusion until `vfr tune DEV --encoder OUT`.
+
+    --greedy DEV chooses the ingredients (Wortsman et al. 2022's greedy soup): each model is scored alone on
+    DEV, then, best first, kept if the uniform soup with it scores at least as well as without it. Scores are
+    the hybrid's (built-in fusion) on the DEV queries whose image no model trained on; soup.json records
+    every trial. E.g. `vfr models soup out/models/cal-* --greedy coco-val --out out/models/greedy`.
     """
     from vfr.retrieve.calibrate.soup import SoupError, make_soup
     from vfr.retrieve.encoder import EncoderError
 
     require_empty_out(out_dir, force)
+    if greedy is not None:
+        if weights:
+            fail("--weights and --greedy exclude each other: a greedy soup weighs the models it keeps alike")
+        _greedy_soup(models, out_dir, greedy, metric, source, data_dir)
+        return
     try:
         mix = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
@@ -85,3 +103,26 @@ def soup_cmd(
         fail(str(e))
     parts = ", ".join(f"{i['model']} × {i['weight']:.3f}" for i in record["ingredients"])
     console.print(f"soup of {parts} in {out_dir}: use it with `vfr index --encoder {out_dir}`", highlight=False)
+
+
+def _greedy_soup(models: list[str], out_dir: Path, dev: str, metric: str, source: str,
+                 data_dir: Optional[Path]) -> None:
+    from vfr.eval.soup_select import greedy_soup
+    from vfr.eval.tune import dev_task
+    from vfr.retrieve.encoder import EncoderError, resolve_encoder
+    from vfr.retrieve.tuning import METRICS
+
+    if metric not in METRICS:
+        fail(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    try:
+        for m in models:
+            resolve_encoder(m)  # a wrong path fails before any dev set is read
+        dataset, task = dev_task(dev, data_dir, source)
+        selection, record = greedy_soup(models, task, dataset, out_dir, metric=metric, log=log)
+    except (EncoderError, ValueError) as e:  # SelectionError, SoupError, TuneInputError, BenchmarkError
+        fail(str(e))
+    kept = ", ".join(selection.chosen)
+    console.print(f"greedy soup of {len(selection.chosen)} of {len(models)} models ({kept}): {metric} "
+                  f"{100 * selection.score:.1f} on {dataset} ({record['selection']['queries']} queries), in "
+                  f"{out_dir}: use it with `vfr index --encoder {out_dir}`", highlight=False)

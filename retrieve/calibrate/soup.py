@@ -59,8 +59,9 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def make_soup(models: Sequence[str], out_dir: Path, weights: Sequence[float] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Average `models` (names or folders, as `--encoder` takes them) into `out_dir`; returns soup.json."""
+              log: Callable[[str], None] = print, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Average `models` (names or folders, as `--encoder` takes them) into `out_dir`; returns soup.json
+    (with `selection`, how the ingredients were chosen, when given: eval/soup_select.py)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from sentence_transformers import SentenceTransformer
@@ -93,10 +94,17 @@ def make_soup(models: Sequence[str], out_dir: Path, weights: Sequence[float] | N
     base.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in summed.items()}})
     out_dir.mkdir(parents=True, exist_ok=True)
     base.save(str(out_dir))
+    return write_record(out_dir, specs, mix, base.max_seq_length, selection)
+
+
+def write_record(out_dir: Path, specs: Sequence[Any], mix: Sequence[float], max_seq_length: int,
+                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write and return soup.json: the ingredients (location, fingerprint, weight), and how they were chosen."""
     record = {"format": 1, "method": "weighted average of weights (model soup)",
               "ingredients": [{"model": s.name, "location": s.location, "fingerprint": s.fingerprint, "weight": w}
                               for s, w in zip(specs, mix)],
-              "max_seq_length": base.max_seq_length,
+              "max_seq_length": max_seq_length,
+              **({"selection": selection} if selection else {}),
               "note": "no fusion.json: search uses the built-in fusion until `vfr tune` chooses one"}
     (out_dir / "soup.json").write_text(json_dumps(record, indent=1) + "\n", encoding="utf-8")
     return record

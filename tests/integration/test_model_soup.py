@@ -92,3 +92,72 @@ def test_soup_refuses_what_cannot_be_averaged(ingredients, tmp_path, args, messa
     assert res.exit_code == 1, res.output
     assert message in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output and not (tmp_path / "soup" / "soup.json").exists()
+
+
+@pytest.fixture(scope="module")
+def greedy_dev(template_store, tmp_path_factory) -> Path:
+    from tests.live_helpers import captions_dev_set
+
+    return captions_dev_set(template_store, tmp_path_factory.mktemp("greedy") / "dev.jsonl")
+
+
+def test_greedy_soup_chooses_on_the_dev_queries_no_candidate_trained_on(ingredients, greedy_dev, tmp_path):
+    """Three candidates: the packaged MiniLM, a moved copy, and an identical copy calibrated on 3 dev images.
+    Every trial is scored on one query set (without those 3 images' queries); the kept trials never get worse;
+    the soup written holds exactly the kept models and saw what they saw."""
+    import json
+    import shutil
+
+    from vfr.retrieve.calibrate.card import trained_groups
+
+    rows = [json.loads(line) for line in greedy_dev.read_text().splitlines()]
+    same = shutil.copytree(ingredients["base"], tmp_path / "same")
+    (same / "calibration.json").write_text(json.dumps({"train_group_ids": [r["id"] for r in rows[:3]]}))
+    every = sum(len(r["queries"]) for r in rows)
+    seen = sum(len(r["queries"]) for r in rows[:3])
+    out = tmp_path / "greedy"
+    candidates = ["all-MiniLM-L6-v2", str(ingredients["moved"]), str(same)]
+    res = CliRunner().invoke(models_app(), ["models", "soup", *candidates, "--greedy", str(greedy_dev),
+                                            "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"scoring on the {every - seen} of {every}" in text and f"{seen} left out" in text
+
+    record = json.loads((out / "soup.json").read_text())
+    sel = record["selection"]
+    assert sel["queries"] == every - seen and sel["metric"] == "mrr@10" and sel["dev"]
+    alone = list(sel["candidates"].values())
+    assert len(alone) == 3 and all(0 < v <= 1 for v in alone)
+    assert alone[0] == alone[2]   # the same weights in another folder score alike
+    trials = sel["trials"]
+    assert trials[0]["kept"] and trials[0]["score"] == max(alone)
+    assert len(trials) == 3 and {t["candidate"] for t in trials} == set(sel["candidates"])
+    kept = [t for t in trials if t["kept"]]
+    assert all(a["score"] <= b["score"] for a, b in zip(kept, kept[1:]))
+    chosen = [t["candidate"] for t in kept]
+    assert [i["model"] for i in record["ingredients"]] == chosen
+    assert all(abs(i["weight"] - 1 / len(chosen)) < 1e-9 for i in record["ingredients"])
+    for t in trials[1:]:   # each trial is the soup so far plus its candidate
+        assert t["models"][-1] == t["candidate"]
+    expected = {r["id"] for r in rows[:3]} if str(same) in chosen else None
+    assert trained_groups(out) == expected
+    assert f"greedy soup of {len(chosen)} of 3 models" in text
+
+    from vfr.retrieve.encoder import load_encoder, resolve_encoder
+
+    assert load_encoder(resolve_encoder(str(out))).encode(["a dog on a sofa"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--greedy", "DEV", "--weights", "1,1"], "exclude each other"),
+    (["--greedy", "no/such/dev.jsonl"], "no/such/dev.jsonl"),
+    (["--greedy", "DEV", "--metric", "p@3"], "unknown metric"),
+    (["--greedy", "coco-test"], "test set"),
+])
+def test_greedy_soup_refuses_bad_input(ingredients, greedy_dev, tmp_path, args, message):
+    args = [str(greedy_dev) if a == "DEV" else a for a in args]
+    res = CliRunner().invoke(models_app(), ["models", "soup", "all-MiniLM-L6-v2", str(ingredients["moved"]), *args,
+                                            "--out", str(tmp_path / "soup")])
+    assert res.exit_code == 1, res.output
+    assert message in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output and not (tmp_path / "soup" / "soup.json").exists()
