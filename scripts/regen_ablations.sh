@@ -53,6 +53,8 @@
 #   vfr calibrate (the same as minilm-travel-fix) --seed S --lr 5e-5 --out out/models/minilm-travel-lr5e5-sS for S in
 #       1 2, then vfr models soup out/models/minilm-travel-lr5e5 out/models/minilm-travel-lr5e5-s1 \
 #       out/models/minilm-travel-lr5e5-s2 --out out/models/minilm-travel-lr5e5-seeds
+#   vfr models soup out/models/minilm-travel-{fix,fix-s1,fix-s2,lr5e5,lr5e5-s1,lr5e5-s2} --greedy coco-val \
+#       --out out/models/minilm-travel-greedy                                      (a greedy soup of both rates' seeds)
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -159,6 +161,12 @@ if [ -z "${SKIP_RUNS:-}" ]; then
     $R $m-hub coco-test -- --encoder out/models/minilm-$m --fusion auto $B
   done
   $R travel-lr5e5-seeds-hub $TEST,sugarcrepe -- --encoder out/models/minilm-travel-lr5e5-seeds --fusion auto $B
+  # the greedy soup of both rates' seeds chosen on coco-val (sweeps.md § A greedy soup; it keeps lr 5e-5 seed 2 alone,
+  # so coco-test only), plain, then with the bank and the fusion tuned for it
+  $R val-travel-greedy coco-val -- --encoder out/models/minilm-travel-greedy --fusion auto
+  $R travel-greedy coco-test -- --encoder out/models/minilm-travel-greedy --fusion auto
+  $PY -m vfr tune coco-val --encoder out/models/minilm-travel-greedy $B --hubness 0.5 --cache-dir out/cache --no-progress
+  $R travel-greedy-hub coco-test -- --encoder out/models/minilm-travel-greedy --fusion auto $B
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
