@@ -6,7 +6,7 @@ is testable without the JVM or a model; by default it is `eval.cache.open_corpus
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -124,6 +124,15 @@ def seen_queries(qrels: Mapping[str, Mapping[str, int]], trained: frozenset[str]
         return set()
     return {q for q, rel in qrels.items()
             if q.split("|", 1)[0] in trained or any(grade > 0 and t in trained for t, grade in rel.items())}
+
+
+def without_seen(task: RetrievalTask, trained: frozenset[str]) -> tuple[RetrievalTask, set[str]]:
+    """`task` without the queries `seen_queries` finds (the corpus stays whole), and those queries."""
+    hit = seen_queries(task.qrels, trained)
+    if not hit:
+        return task, hit
+    return replace(task, queries={q: t for q, t in task.queries.items() if q not in hit},
+                   qrels={q: r for q, r in task.qrels.items() if q not in hit}), hit
 
 
 def trained_on_summary(task: RetrievalTask, runs: Mapping[str, Run], seen: set[str],

@@ -12,7 +12,7 @@ chosen soup is written, with the selection (every trial's score) recorded in sou
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -75,22 +75,21 @@ def greedy_select(candidates: Sequence[str], score: Callable[[Sequence[str]], fl
 def fixed_queries(task: RetrievalTask, candidates: Sequence[str], dataset: str,
                   log: Callable[[str], None] = lambda m: None) -> RetrievalTask:
     """`task` without the queries about an image any candidate trained on (one query set for every trial)."""
-    from vfr.eval.runner import seen_queries
+    from vfr.eval.runner import without_seen
     from vfr.retrieve.calibrate.card import trained_groups
     from vfr.retrieve.encoder import resolve_encoder
 
     seen: set[str] = set()
     for c in candidates:
         seen |= trained_groups(resolve_encoder(c).location) or set()
-    hit = seen_queries(task.qrels, frozenset(seen))
-    left = {q: r for q, r in task.qrels.items() if q not in hit and r}
-    if not left:
+    unseen, hit = without_seen(task, frozenset(seen))
+    if not unseen.qrels:
         raise SelectionError(f"{dataset}: the candidates trained on the image of every judged query; "
                              "choose on a dev set they never saw")
     if hit:
-        log(f"scoring on the {len(left)} of {len(task.qrels)} {dataset} queries whose image no candidate "
+        log(f"scoring on the {len(unseen.qrels)} of {len(task.qrels)} {dataset} queries whose image no candidate "
             f"trained on ({len(hit)} left out: they reward memorising)")
-    return replace(task, queries={q: t for q, t in task.queries.items() if q in left}, qrels=left)
+    return unseen
 
 
 class DevScorer:
@@ -126,7 +125,8 @@ class DevScorer:
         index, _ = open_corpus_index(self.task.corpus, self.encoder(models), IndexConfig(), self.work / "cache",
                                      self.progress, fusion="fixed")
         try:
-            qids, sparse, dense = collect(index.backend("hybrid"), self.task.queries, config.depth)
+            judged = {q: t for q, t in self.task.queries.items() if self.task.qrels.get(q)}  # as retrieve.tuning.tune
+            qids, sparse, dense = collect(index.backend("hybrid"), judged, config.depth)
         finally:
             index.close()
         to_target = (lambda run: to_target_run(run, self.task.doc_target)) if self.task.doc_target else None
@@ -139,10 +139,7 @@ def greedy_soup(candidates: Sequence[str], task: RetrievalTask, dataset: str, ou
                 ) -> tuple[Selection, dict[str, Any]]:
     """Choose a greedy soup of `candidates` on `task` and write it to `out_dir` (a soup of one is that model,
     saved as an ordinary folder). Returns the selection and the soup.json written."""
-    from sentence_transformers import SentenceTransformer
-
-    from vfr.retrieve.calibrate.soup import make_soup, write_record
-    from vfr.retrieve.encoder import resolve_encoder
+    from vfr.retrieve.calibrate.soup import make_soup
 
     task = fixed_queries(task, candidates, dataset, log)
     with tempfile.TemporaryDirectory(prefix="vfr-greedy-soup-") as tmp:
@@ -153,12 +150,4 @@ def greedy_soup(candidates: Sequence[str], task: RetrievalTask, dataset: str, ou
            "candidates": {c: round(v, 6) for c, v in selection.alone.items()},
            "trials": [{**asdict(t), "models": list(t.models), "score": round(t.score, 6)}
                       for t in selection.trials]}
-    if len(selection.chosen) > 1:
-        record = make_soup(selection.chosen, out_dir, log=log, selection=how)
-    else:
-        spec = resolve_encoder(selection.chosen[0])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model = SentenceTransformer(spec.location, device="cpu")
-        model.save(str(out_dir))
-        record = write_record(out_dir, [spec], [1.0], model.max_seq_length, how)
-    return selection, record
+    return selection, make_soup(selection.chosen, out_dir, log=log, selection=how)

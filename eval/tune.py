@@ -107,24 +107,21 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
 def unseen_only(task: RetrievalTask, location: str, dataset: str, log=lambda msg: None) -> RetrievalTask:
     """`task` without the queries about an image the model at `location` trained on (its calibration.json, or
     its soup's ingredients'; eval/runner.seen_queries); the task itself when it records none or none match."""
-    from dataclasses import replace
-
-    from vfr.eval.runner import seen_queries
+    from vfr.eval.runner import without_seen
     from vfr.retrieve.calibrate.card import trained_groups
 
     seen = frozenset(trained_groups(location) or ())
-    hit = seen_queries(task.qrels, seen)
+    unseen, hit = without_seen(task, seen)
     if not hit:
         return task
-    left = {q: r for q, r in task.qrels.items() if q not in hit}
-    if not left:
+    if not unseen.qrels:
         raise TuneInputError(f"{dataset}: the encoder trained on the image of every judged query, so none is left "
                              "to tune on; use a dev set it never saw, or --keep-seen to tune on them anyway")
     targets = {t for rel in task.qrels.values() for t, grade in rel.items() if grade > 0}
     log(f"left out {len(hit)} of {len(task.qrels)} {dataset} queries whose image the encoder trained on "
         f"({len(seen & targets)} of its {len(targets)} targets; such queries reward memorising, not ranking); "
         "--keep-seen tunes on them too")
-    return replace(task, queries={q: t for q, t in task.queries.items() if q not in hit}, qrels=left)
+    return unseen
 
 
 def _bar(enabled: bool, desc: str):

@@ -23,10 +23,10 @@ class SoupError(ValueError):
     """The models cannot be averaged (message names the difference)."""
 
 
-def soup_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+def soup_weights(count: int, weights: Sequence[float] | None, minimum: int = 2) -> list[float]:
     """Normalised mixing weights: uniform by default; given ones must be ≥ 0, one per model, not all 0."""
-    if count < 2:
-        raise SoupError(f"a soup needs at least 2 models, got {count}")
+    if count < minimum:
+        raise SoupError(f"a soup needs at least {minimum} models, got {count}")
     if not weights:
         return [1.0 / count] * count
     if len(weights) != count:
@@ -60,15 +60,16 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def make_soup(models: Sequence[str], out_dir: Path, weights: Sequence[float] | None = None,
               log: Callable[[str], None] = print, selection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Average `models` (names or folders, as `--encoder` takes them) into `out_dir`; returns soup.json
-    (with `selection`, how the ingredients were chosen, when given: eval/soup_select.py)."""
+    """Average `models` (names or folders, as `--encoder` takes them) into `out_dir`; returns soup.json. With
+    `selection` (how the ingredients were chosen: eval/soup_select.py) it is recorded, and one model is allowed
+    (a greedy soup may keep one): it is saved as it is."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from sentence_transformers import SentenceTransformer
 
     from vfr.retrieve.encoder import resolve_encoder
 
-    mix = soup_weights(len(models), weights)
+    mix = soup_weights(len(models), weights, minimum=1 if selection else 2)
     specs = [resolve_encoder(m) for m in models]
     base = SentenceTransformer(specs[0].location, device="cpu")
     shape = _shape(base)
@@ -94,16 +95,10 @@ def make_soup(models: Sequence[str], out_dir: Path, weights: Sequence[float] | N
     base.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in summed.items()}})
     out_dir.mkdir(parents=True, exist_ok=True)
     base.save(str(out_dir))
-    return write_record(out_dir, specs, mix, base.max_seq_length, selection)
-
-
-def write_record(out_dir: Path, specs: Sequence[Any], mix: Sequence[float], max_seq_length: int,
-                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write and return soup.json: the ingredients (location, fingerprint, weight), and how they were chosen."""
     record = {"format": 1, "method": "weighted average of weights (model soup)",
               "ingredients": [{"model": s.name, "location": s.location, "fingerprint": s.fingerprint, "weight": w}
                               for s, w in zip(specs, mix)],
-              "max_seq_length": max_seq_length,
+              "max_seq_length": base.max_seq_length,
               **({"selection": selection} if selection else {}),
               "note": "no fusion.json: search uses the built-in fusion until `vfr tune` chooses one"}
     (out_dir / "soup.json").write_text(json_dumps(record, indent=1) + "\n", encoding="utf-8")
