@@ -3,7 +3,7 @@
     python -m vfr.eval.ablation SPEC.json OUT.md [--jsonl LOG] [--allow-missing]
 
 SPEC: {"title": ..., "rows": [{"change": "tuned vs fixed fusion", "base": DIR, "variant": DIR,
-"retriever": "hybrid", "base_retriever"?: ..., "benchmarks": [...]}]}, where each DIR holds one
+"retriever": "hybrid", "base_retriever"?: ..., "benchmarks": [...], "tasks"?: [...]}]}, where each DIR holds one
 `vfr eval BENCH --out DIR/BENCH` output per benchmark (metrics.json + runs/*.trec). An optional
 "summary": {"variants": {LABEL: DIR, ...}, "benchmarks": [...], "tasks"?: [...]} adds a table of each variant's
 dense and hybrid R@1 (with the hybrid's 95% interval) and the hybrid − dense margin with its paired test, per
@@ -109,8 +109,8 @@ def build(spec: dict, data_dir: Path | None = None) -> list[dict[str, Any]]:
             if bench not in cache:
                 cache[bench] = benchmarks.resolve(bench, data_dir)[1]
             for task in cache[bench]:
-                if not isinstance(task, RetrievalTask):
-                    continue
+                if not isinstance(task, RetrievalTask) or task.name not in row.get("tasks", [task.name]):
+                    continue  # a row may name its tasks (e.g. t2i only, where the variant changes the i2t queries)
                 base = read_run(Path(row["base"]), bench, task.name, row.get("base_retriever", row["retriever"]))
                 variant = read_run(Path(row["variant"]), bench, task.name, row["retriever"])
                 if base is None or variant is None:

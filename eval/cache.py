@@ -52,6 +52,8 @@ def corpus_key(corpus: Mapping[str, str], encoder: str, config: Any) -> str:
     if not settings.get("parts"):  # one vector per document: likewise
         settings.pop("parts", None)
         settings.pop("parts_weight", None)
+    if settings.get("descriptions") == "newest":  # eval corpora have one text per document: likewise
+        settings.pop("descriptions")
     if not settings.get("hubness"):  # no query bank: likewise
         for k in ("hubness", "hubness_k", "query_bank"):
             settings.pop(k, None)

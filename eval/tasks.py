@@ -2,10 +2,11 @@
 compositional task (does a query text score its positive above its hard negative?).
 
 Description sources (`--description-source`) pick which machine description stands for an image:
-`longest` (default), `concat` (all, joined in key order), `each` (every description is its own
-document, mapped back to its image: the image's score is its best document's score), or a source
-name: an exact key such as `halc/llava-1.5(64tok)` or a bare model such as `llava-1.5` (then the
-longest of that model's descriptions). Images without a matching description are left out and counted.
+`longest` (default), `concat` (all, joined in key order, as `vfr index --descriptions every-model` joins each
+model's description), `each` (every description is its own document, mapped back to its image: the image's
+score is its best document's score), or a source name: an exact key such as `halc/llava-1.5(64tok)` or a bare
+model such as `llava-1.5` (then the longest of that model's descriptions). Images without a matching description
+are left out and counted.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from vfr.eval.datasets import CaptionedImage, CompositionalItem, DescribedImage
+from vfr.store.changes import JOIN_SEPARATOR
 
 SOURCES = ("longest", "concat", "each")
 
@@ -82,7 +84,7 @@ def select_descriptions(descriptions: Mapping[str, str], source: str) -> list[tu
     if source == "each":
         return [(k, descriptions[k]) for k in keys]
     if source == "concat":
-        return [("concat", "\n\n".join(descriptions[k] for k in keys))]
+        return [("concat", JOIN_SEPARATOR.join(descriptions[k] for k in keys))]  # as `vfr index --descriptions every-model`
     if source == "longest":
         pool = keys
     elif source in descriptions:

@@ -167,14 +167,19 @@ def _embed(target: "IndexedStore", encoder, records: Sequence[Any], progress: "P
 
 
 def _embed_texts(target: "IndexedStore", encoder, hashes: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """Vectors from the store's cache, encoding the rest; a joined document's are encoded, never cached."""
+    from vfr.store.changes import cacheable
+
     key = encoder.spec.cache_key
     with target.store() as store:
-        found = store.cached_embeddings(key, list(hashes))
+        found = store.cached_embeddings(key, [h for h in hashes if cacheable(h)])
     todo = {h: t for h, t in zip(hashes, texts) if h not in found}
     if todo:
         vecs = encoder.encode(list(todo.values()))
-        with target.store() as store:
-            store.cache_embeddings(key, list(todo), vecs)
+        keep = [(i, h) for i, h in enumerate(todo) if cacheable(h)]
+        if keep:
+            with target.store() as store:
+                store.cache_embeddings(key, [h for _, h in keep], vecs[[i for i, _ in keep]])
         found.update(zip(todo, vecs))
     out = np.vstack([found[h] for h in hashes]).astype(np.float32)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -187,11 +192,12 @@ def _part_vectors(target: "IndexedStore", encoder, records: Sequence[Any]) -> li
     """Each record's sentence vectors (multi-vector indexes), cached in the store under the document's own
     text hash (model key + "#parts"), so deleting the description purges them with its other vectors."""
     from vfr.retrieve.multivector import split_parts
+    from vfr.store.changes import cacheable
 
     key, dim = encoder.spec.cache_key + PARTS_KEY, encoder.dimension
     hashes = [r.text_hash for r in records]
     with target.store() as store:
-        found = store.cached_embeddings(key, hashes)
+        found = store.cached_embeddings(key, [h for h in hashes if cacheable(h)])
     todo = {r.text_hash: split_parts(r.text) for r in records if r.text_hash not in found}
     if todo:
         flat = [t for parts in todo.values() for t in parts]
@@ -200,7 +206,8 @@ def _part_vectors(target: "IndexedStore", encoder, records: Sequence[Any]) -> li
         new = {h: vecs[a:b] for h, a, b in zip(todo, bounds[:-1], bounds[1:])}
         by_count: dict[int, list[str]] = {}
         for h, v in new.items():
-            by_count.setdefault(len(v), []).append(h)
+            if cacheable(h):  # a joined document's parts are encoded, never cached (see _embed_texts)
+                by_count.setdefault(len(v), []).append(h)
         with target.store() as store:
             for hs in by_count.values():  # one blob per document: its parts' vectors, row after row
                 store.cache_embeddings(key, hs, np.vstack([new[h].reshape(1, -1) for h in hs]))
@@ -304,7 +311,7 @@ def _full(target: "IndexedStore", w, encoder, upto: int, progress, t0: float) ->
     last = None
     while True:
         with target.store(read_only=True) as store:
-            records = store.document_records_after(last, BATCH)
+            records = store.document_records_after(last, BATCH, w.config.descriptions)
         if not records:
             break
         w.upsert(_docs(target, encoder, records, progress, bool(w.config.parts), offsets))
@@ -329,7 +336,7 @@ def _apply(target: "IndexedStore", w, encoder, changes, progress, t0: float, set
     for start in range(0, len(changes.ids), BATCH):
         chunk = changes.ids[start:start + BATCH]
         with target.store(read_only=True) as store:
-            records = store.document_records(chunk)
+            records = store.document_records(chunk, w.config.descriptions)
         deleted += [i for i in chunk if i not in records and i in live]
         present = [records[i] for i in chunk if i in records]
         added += sum(1 for r in present if r.id not in live)

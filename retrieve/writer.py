@@ -47,6 +47,9 @@ class IndexConfig:
     hubness: float = 0.0
     hubness_k: int = 10
     query_bank: str = ""
+    # how an image's document is made from its descriptions (store/changes.py COMBINE): "newest" (the most
+    # recent one) or "every-model" (each describer's newest, joined: docs/views.md)
+    descriptions: str = "newest"
 
     def __post_init__(self) -> None:
         from vfr.retrieve.multivector import KINDS
@@ -56,6 +59,13 @@ class IndexConfig:
             raise ValueError("hubness must be from 0 to 2 (0: off), hubness_k from 1 to 1000, and a hubness "
                              "above 0 needs a query bank (and a query bank a hubness above 0)")
 
+        from vfr.store.changes import COMBINE
+
+        if self.descriptions not in COMBINE:
+            raise ValueError(f"descriptions must be one of {', '.join(COMBINE)}, not {self.descriptions!r}")
+        if self.descriptions != "newest" and self.fields:
+            raise ValueError("field-aware BM25 reads one description's structure, so it cannot index documents "
+                             "joined from several describers: drop --bm25-fields, or use --descriptions newest")
         if self.parts not in KINDS or not 0 < self.parts_weight <= 1:
             raise ValueError("parts must be '' or 'sentences' and 0 < parts_weight <= 1")
         from vfr.retrieve.fields import FIELDS

@@ -29,30 +29,77 @@ class DocumentRecord:
     model: str
     prompt_version: str
     meta: str | None
+    models: tuple[str, ...] = ()  # the describers whose descriptions the text joins (combine "every-model")
 
     def payload(self) -> dict[str, Any]:
-        """What search results show: the description, not the image."""
-        return {"id": self.id, "text": self.text, "json": json.loads(self.json) if self.json else None,
-                "caption": self.caption, "collection": self.collection, "model": self.model,
-                "prompt_version": self.prompt_version, "meta": json.loads(self.meta) if self.meta else None}
+        """What search results show: the description, not the image. `json`, `caption`, `model` and
+        `prompt_version` are the newest description's; a joined document also lists its `models`."""
+        out = {"id": self.id, "text": self.text, "json": json.loads(self.json) if self.json else None,
+               "caption": self.caption, "collection": self.collection, "model": self.model,
+               "prompt_version": self.prompt_version, "meta": json.loads(self.meta) if self.meta else None}
+        if len(self.models) > 1:
+            out["models"] = list(self.models)
+        return out
 
 
-# An image's document is its most recent description (any model / prompt version), with its collection.
 # NEWEST orders an image's descriptions (unique per image: ties in time go to the larger model name, then
 # prompt version). The newest key is picked first and the description joined on it, so every column comes
 # from that one description (arg_max per column skips rows where that column is NULL: the newest text could
 # come with an older description's JSON), and it is faster than eight arg_max aggregates.
 NEWEST = "(d.created_at, d.model, d.prompt_version)"
 
+# How an index makes an image's document from its descriptions (IndexConfig.descriptions):
+#   newest       the most recent description, whatever model wrote it (a re-describe replaces the document);
+#   every-model  each model's most recent description, joined in model-name order with a blank line between:
+#                several describers are several views of one image (docs/views.md). A prompt version is a
+#                revision of a model's description, not another view, so only each model's newest counts.
+# With one describer per image the two are the same document (same text, same text hash).
+COMBINE = ("newest", "every-model")
+JOIN_SEPARATOR = "\n\n"
+# A joined document's text hash. Its vectors are not kept in the store's embedding cache: erasure purges the
+# cached vectors of a deleted description's own text hash, and a joined text's hash is none of them.
+JOINED_PREFIX = "joined:"
 
-def records_sql(filter_sql: str = "", tail: str = "") -> str:
+
+def cacheable(text_hash: str) -> bool:
+    """Whether a document's vectors may live in the store's embedding cache (not a joined document's)."""
+    return not text_hash.startswith(JOINED_PREFIX)
+
+
+def records_sql(filter_sql: str = "", tail: str = "", combine: str = "newest") -> str:
     """Current documents of the images `filter_sql` selects (a JOIN or WHERE on `descriptions d`), in id
-    order; `tail` limits the images (ORDER BY … LIMIT)."""
+    order; `tail` limits the images (ORDER BY … LIMIT); `combine` is one of COMBINE."""
+    if combine not in COMBINE:
+        raise ValueError(f"descriptions must be one of {', '.join(COMBINE)}, not {combine!r}")
+    pick = (f"pick AS (SELECT d.image_id, max({NEWEST}) AS k FROM descriptions d {filter_sql} "
+            f"GROUP BY d.image_id {tail})")
+    from_newest = f"FROM pick JOIN descriptions d ON d.image_id = pick.image_id AND {NEWEST} IS NOT DISTINCT FROM pick.k"
+    if combine == "newest":
+        return f"""
+WITH {pick}
+SELECT d.image_id, d.text, d.text_hash, i.collection, d.json, d.caption, d.model, d.prompt_version, d.meta,
+       [d.model]
+{from_newest} LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id"""
     return f"""
-WITH pick AS (SELECT d.image_id, max({NEWEST}) AS k FROM descriptions d {filter_sql} GROUP BY d.image_id {tail})
-SELECT d.image_id, d.text, d.text_hash, i.collection, d.json, d.caption, d.model, d.prompt_version, d.meta
-FROM pick JOIN descriptions d ON d.image_id = pick.image_id AND {NEWEST} IS NOT DISTINCT FROM pick.k
-LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id"""
+WITH {pick},
+views AS (SELECT v.image_id, v.model, v.text, v.text_hash FROM descriptions v JOIN pick ON pick.image_id = v.image_id
+          QUALIFY row_number() OVER (PARTITION BY v.image_id, v.model
+                                     ORDER BY v.created_at DESC, v.prompt_version DESC) = 1),
+joined AS (SELECT image_id, string_agg(text, {_literal(JOIN_SEPARATOR)} ORDER BY model) AS text, count(*) AS n,
+                  any_value(text_hash) AS one_hash, list(model ORDER BY model) AS models
+           FROM views GROUP BY image_id)
+SELECT d.image_id, j.text, CASE WHEN j.n = 1 THEN j.one_hash ELSE {_literal(JOINED_PREFIX)} || sha256(j.text) END,
+       i.collection, d.json, d.caption, d.model, d.prompt_version, d.meta, j.models
+{from_newest} JOIN joined j ON j.image_id = d.image_id LEFT JOIN images i ON i.id = d.image_id ORDER BY d.image_id"""
+
+
+def _literal(s: str) -> str:
+    """s as a SQL string expression (control characters through chr(), quotes doubled)."""
+    return " || ".join(f"chr({ord(c)})" if c < " " else "'" + c.replace("'", "''") + "'" for c in s)
+
+
+def _record(row: Sequence[Any]) -> DocumentRecord:
+    return DocumentRecord(*row[:9], tuple(row[9] or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +148,29 @@ class ChangeLogMixin:
                              "WHERE key = 'changes_pruned_upto'", [upto])
         return n
 
-    def document_records(self, ids: Sequence[str]) -> dict[str, DocumentRecord]:
-        """Current documents of these ids; an id without one (deleted, or never described) is absent."""
+    def document_records(self, ids: Sequence[str], combine: str = "newest") -> dict[str, DocumentRecord]:
+        """Current documents of these ids (made as `combine` says: COMBINE); an id without one (deleted, or
+        never described) is absent."""
         if not ids:
             return {}
         self.con.register("_want", pa.table({"id": list(ids)}))
         try:
-            rows = self.con.execute(records_sql("JOIN _want w ON w.id = d.image_id")).fetchall()
+            rows = self.con.execute(records_sql("JOIN _want w ON w.id = d.image_id", combine=combine)).fetchall()
         finally:
             self.con.unregister("_want")
-        return {r[0]: DocumentRecord(*r) for r in rows}
+        return {r[0]: _record(r) for r in rows}
 
-    def document_records_after(self, after_id: str | None, limit: int) -> list[DocumentRecord]:
+    def document_records_after(self, after_id: str | None, limit: int, combine: str = "newest"
+                               ) -> list[DocumentRecord]:
         """The next `limit` documents in id order after `after_id` (keyset paging: safe across writes)."""
         where = "WHERE d.image_id > ?" if after_id is not None else ""
         args = [after_id] if after_id is not None else []
-        rows = self.con.execute(records_sql(where, "ORDER BY d.image_id LIMIT ?"), [*args, limit]).fetchall()
-        return [DocumentRecord(*r) for r in rows]
+        rows = self.con.execute(records_sql(where, "ORDER BY d.image_id LIMIT ?", combine), [*args, limit]).fetchall()
+        return [_record(r) for r in rows]
 
-    def iter_document_records(self, batch: int = 5000) -> Iterator[DocumentRecord]:
+    def iter_document_records(self, batch: int = 5000, combine: str = "newest") -> Iterator[DocumentRecord]:
         last = None
-        while rows := self.document_records_after(last, batch):
+        while rows := self.document_records_after(last, batch, combine):
             yield from rows
             last = rows[-1].id
 

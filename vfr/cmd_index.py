@@ -50,6 +50,11 @@ def index_cmd(
                                   ] = None,
     hubness: Annotated[float | None, typer.Option("--hubness", min=0.0, max=2.0, help="Weight of the hubness "
                                                   "correction (default 0.5 with a query bank).")] = None,
+    descriptions: Annotated[str | None, typer.Option("--descriptions", help="Which of an image's descriptions "
+                                                     "make its document: 'newest' (default: the most recent, "
+                                                     "whatever model wrote it) or 'every-model' (each describing "
+                                                     "model's newest, joined: +7 to +8 R@1 on COCO with 2-3 VLMs; "
+                                                     "docs/views.md). Changing it rebuilds the index.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Bring the index up to date with the store: apply what changed since the last update (added,
@@ -71,14 +76,16 @@ def index_cmd(
             check_backend(encoder_backend)
         engine = Engine.open(db, index, encoder=encoder, encoder_backend=encoder_backend)
         config = None
-        if any(x is not None for x in (faiss, k1, b, bm25_fields, parts, parts_weight, query_bank, hubness)):
+        if any(x is not None for x in (faiss, k1, b, bm25_fields, parts, parts_weight, query_bank, hubness,
+                                       descriptions)):
             from vfr.retrieve.fields import parse_weights
 
             base = _current_config(db, index)
             fields = parse_weights(bm25_fields) if bm25_fields is not None else None
             mv = "" if parts == "none" else parts
             asked = {k: v for k, v in (("faiss", faiss), ("k1", k1), ("b", b), ("fields", fields), ("parts", mv),
-                                       ("parts_weight", parts_weight)) if v is not None}
+                                       ("parts_weight", parts_weight), ("descriptions", descriptions))
+                     if v is not None}
             config = IndexConfig(**{**base.to_dict(), **asked,
                                     **_bank(engine.index_dir, base, query_bank, hubness)})
         with Progress(enabled=not quiet) as bar:

@@ -84,3 +84,15 @@ def test_a_page_whose_runs_are_missing_is_refused_not_written_short(tmp_path, ca
     assert page.read_text() == "the old page\n"                          # left as it was
     ablation.main([str(spec), str(page), "--allow-missing"])
     assert "| change |" in page.read_text() and "1 missing run(s) left out" in capsys.readouterr().out
+
+
+def test_a_row_that_names_its_tasks_compares_only_those(tmp_path, monkeypatch):
+    from vfr.eval import ablation, benchmarks
+    from vfr.eval.tasks import RetrievalTask
+
+    tasks = [RetrievalTask(name, "t", {"d0": "x"}, {"q0": "x"}, {"q0": {"d0": 1}}) for name in ("t2i", "i2t")]
+    monkeypatch.setattr(benchmarks, "resolve", lambda bench, data_dir=None: (None, tasks))
+    monkeypatch.setattr(ablation, "read_run", lambda folder, bench, task, retriever: {"q0": {"d0": 1.0}})
+    row = {"change": "c", "base": "a", "variant": "b", "retriever": "hybrid", "benchmarks": ["bench"]}
+    assert [r["task"] for r in ablation.build({"rows": [row]})] == ["t2i", "i2t"]
+    assert [r["task"] for r in ablation.build({"rows": [{**row, "tasks": ["i2t"]}]})] == ["i2t"]
