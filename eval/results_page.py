@@ -161,6 +161,8 @@ ABLATION_PAGES: tuple[tuple[str, str, str], ...] = (
                   "(issue 13)",
      "the unseen-images recipe's batch size, contrastive scale and learning rate, validated on the queries it never "
      "saw"),
+    ("views.md", "## Several describers per image: every model's description in one document (issue 13)",
+     "several describers per image (every model's description joined into one document)"),
 )
 
 

@@ -4,7 +4,7 @@
 # and docs/soups.md (model soups, benchmarks/soups.json), docs/hubness.md (query-bank hubness correction,
 # benchmarks/hubness.json), docs/distillation.md (benchmarks/distillation.json), docs/batching.md
 # (benchmarks/batching.json), docs/guide.md (benchmarks/guide.json), docs/recipe.md (benchmarks/recipe.json)
-# and docs/travel.md (benchmarks/travel.json)
+# docs/travel.md (benchmarks/travel.json) and docs/views.md (benchmarks/views.json)
 # the same way.
 # Needs the models (all CPU, seed 0; ~10-25 min each on 2 cores):
 #   vfr calibrate --pairs coco-val --out out/models/minilm-cal --descriptions longest --max-seq-length 128 --seed 0
@@ -167,6 +167,29 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R travel-greedy coco-test -- --encoder out/models/minilm-travel-greedy --fusion auto
   $PY -m vfr tune coco-val --encoder out/models/minilm-travel-greedy $B --hubness 0.5 --cache-dir out/cache --no-progress
   $R travel-greedy-hub coco-test -- --encoder out/models/minilm-travel-greedy --fusion auto $B
+  # several describers per image (docs/views.md): the longest vs every model's description joined vs each its own
+  # document, packaged and calibrated (the seed soup), on coco-val first; then sentence vectors on joined documents
+  # (λ chosen on coco-val) and SugarCrepe with joined descriptions as queries. The longest-description runs are
+  # base, val-base, travel-seeds and val-travel-seeds above.
+  $R val-views coco-val -- --description-source concat
+  $R views coco-test,coco-fg-test -- --description-source concat
+  $R val-views-each coco-val -- --description-source each
+  $R views-each coco-test,coco-fg-test -- --description-source each
+  V="--encoder out/models/minilm-travel-seeds --fusion auto --description-source concat"
+  $R val-travel-seeds-views coco-val -- $V
+  $R travel-seeds-views coco-test,coco-fg-test -- $V
+  for w in 0.1 0.25 0.5; do
+    $R val-views-parts$w coco-val -- --description-source concat --parts sentences --parts-weight $w --retriever dense,hybrid
+  done
+  P="--description-source concat --parts sentences --parts-weight 0.25"
+  $R views-parts coco-test,coco-fg-test -- $P
+  $R val-travel-seeds-views-parts coco-val -- --encoder out/models/minilm-travel-seeds --fusion auto $P
+  $R travel-seeds-views-parts coco-test,coco-fg-test -- --encoder out/models/minilm-travel-seeds --fusion auto $P
+  $R base-sc sugarcrepe
+  $R views-sc sugarcrepe -- --description-source concat
+  $R val-mpnet coco-val -- --encoder mpnet --fusion auto     # mpnet-auto (the longest) is above
+  $R val-mpnet-views coco-val -- --encoder mpnet --fusion auto --description-source concat
+  $R mpnet-views coco-test,coco-fg-test -- --encoder mpnet --fusion auto --description-source concat
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
