@@ -25,8 +25,10 @@ def calibrate_cmd(
     base: Annotated[str, typer.Option("--base", help="Model to start from: default (packaged MiniLM), a "
                                       "model folder or a hub name.")] = "default",
     fmt: Annotated[str, typer.Option("--format", help="auto | store | coco-join | karpathy | jsonl")] = "auto",
-    descriptions: Annotated[str, typer.Option(help="COCO joins: pair captions with all descriptions or the "
-                                              "longest one per image.")] = "all",
+    descriptions: Annotated[str, typer.Option(help="Pair each caption with all of its image's descriptions (a pair "
+                                              "each; COCO joins), the longest, or 'joined': all in one "
+                                              "document, as `vfr index --descriptions every-model` indexes "
+                                              "them (COCO joins and stores).")] = "all",
     source: Annotated[Optional[list[str]], typer.Option("--source", help="COCO joins: only descriptions whose "
                                                         "key starts with this (repeatable), e.g. opera/.")] = None,
     max_pairs: Annotated[Optional[int], typer.Option(min=2, help="Keep a seeded random sample of at most this "
@@ -109,7 +111,7 @@ def calibrate_cmd(
     defaults: the packaged MiniLM calibrates on ~2k pairs in about five minutes on 2 cores (pass
     --threads 1 when other busy processes share them).
     """
-    from vfr.retrieve.calibrate.pairs import PairError, load_sources, read_groups, split_by_group
+    from vfr.retrieve.calibrate.pairs import DESCRIPTION_CHOICES, PairError, load_sources, read_groups, split_by_group
     from vfr.retrieve.tuning import METRICS, TuningError, check_alpha
 
     if tune_metric not in METRICS:
@@ -119,8 +121,8 @@ def calibrate_cmd(
     except TuningError as e:
         fail(str(e))
     require_empty_out(out, force)
-    if descriptions not in ("all", "longest"):
-        fail("--descriptions must be all or longest")
+    if descriptions not in DESCRIPTION_CHOICES:
+        fail(f"--descriptions must be one of {', '.join(DESCRIPTION_CHOICES)}, not {descriptions!r}")
     if hn_retriever not in ("bm25", "hybrid", "dense"):
         fail(f"--hn-retriever must be bm25, hybrid or dense, got {hn_retriever!r}")
     try:

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
+from vfr.store.changes import JOIN_SEPARATOR
 from vfr.store.image_ids import coco_id
 from vfr.store.karpathy import KarpathyError, read_karpathy
 from vfr.store.textfiles import TextFileError, read_lines
 
 Format = Literal["auto", "store", "coco-join", "karpathy", "jsonl"]
-DescriptionChoice = Literal["all", "longest"]
+DescriptionChoice = Literal["all", "longest", "joined"]
+DESCRIPTION_CHOICES = ("all", "longest", "joined")
 
 _JOIN = "joined/coco_karpathy_{}_x_vlm_descriptions.jsonl"
 SHORTHANDS = {"coco-val": _JOIN.format("val"), "coco-test": _JOIN.format("test"),
@@ -66,13 +68,15 @@ def load_pairs(source: str, fmt: Format = "auto", *, descriptions: DescriptionCh
     """Read every pair of a source; errors name the file and line. See the module docstring for groups.
 
     `descriptions` and `description_sources` apply to COCO joins: pair each caption with all of its image's
-    descriptions or only the longest, optionally only from sources whose key starts with one of the prefixes
-    (e.g. "opera/" or "halc/llava-1.5(64tok)").
+    descriptions (a pair each), only the longest, or all joined into one document as an index built with
+    `--descriptions every-model` makes it, optionally only from sources whose key starts with one of the
+    prefixes (e.g. "opera/" or "halc/llava-1.5(64tok)"). A store's pairs use its documents as an index makes
+    them: each image's newest description, or every model's joined with "joined".
     """
     path = resolve_source(source)
     kind = detect_format(path) if fmt == "auto" else fmt
     if kind == "store":
-        pairs = store_pairs(path)
+        pairs = store_pairs(path, joined=descriptions == "joined")
     elif kind == "coco-join":
         pairs = coco_join_pairs(path, descriptions=descriptions, sources=description_sources)
     elif kind == "karpathy":
@@ -175,6 +179,8 @@ def coco_join_pairs(path: Path, descriptions: DescriptionChoice = "all",
                  if isinstance(t, str) and t.strip() and (not sources or k.startswith(tuple(sources)))]
         if descriptions == "longest" and texts:
             texts = [max(texts, key=len)]
+        elif descriptions == "joined" and texts:
+            texts = [JOIN_SEPARATOR.join(t.strip() for t in texts)]  # key order, as every-model indexes join them
         for cap in caps:
             if isinstance(cap, str) and cap.strip():
                 pairs.extend(Pair(cap.strip(), t.strip(), str(group)) for t in texts)
@@ -191,14 +197,15 @@ def karpathy_pairs(path: Path) -> list[Pair]:
     return [Pair(c.strip(), caps[0].strip(), image_id) for image_id, caps in images for c in caps[1:]]
 
 
-def store_pairs(path: Path) -> list[Pair]:
-    """Captions attached to described images, each paired with the image's current document."""
+def store_pairs(path: Path, joined: bool = False) -> list[Pair]:
+    """Captions attached to described images, each paired with the image's current document: its newest
+    description, or every describing model's joined (`vfr index --descriptions every-model`)."""
     from vfr.store.store import Store, StoreError
 
     try:
         with Store(path, read_only=True) as store:
             caps = store.captions()
-            docs = store.get(sorted({i for i, _ in caps}))
+            docs = store.document_records(sorted({i for i, _ in caps}), "every-model" if joined else "newest")
     except StoreError as e:
         raise PairError(str(e)) from None
     return [Pair(c, docs[i].text, i) for i, c in caps if i in docs and c.strip()]

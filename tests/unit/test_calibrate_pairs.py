@@ -36,6 +36,9 @@ def test_coco_join_all_longest_and_source_filter(tmp_path):
     assert [p.document for p in longest] == ["A brown dog lies on a grey couch."] * 2 + ["Two cats sleep on a bed."]
     only = load_pairs(str(f), description_sources=["opera/"])
     assert {p.document for p in only} == {"A dog. Couch."} and {p.group for p in only} == {"1"}
+    joined = load_pairs(str(f), descriptions="joined")  # as `vfr index --descriptions every-model` joins them
+    assert [p.document for p in joined] == ["A brown dog lies on a grey couch.\n\nA dog. Couch."] * 2 + \
+        ["Two cats sleep on a bed."]
 
 
 def test_round_trip_through_write_jsonl(tmp_path):
@@ -89,6 +92,11 @@ def test_store_source(tmp_path):
     pairs = load_pairs(str(db))
     assert set(pairs) == set([Pair("dog", "A dog on a couch.", "a"), Pair("a brown dog", "A dog on a couch.", "a"),
                                     Pair("cats", "Two cats.", "b")])
+    with Store(db) as s:  # a second describer: "joined" pairs each caption with the document every-model indexes
+        s.upsert([], [DescriptionRow("a", "A couch in a living room.", model="vlm-2")])
+    assert {p.document for p in load_pairs(str(db), descriptions="joined") if p.group == "a"} == \
+        {"A dog on a couch.\n\nA couch in a living room."}
+    assert {p.document for p in load_pairs(str(db)) if p.group == "a"} == {"A couch in a living room."}  # newest
     empty = tmp_path / "e.duckdb"
     Store(empty).close()
     with pytest.raises(PairError, match="no pairs found"):
