@@ -55,6 +55,7 @@
 #       out/models/minilm-travel-lr5e5-s2 --out out/models/minilm-travel-lr5e5-seeds
 #   vfr models soup out/models/minilm-travel-{fix,fix-s1,fix-s2,lr5e5,lr5e5-s1,lr5e5-s2} --greedy coco-val \
 #       --out out/models/minilm-travel-greedy                                      (a greedy soup of both rates' seeds)
+#   vfr calibrate --pairs coco-val --descriptions joined --max-seq-length 256 --seed 0 --out out/models/minilm-cal-joined
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
@@ -190,6 +191,11 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   $R val-mpnet coco-val -- --encoder mpnet --fusion auto     # mpnet-auto (the longest) is above
   $R val-mpnet-views coco-val -- --encoder mpnet --fusion auto --description-source concat
   $R mpnet-views coco-test,coco-fg-test -- --encoder mpnet --fusion auto --description-source concat
+  # calibrating on joined documents (views.md), the COCO val recipe: minilm-cal (above) vs minilm-cal-joined
+  $R cal-longest coco-test,coco-fg-test -- --encoder out/models/minilm-cal --fusion auto
+  $R cal-views coco-test,coco-fg-test -- --encoder out/models/minilm-cal --fusion auto --description-source concat
+  $R cal-joined coco-test,coco-fg-test -- --encoder out/models/minilm-cal-joined --fusion auto
+  $R cal-joined-views coco-test,coco-fg-test -- --encoder out/models/minilm-cal-joined --fusion auto --description-source concat
 fi
 # each page of results_page.ABLATION_PAGES (the list docs/results.md embeds) from its spec, benchmarks/PAGE.json
 PAGES=$("$PY" -c 'from vfr.eval.results_page import ABLATION_PAGES; print(" ".join(p[:-3] for p, _, _ in ABLATION_PAGES))')
