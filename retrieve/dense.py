@@ -54,10 +54,15 @@ def write_dense(folder: Path, vectors: np.ndarray, kind: str, hnsw_m: int = 32, 
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
     try:
-        faiss.write_index(index, str(folder / file))
-    except RuntimeError as e:  # FAISS reports a failed write (a full disk…) this way
-        raise OSError(errno.EIO, f"FAISS could not write the index ({str(e).strip().splitlines()[-1][:200]})",
+        data = faiss.serialize_index(index)
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"FAISS could not serialise the index ({str(e).strip().splitlines()[-1][:200]})",
                       str(folder / file)) from None
+    # Written by Python, not by faiss.write_index: FAISS's own file writer prints "… close error: …" to stderr
+    # (no newline) when the disk fills at close, garbling the one clean error line the CLI prints; Python
+    # raises OSError (ENOSPC) and prints nothing.
+    with open(folder / file, "wb") as f:
+        f.write(memoryview(data))
     return kind
 
 
