@@ -70,6 +70,16 @@ class ImageRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Retraction:
+    """What `Store.delete_descriptions` removed: how many descriptions, of which images, and which of those
+    have no description left (they leave the index; the others' documents change)."""
+
+    descriptions: int
+    images: list[str]
+    undescribed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredDocument:
     id: str
     text: str
@@ -216,6 +226,32 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
             self._purge_orphan_embeddings(hashes)
             self.log_changes(existed)
         return existed
+
+    def delete_descriptions(self, model: str, prompt_version: str | None = None) -> "Retraction":
+        """Retract a describer: delete every description `model` wrote (only those of `prompt_version` when
+        given) and the cached embeddings of text no other description uses. Images keep their row, captions
+        and other models' descriptions; an image left with none is undescribed (no document) until described
+        again. Raises StoreError, naming the models there are, when nothing matches."""
+        where, args = "model = ?" + (" AND prompt_version = ?" if prompt_version is not None else ""), \
+            [model] + ([prompt_version] if prompt_version is not None else [])
+        with self.transaction():
+            rows = self.con.execute(
+                f"SELECT image_id, count(*) FILTER (WHERE {where}), count(*) FILTER (WHERE NOT ({where})) = 0 "
+                f"FROM descriptions GROUP BY image_id HAVING count(*) FILTER (WHERE {where}) > 0 ORDER BY image_id",
+                args * 3).fetchall()
+            if not rows:
+                have = ", ".join(f"{m} {p} ({c})" for m, p, c in self.con.execute(
+                    "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall())
+                what = f"model {model!r}" + (f" with prompt version {prompt_version!r}" if prompt_version else "")
+                raise StoreError(f"no descriptions by {what}; the store has: {have or 'no descriptions'} "
+                                 "(model prompt-version (count); `vfr stats` lists them too)")
+            hashes = [r[0] for r in self.con.execute(f"SELECT DISTINCT text_hash FROM descriptions WHERE {where}",
+                                                     args).fetchall()]
+            self.con.execute(f"DELETE FROM descriptions WHERE {where}", args)
+            self._purge_orphan_embeddings(hashes)
+            images = [r[0] for r in rows]
+            self.log_changes(images)
+        return Retraction(sum(r[1] for r in rows), images, [r[0] for r in rows if r[2]])
 
     def _text_hashes(self, image_ids: Sequence[str]) -> list[str]:
         if not image_ids:

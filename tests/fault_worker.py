@@ -1,6 +1,6 @@
 """A process that runs one write operation, for the fault-injection tests (they kill it at a named point).
 
-Usage: python -m tests.fault_worker DB OP [IMAGES]   with OP one of update | delete | compact | full | merge |
+Usage: python -m tests.fault_worker DB OP [IMAGES]   with OP one of update | delete | retract | compact | full | merge |
 describe (a describe job over the IMAGES folder with a fake engine: no vLLM, real store writes)"""
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def main() -> None:
         eng.update_index()
     elif op == "delete":
         eng.delete(["sample-020", "sample-021", "sample-022"])
+    elif op == "retract":  # the base's second describer (tests/faults/test_index_faults.py) retracted
+        eng.delete_descriptions("second-vlm")
     elif op == "compact":
         eng.compact()
     elif op == "full":

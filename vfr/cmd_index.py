@@ -138,16 +138,35 @@ def delete_cmd(
     ids_file: Annotated[Path | None, typer.Option("--ids-file", help="A file of ids, one per line.")] = None,
     collection: Annotated[str | None, typer.Option("--collection", help="Delete every image of this "
                                                                         "collection.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Instead of images, delete every description this "
+                                                            "describing model wrote (see `vfr stats`): a describer "
+                                                            "retracted. Images keep their other descriptions.")] = None,
+    prompt_version: Annotated[str | None, typer.Option("--prompt-version", help="With --model: only its descriptions "
+                                                                                "of this prompt version.")] = None,
     purge: Annotated[bool, typer.Option("--purge", help="Also compact at once, so the deleted text and vectors "
                                                         "leave the files now (see `vfr compact`).")] = False,
 ) -> None:
-    """Delete images from the store and the index (erasure on request).
+    """Delete images from the store and the index (erasure on request), or with --model one describer's
+    descriptions.
 
     When this returns no search returns them, in this or any other process. Their bytes leave the files at
     the next compaction (`vfr compact`, automatic past a threshold, or --purge now).
+
+    With --model MODEL [--prompt-version V], each image that MODEL described loses that description: its
+    document becomes its other descriptions' (the newest, or their join in an every-model index), and an
+    image with none left leaves the index until `vfr describe` or `vfr import` describes it again.
     """
     from vfr.engine import Engine, EngineError
     from vfr.store.textfiles import TextFileError, read_lines
+
+    if prompt_version is not None and model is None:
+        fail("--prompt-version needs --model MODEL")
+    if model is not None:
+        if ids or ids_file is not None or collection is not None:
+            fail("--model deletes a describer's descriptions of every image; give it without image ids, "
+                 "--ids-file or --collection")
+        _delete_model(db, index, model, prompt_version, purge)
+        return
 
     wanted = list(ids or [])
     try:
@@ -167,6 +186,25 @@ def delete_cmd(
     console.print(f"deleted {len(existed)} images" + (f" ({missing} ids were not in the store)" if missing else "")
                   + ("; compacted: their bytes are gone from the index and database files" if report else
                      "; run `vfr compact` to erase their bytes from the files"))
+
+
+def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str | None, purge: bool) -> None:
+    from vfr.engine import Engine, EngineError
+
+    try:
+        engine = Engine.open(db, index)
+        done = engine.delete_descriptions(model, prompt_version)
+        report = engine.compact() if purge else None
+    except EngineError as e:
+        fail(str(e))
+    what = model + (f" (prompt version {prompt_version})" if prompt_version is not None else "")
+    changed = done["images"] - done["undescribed"]
+    console.print(f"deleted {done['descriptions']} descriptions by {what} of {done['images']} images: "
+                  f"{changed} now show their other descriptions, {done['undescribed']} have none left and left the "
+                  "index (`vfr describe` can describe them again)"
+                  + ("" if done["index"] is not None else "; there is no index yet")
+                  + ("; compacted: their bytes are gone from the index and database files" if report else
+                     "; run `vfr compact` to erase their bytes from the files"), highlight=False)
 
 
 def compact_cmd(

@@ -254,6 +254,25 @@ class Engine(IndexedStore):
                 w.commit(applied_seq=after if w.applied_seq == before else None, operation="delete")
         return existed
 
+    @_user_errors
+    def delete_descriptions(self, model: str, prompt_version: str | None = None,
+                            progress: Progress | None = None) -> dict:
+        """Retract a describer: delete the descriptions `model` wrote (of `prompt_version` only, if given)
+        and bring the index up to date, so when this returns no search matches or shows their text. An
+        image keeps its other models' descriptions (its document becomes the newest of those, or their
+        join in an every-model index); one left with none leaves the index until it is described again.
+        Their bytes leave the files at `compact()`. Returns counts and the index update's report."""
+        from vfr.retrieve.index import index_exists
+
+        from vfr.store.faults import point
+
+        with self.store() as store:
+            gone = store.delete_descriptions(model, prompt_version)
+        point("retract:store-committed")
+        report = self.update_index(progress=progress) if index_exists(self.index_dir) else None
+        return {"descriptions": gone.descriptions, "images": len(gone.images), "undescribed": len(gone.undescribed),
+                "index": report}
+
     update_index = _user_errors(IndexedStore.update_index)
     pending = _user_errors(IndexedStore.pending)
     apply_deletions = _user_errors(IndexedStore.apply_deletions)

@@ -1,8 +1,8 @@
-"""kill -9 at named points of index update, delete, compaction, merge and full build (22 points), then
-restart: the index agrees with the store (equivalence with a fresh build), nothing is lost or duplicated,
-and an acknowledged delete never comes back, neither to the reader process that searches throughout nor
-after recovery. Each kill is checked to have landed at its point: the process writes the point's name to a
-marker file and stops there until killed (tests/faults/conftest.py)."""
+"""kill -9 at named points of index update, delete, retraction of a describer, compaction, merge and full
+build (25 points), then restart: the index agrees with the store (equivalence with a fresh build), nothing is
+lost or duplicated, and an acknowledged delete never comes back, neither to the reader process that searches
+throughout nor after recovery. Each kill is checked to have landed at its point: the process writes the
+point's name to a marker file and stops there until killed (tests/faults/conftest.py)."""
 import shutil
 
 import pytest
@@ -19,6 +19,7 @@ CASES = [
     ("update", "gc:start"),
     ("delete", "delete:store-committed"), ("delete", "commit:lucene-deleted"), ("delete", "publish:manifest-written"),
     ("delete", "publish:head-written"),
+    ("retract", "retract:store-committed"), ("retract", "commit:lucene-deleted"), ("retract", "publish:head-written"),
     ("compact", "compact:start"), ("compact", "compact:segment-written"), ("compact", "publish:manifest-written"),
     ("compact", "publish:head-written"), ("compact", "store:copied"), ("compact", "store:replaced"),
     ("merge", "merge:start"), ("merge", "merge:segment-written"),
@@ -36,6 +37,9 @@ def base(template_store, tmp_path_factory):
     eng.update_index()
     eng.delete(["sample-001"])  # acknowledged: must never come back
     eng.upsert([{"id": "extra-1", "text": "a red kite above a windy beach", "collection": "pets"}])
+    # a second describer (retracted by the "retract" cases): a newer view of one image, the only one of another
+    eng.upsert([{"id": "sample-040", "model": "second-vlm", "text": "a yellow tram crosses a stone bridge"},
+                {"id": "only-second", "model": "second-vlm", "text": "a green parrot on a wooden perch"}])
     eng.close()
     return root
 

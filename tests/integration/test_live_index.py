@@ -96,14 +96,7 @@ def test_erasure_leaves_no_trace(eng):
                  "caption": [f"{canary} caption one", "a kite"], "collection": "people"}])
     hits = eng.search(f"{canary} kite", 1, retriever="bm25")
     assert hits[0].id == "victim"
-    with eng.index.handle.acquire() as snap:
-        seg, row = snap.locate(["victim"])["victim"]
-        vector = snap.segments[seg].dense.vectors(np.array([row]))[0]
-    with Store(eng.db, read_only=True) as s:
-        (text_hash,) = s.con.execute("SELECT text_hash FROM descriptions WHERE image_id='victim'").fetchall()[0]
-        cached = s.cached_embeddings(eng.index.manifest["encoder"]["fingerprint"], [text_hash])
-    needles = [canary.encode(), vector.astype("<f4").tobytes()[:64], *(v.astype("<f4").tobytes()[:64]
-                                                                        for v in cached.values())]
+    needles = [canary.encode(), *_vector_needles(eng, "victim", "image_id='victim'")]
     folder = eng.db.parent
     assert _files_containing(folder, needles[:1]), "the canary should be on disk before erasure"
     eng.delete(["victim"])
@@ -111,6 +104,36 @@ def test_erasure_leaves_no_trace(eng):
     found = _files_containing(folder, needles)
     assert not found, f"erased data still on disk in {found}"
     assert eng.search("kite beach", 3)  # still a working engine
+
+
+def test_retracted_describer_leaves_no_trace(eng):
+    """A canary in a second describer's view of an image: after `delete_descriptions` + compact no file holds
+    the token or its cached vector, and the image is found by its first describer's text again."""
+    canary = "zqxretract5519"
+    before = eng.get(["sample-005"])["sample-005"]["text"]
+    eng.upsert([{"id": "sample-005", "model": "leaky-vlm", "text": f"a {canary} parade of marching lanterns"}])
+    assert eng.search(f"{canary} parade", 1, retriever="bm25")[0].id == "sample-005"
+    needles = [canary.encode(), *_vector_needles(eng, "sample-005", "model='leaky-vlm'")]
+    done = eng.delete_descriptions("leaky-vlm")
+    assert (done["descriptions"], done["images"], done["undescribed"]) == (1, 1, 0)
+    assert not eng.search(canary, 3, retriever="bm25")  # no search matches it once this returns
+    assert eng.get(["sample-005"])["sample-005"]["text"] == before
+    eng.compact()
+    found = _files_containing(eng.db.parent, needles)
+    assert not found, f"retracted text still on disk in {found}"
+
+
+def _vector_needles(eng: Engine, doc_id: str, description_sql: str) -> list[bytes]:
+    """The first bytes of a document's vector in the index and of its description's cached vector (which
+    must be there: the needle would otherwise be missing, not absent)."""
+    with eng.index.handle.acquire() as snap:
+        seg, row = snap.locate([doc_id])[doc_id]
+        vector = snap.segments[seg].dense.vectors(np.array([row]))[0]
+    with Store(eng.db, read_only=True) as s:
+        (text_hash,) = s.con.execute(f"SELECT text_hash FROM descriptions WHERE {description_sql}").fetchall()[0]
+        cached = s.cached_embeddings(eng.index.encoder().spec.cache_key, [text_hash])
+    assert cached, f"the vector of {description_sql} should be in the embedding cache"
+    return [v.astype("<f4").tobytes()[:64] for v in (vector, *cached.values())]
 
 
 def _files_containing(folder: Path, needles: list[bytes]) -> list[str]:

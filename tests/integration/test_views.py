@@ -73,13 +73,18 @@ def test_live_updates_answer_like_a_fresh_build(engines, tmp_path):
     views.delete(["bike"])
     assert "bike" not in _top(views, "bicycle in the rain", "hybrid")
 
-    db = tmp_path / "fresh.duckdb"
     views.close()
+    _assert_live_equals_fresh(tmp_path, ("black cat", "umbrella on the beach", "fishing boats", "golden retriever"))
+
+
+def _assert_live_equals_fresh(tmp_path, queries) -> None:
+    """The every-model engine's live index answers like a full build of a copy of its store."""
+    db = tmp_path / "fresh.duckdb"
     shutil.copy(tmp_path / "every-model.duckdb", db)
     with Engine.open(db) as fresh, Engine.open(tmp_path / "every-model.duckdb") as live:
         fresh.update_index(full=True, config=VIEWS)
         assert fresh.get(["kite", "fridge"]) == live.get(["kite", "fridge"])
-        for q in ("black cat", "umbrella on the beach", "fishing boats", "golden retriever"):
+        for q in queries:
             want = [(h.id, round(h.score, 4)) for h in fresh.search(q, 4, retriever="hybrid")]
             assert [(h.id, round(h.score, 4)) for h in live.search(q, 4, retriever="hybrid")] == want
 
@@ -100,3 +105,37 @@ def test_cli_sets_records_and_refuses(tmp_path):
     with Engine.open(db) as eng:  # the refused settings changed nothing
         assert eng.index.manifest["config"]["descriptions"] == "every-model"
         assert eng.index.manifest["config"]["fields"] == []
+
+
+def test_retracting_a_describer_leaves_no_trace_in_search(engines, tmp_path):
+    for combine, eng in engines.items():
+        assert _top(eng, "bicycle in the rain", "hybrid")[0] == "bike"
+        done = eng.delete_descriptions("vlm-b")
+        assert (done["descriptions"], done["images"], done["undescribed"]) == (2, 2, 1), combine
+        assert eng.get(["kite"])["kite"]["text"] == RECORDS[0]["text"]  # vlm-a's view alone, in either mode
+        assert eng.get(["bike"]) == {}
+        for retriever in ("bm25", "dense", "hybrid"):
+            assert "bike" not in _top(eng, "man rides a bicycle in the rain", retriever)
+            assert "kite" not in _top(eng, "golden retriever on warm sand", "bm25")
+        assert _top(eng, "red kite over the beach", "hybrid")[0] == "kite"
+    engines["every-model"].close()
+    _assert_live_equals_fresh(tmp_path, ("golden retriever", "kite", "fishing boats", "kitchen fridge"))
+
+
+def test_cli_deletes_a_describer_and_refuses_bad_combinations(tmp_path):
+    db = tmp_path / "m.duckdb"
+    with Engine.open(db, create=True) as eng:
+        eng.upsert(RECORDS)
+    runner = CliRunner()
+    for args, says in ((["--model", "vlm-b", "kite"], "without image ids"),
+                       (["--prompt-version", "none"], "needs --model"),
+                       (["--model", "vlm-c"], "no descriptions by model 'vlm-c'")):
+        r = runner.invoke(app, ["delete", "--db", str(db), *args])
+        assert r.exit_code != 0 and says in r.output, (args, r.output)
+    r = runner.invoke(app, ["delete", "--db", str(db), "--model", "vlm-b", "--purge"])
+    assert r.exit_code == 0, r.output
+    assert "deleted 2 descriptions by vlm-b of 2 images: 1 now show" in r.output and "compacted" in r.output
+    r = runner.invoke(app, ["search", "bicycle rain", "--db", str(db), "--format", "json"])
+    assert r.exit_code == 0 and '"bike"' not in r.output
+    with Engine.open(db) as eng, eng.store(read_only=True) as store:
+        assert store.stats()["descriptions_by_model"] == [{"model": "vlm-a", "prompt_version": "none", "count": 3}]

@@ -1,10 +1,11 @@
 """How the store makes an image's document from its descriptions (store/changes.py COMBINE): the newest one, or
 every model's newest joined. Plain DuckDB, no index."""
+import numpy as np
 import pytest
 
 from vfr.store.changes import JOIN_SEPARATOR, JOINED_PREFIX, cacheable
 from vfr.store.store import DescriptionRow as D
-from vfr.store.store import Store, text_hash
+from vfr.store.store import Store, StoreError, text_hash
 
 
 @pytest.fixture
@@ -70,3 +71,32 @@ def test_index_config_validates_it():
         IndexConfig(descriptions="longest")
     with pytest.raises(ValueError, match="--bm25-fields"):
         IndexConfig(descriptions="every-model", fields=(("caption", 0.5),))
+
+
+def test_retracting_a_describer_keeps_the_other_views(store):
+    store.upsert([], [D("a", "a kite at dusk, by m1 v2", model="m1", prompt_version="v2")])
+    store.cache_embeddings("enc", [text_hash("b alone"), text_hash("a beach, by m2")], np.ones((2, 3), "<f4"))
+    seq = store.current_seq()
+    gone = store.delete_descriptions("m2")
+    assert (gone.descriptions, gone.images, gone.undescribed) == (2, ["a", "b"], ["b"])
+    assert store.changes_since(seq).ids == ["a", "b"]
+    assert store.document_records(["a", "b"], "every-model").keys() == {"a"}
+    a = store.document_records(["a"], "every-model")["a"]
+    assert a.text == "a kite at dusk, by m1 v2" and a.models == ("m1",)
+    assert store.document_records(["a"])["a"].text == "a kite at dusk, by m1 v2"
+    assert store.cached_embeddings("enc", [text_hash("b alone"), text_hash("a beach, by m2")]) == {}
+    assert store.count_documents() == 1
+
+
+def test_retracting_one_prompt_version_and_refusing_an_unknown_one(store):
+    store.upsert([], [D("a", "a kite at dusk, by m1 v2", model="m1", prompt_version="v2")])
+    gone = store.delete_descriptions("m1", prompt_version="none")
+    assert (gone.descriptions, gone.undescribed) == (1, [])
+    assert store.document_records(["a"], "every-model")["a"].text == \
+        "a kite at dusk, by m1 v2" + JOIN_SEPARATOR + "a beach, by m2"
+    seq = store.current_seq()
+    with pytest.raises(StoreError, match=r"no descriptions by model 'm1' with prompt version 'none'.*m1 v2 \(1\)"):
+        store.delete_descriptions("m1", prompt_version="none")
+    with pytest.raises(StoreError, match="no descriptions by model 'nobody'"):
+        store.delete_descriptions("nobody")
+    assert store.current_seq() == seq  # a refused retraction logs nothing
