@@ -36,6 +36,10 @@ DatabaseErrors = (duckdb.Error,)
 """Errors of the database engine itself, for callers that report them (they must not import duckdb)."""
 
 
+class NoSuchDescriptions(StoreError):
+    """Nothing matched a retraction (`Store.delete_descriptions`); the message names the models there are."""
+
+
 class StoreBusy(StoreError):
     """Another process held the database's lock for longer than we were told to wait."""
 
@@ -243,7 +247,7 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
                 have = ", ".join(f"{m} {p} ({c})" for m, p, c in self.con.execute(
                     "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall())
                 what = f"model {model!r}" + (f" with prompt version {prompt_version!r}" if prompt_version else "")
-                raise StoreError(f"no descriptions by {what}; the store has: {have or 'no descriptions'} "
+                raise NoSuchDescriptions(f"no descriptions by {what}; the store has: {have or 'no descriptions'} "
                                  "(model prompt-version (count); `vfr stats` lists them too)")
             hashes = [r[0] for r in self.con.execute(f"SELECT DISTINCT text_hash FROM descriptions WHERE {where}",
                                                      args).fetchall()]

@@ -263,11 +263,14 @@ class Engine(IndexedStore):
         join in an every-model index); one left with none leaves the index until it is described again.
         Their bytes leave the files at `compact()`. Returns counts and the index update's report."""
         from vfr.retrieve.index import index_exists
-
         from vfr.store.faults import point
+        from vfr.store.store import NoSuchDescriptions
 
         with self.store() as store:
-            gone = store.delete_descriptions(model, prompt_version)
+            try:
+                gone = store.delete_descriptions(model, prompt_version)
+            except NoSuchDescriptions as e:
+                raise NotFound(str(e)) from None
         point("retract:store-committed")
         report = self.update_index(progress=progress) if index_exists(self.index_dir) else None
         return {"descriptions": gone.descriptions, "images": len(gone.images), "undescribed": len(gone.undescribed),

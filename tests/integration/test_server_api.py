@@ -233,3 +233,24 @@ def test_bodies_without_a_length_are_read_up_to_the_limit(api, served_store):
     big = api.post("/v1/search", content=iter([b'{"q": "x", "pad": "'] + [b"y" * (1 << 20)] * 9 + [b'"}']),
                    headers=auth)
     assert big.status_code == 413 and big.json()["error"] == "too_large"
+
+
+def test_an_admin_for_every_collection_retracts_a_describer(api, served_store):
+    """DELETE /v1/describers/{model}: the model's view is gone from search and the document is its other
+    description again; a narrower key is refused, and an unknown model is a 404 naming the models there are."""
+    auth = served_store.auth("all_admin")
+    before = api.get("/v1/documents/sample-007", headers=auth).json()
+    view = {"id": "sample-007", "model": "leaky-vlm", "text": "a zqxserverview carnival of paper lanterns",
+            "collection": before["collection"]}
+    assert api.put("/v1/documents", json={"documents": [view]}, headers=auth).status_code == 200
+    assert [i for i, _, _ in hits(api.get("/v1/search", params={"q": "zqxserverview", "retriever": "bm25"},
+                                          headers=auth))] == ["sample-007"]
+    refused = api.delete("/v1/describers/leaky-vlm", headers=served_store.auth("people_admin"))
+    assert refused.status_code == 403 and "every collection" in refused.json()["message"]
+    done = api.delete("/v1/describers/leaky-vlm", headers=auth)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"descriptions": 1, "images": 1, "undescribed": 0}
+    assert hits(api.get("/v1/search", params={"q": "zqxserverview", "retriever": "bm25"}, headers=auth)) == []
+    assert api.get("/v1/documents/sample-007", headers=auth).json()["text"] == before["text"]
+    again = api.delete("/v1/describers/leaky-vlm", params={"prompt_version": "none"}, headers=auth)
+    assert again.status_code == 404 and "no descriptions by model 'leaky-vlm'" in again.json()["message"]

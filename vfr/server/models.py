@@ -165,6 +165,12 @@ class DeleteResponse(BaseModel):
     deleted: list[str] = Field(description="ids that existed (and that the key could see)")
 
 
+class RetractResponse(BaseModel):
+    descriptions: int = Field(description="descriptions deleted")
+    images: int = Field(description="images that had one: their documents changed or left the index")
+    undescribed: int = Field(description="of those, images with no description left (they left the index)")
+
+
 class Collection(BaseModel):
     name: str
     documents: int

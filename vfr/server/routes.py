@@ -210,6 +210,20 @@ async def delete_collection(svc: Svc, who: Who, name: Annotated[str, Path(min_le
     return m.DeleteResponse(deleted=await svc.write(svc.engine.delete, [], name, collections=who.collections))
 
 
+@router.delete("/v1/describers/{model}", response_model=m.RetractResponse, tags=["documents"])
+async def retract_describer(svc: Svc, who: Who, model: Annotated[str, Path(min_length=1, max_length=200)],
+                            prompt_version: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> Any:
+    """Retract a describing model: delete every description it wrote (of one prompt version, if given). Each
+    image keeps its other descriptions; one with none left leaves the index (`vfr delete --model`). It changes
+    documents of every collection, so it needs an admin key for every collection ('*')."""
+    if who.collections is not None or not who.can("admin"):
+        raise ApiError(403, "forbidden", "retracting a describer changes documents of every collection: it needs "
+                                         "an admin key for every collection ('*')")
+    done = await svc.write(svc.engine.delete_descriptions, model, prompt_version)
+    return m.RetractResponse(descriptions=done["descriptions"], images=done["images"],
+                             undescribed=done["undescribed"])
+
+
 @router.get("/healthz", response_model=m.Health, tags=["service"])
 async def healthz() -> Any:
     """Liveness: the process answers (no key needed; says nothing about the data)."""
