@@ -235,7 +235,7 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
         """Retract a describer: delete every description `model` wrote (only those of `prompt_version` when
         given) and the cached embeddings of text no other description uses. Images keep their row, captions
         and other models' descriptions; an image left with none is undescribed (no document) until described
-        again. Raises StoreError, naming the models there are, when nothing matches."""
+        again. Raises NoSuchDescriptions, naming the models there are, when nothing matches."""
         where, args = "model = ?" + (" AND prompt_version = ?" if prompt_version is not None else ""), \
             [model] + ([prompt_version] if prompt_version is not None else [])
         with self.transaction():
@@ -246,9 +246,9 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
             if not rows:
                 have = ", ".join(f"{m} {p} ({c})" for m, p, c in self.con.execute(
                     "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall())
-                what = f"model {model!r}" + (f" with prompt version {prompt_version!r}" if prompt_version else "")
+                what = f"model {model!r}" + (f" with prompt version {prompt_version!r}" if prompt_version is not None else "")
                 raise NoSuchDescriptions(f"no descriptions by {what}; the store has: {have or 'no descriptions'} "
-                                 "(model prompt-version (count); `vfr stats` lists them too)")
+                                         "(model prompt-version (count); `vfr stats` lists them too)")
             hashes = [r[0] for r in self.con.execute(f"SELECT DISTINCT text_hash FROM descriptions WHERE {where}",
                                                      args).fetchall()]
             self.con.execute(f"DELETE FROM descriptions WHERE {where}", args)

@@ -202,7 +202,7 @@ def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str 
     console.print(f"deleted {done['descriptions']} descriptions by {what} of {done['images']} images: "
                   f"{changed} now show their other descriptions, {done['undescribed']} have none left and left the "
                   "index (`vfr describe` can describe them again)"
-                  + ("" if done["index"] is not None else "; there is no index yet")
+                  + ("" if done["index"] is not None else "; there is no index yet (`vfr index` builds one)")
                   + ("; compacted: their bytes are gone from the index and database files" if report else
                      "; run `vfr compact` to erase their bytes from the files"), highlight=False)
 
