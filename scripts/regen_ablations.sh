@@ -174,6 +174,7 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   # base, val-base, travel-seeds and val-travel-seeds above.
   $R val-views coco-val -- --description-source concat
   $R views coco-test,coco-fg-test -- --description-source concat
+  $R views-hub coco-test,coco-fg-test -- --description-source concat $B   # with the query bank (views.md prose)
   $R val-views-each coco-val -- --description-source each
   $R views-each coco-test,coco-fg-test -- --description-source each
   V="--encoder out/models/minilm-travel-seeds --fusion auto --description-source concat"
