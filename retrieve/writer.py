@@ -59,10 +59,9 @@ class IndexConfig:
             raise ValueError("hubness must be from 0 to 2 (0: off), hubness_k from 1 to 1000, and a hubness "
                              "above 0 needs a query bank (and a query bank a hubness above 0)")
 
-        from vfr.store.changes import COMBINE
+        from vfr.store.changes import check_combine
 
-        if self.descriptions not in COMBINE:
-            raise ValueError(f"descriptions must be one of {', '.join(COMBINE)}, not {self.descriptions!r}")
+        check_combine(self.descriptions)
         if self.descriptions != "newest" and self.fields:
             raise ValueError("field-aware BM25 reads one description's structure, so it cannot index documents "
                              "joined from several describers: drop --bm25-fields, or use --descriptions newest")

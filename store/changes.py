@@ -61,6 +61,12 @@ JOIN_SEPARATOR = "\n\n"
 JOINED_PREFIX = "joined:"
 
 
+def check_combine(combine: str) -> None:
+    """Refuse a document rule that is not one of COMBINE (ValueError, naming them)."""
+    if combine not in COMBINE:
+        raise ValueError(f"descriptions must be one of {', '.join(COMBINE)}, not {combine!r}")
+
+
 def cacheable(text_hash: str) -> bool:
     """Whether a document's vectors may live in the store's embedding cache (not a joined document's)."""
     return not text_hash.startswith(JOINED_PREFIX)
@@ -69,8 +75,7 @@ def cacheable(text_hash: str) -> bool:
 def records_sql(filter_sql: str = "", tail: str = "", combine: str = "newest") -> str:
     """Current documents of the images `filter_sql` selects (a JOIN or WHERE on `descriptions d`), in id
     order; `tail` limits the images (ORDER BY … LIMIT); `combine` is one of COMBINE."""
-    if combine not in COMBINE:
-        raise ValueError(f"descriptions must be one of {', '.join(COMBINE)}, not {combine!r}")
+    check_combine(combine)
     pick = (f"pick AS (SELECT d.image_id, max({NEWEST}) AS k FROM descriptions d {filter_sql} "
             f"GROUP BY d.image_id {tail})")
     from_newest = f"FROM pick JOIN descriptions d ON d.image_id = pick.image_id AND {NEWEST} IS NOT DISTINCT FROM pick.k"

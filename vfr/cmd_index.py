@@ -184,8 +184,13 @@ def delete_cmd(
         fail(str(e))
     missing = len(set(wanted) - set(existed))
     console.print(f"deleted {len(existed)} images" + (f" ({missing} ids were not in the store)" if missing else "")
-                  + ("; compacted: their bytes are gone from the index and database files" if report else
-                     "; run `vfr compact` to erase their bytes from the files"))
+                  + _compaction_note(report))
+
+
+def _compaction_note(report: dict | None) -> str:
+    """The end of a delete's message: whether the bytes are gone yet (--purge) or what erases them."""
+    return ("; compacted: their bytes are gone from the index and database files" if report else
+            "; run `vfr compact` to erase their bytes from the files")
 
 
 def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str | None, purge: bool) -> None:
@@ -203,8 +208,7 @@ def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str 
                   f"{changed} now show their other descriptions, {done['undescribed']} have none left and left the "
                   "index (`vfr describe` can describe them again)"
                   + ("" if done["index"] is not None else "; there is no index yet (`vfr index` builds one)")
-                  + ("; compacted: their bytes are gone from the index and database files" if report else
-                     "; run `vfr compact` to erase their bytes from the files"), highlight=False)
+                  + _compaction_note(report), highlight=False)
 
 
 def compact_cmd(

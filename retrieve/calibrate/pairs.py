@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, get_args
 
 from vfr.store.changes import JOIN_SEPARATOR
 from vfr.store.image_ids import coco_id
@@ -20,7 +20,7 @@ from vfr.store.textfiles import TextFileError, read_lines
 
 Format = Literal["auto", "store", "coco-join", "karpathy", "jsonl"]
 DescriptionChoice = Literal["all", "longest", "joined"]
-DESCRIPTION_CHOICES = ("all", "longest", "joined")
+DESCRIPTION_CHOICES: tuple[str, ...] = get_args(DescriptionChoice)
 
 _JOIN = "joined/coco_karpathy_{}_x_vlm_descriptions.jsonl"
 SHORTHANDS = {"coco-val": _JOIN.format("val"), "coco-test": _JOIN.format("test"),

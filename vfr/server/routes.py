@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from vfr.keys import Principal
 from vfr.server import models as m
 from vfr.server.metrics import CONTENT_TYPE
-from vfr.server.service import ApiError, Service, not_found, require
+from vfr.server.service import ApiError, Service, not_found, require, require_global_admin
 from vfr.server.settings import MAX_K, MAX_OFFSET
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer vfr_<id>_<secret>`")
@@ -216,9 +216,7 @@ async def retract_describer(svc: Svc, who: Who, model: Annotated[str, Path(min_l
     """Retract a describing model: delete every description it wrote (of one prompt version, if given). Each
     image keeps its other descriptions; one with none left leaves the index (`vfr delete --model`). It changes
     documents of every collection, so it needs an admin key for every collection ('*')."""
-    if who.collections is not None or not who.can("admin"):
-        raise ApiError(403, "forbidden", "retracting a describer changes documents of every collection: it needs "
-                                         "an admin key for every collection ('*')")
+    require_global_admin(who, "retracting a describer changes documents of every collection: it needs")
     done = await svc.write(svc.engine.delete_descriptions, model, prompt_version)
     return m.RetractResponse(descriptions=done["descriptions"], images=done["images"],
                              undescribed=done["undescribed"])
@@ -234,8 +232,7 @@ async def healthz() -> Any:
             responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus text format"}})
 async def metrics(request: Request, who: Who) -> Response:
     """Prometheus metrics (an admin key that sees every collection, or the open loopback server)."""
-    if who.collections is not None or not who.can("admin"):
-        raise ApiError(403, "forbidden", "metrics need an admin key for every collection ('*')")
+    require_global_admin(who, "metrics need")
     svc = service(request)
     body = await svc.run(request.app.state.metrics.render)
     return Response(body, media_type=CONTENT_TYPE)

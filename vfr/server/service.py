@@ -127,3 +127,9 @@ def _presented_key(request: Request) -> str | None:
 def require(who: Principal, role: str) -> None:
     if not who.can(role):
         raise ApiError(403, "forbidden", f"this key's role is {who.role}; this needs a {role} key")
+
+
+def require_global_admin(who: Principal, what: str) -> None:
+    """`what` (a phrase: "metrics need") is for an admin key that sees every collection ('*') only."""
+    if who.collections is not None or not who.can("admin"):
+        raise ApiError(403, "forbidden", f"{what} an admin key for every collection ('*')")
