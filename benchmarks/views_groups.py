@@ -9,7 +9,7 @@ groups under 50 queries are left out of the table but not of the totals.
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from vfr.eval import datasets as ds
@@ -35,9 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     images = ds.load_joined(default_data_dir() / "joined" / "coco_karpathy_test_x_vlm_descriptions.jsonl")
     of = {img.image_id: group(sorted(img.descriptions)) for img in images}
-    images_in = defaultdict(int)
-    for g in of.values():
-        images_in[g] += 1
+    images_in = Counter(of.values())
     base, variant = top1(args.base, args.retriever), top1(args.variant, args.retriever)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for q in base:
