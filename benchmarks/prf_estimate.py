@@ -26,9 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparse_expansion_estimate import Bench, _fmt, _percent
-from vfr.eval import metrics as M
-from vfr.eval.ablation import KS, paired_diff
+from sparse_expansion_estimate import Bench, _fmt, _percent, against_plain
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder, normalise
 
 ROCCHIO_GRID = [(n, beta) for n in (1, 3, 5, 10) for beta in (0.25, 0.5, 1.0)]
@@ -129,13 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           "| Δ hybrid R@1, p | hybrid − plain dense R@1 |\n|---|---|---|---|---|---|")
     for name in filter(None, args.test.split(",")):
         test = Prf(Bench(name, encoder))
-        qrels, (plain_dense, _, first) = test.bench.runs(test.plain)
-        plain = _percent(M.evaluate(qrels, plain_dense, KS))[0]
         for variant, (roc, rm) in variants.items():
-            _, (dense, _, second) = test.bench.runs(test.sparse(rm), dense=test.dense(roc))
-            diff = paired_diff(qrels, first, second)
+            plain, dense, diff = against_plain(test.bench, test.plain, test.sparse(rm), test.dense(roc))
             new = _percent(diff["variant"])
-            print(f"| {name} | {variant} | {plain:.1f} → {_percent(M.evaluate(qrels, dense, KS))[0]:.1f} | "
+            print(f"| {name} | {variant} | {plain:.1f} → {dense:.1f} | "
                   f"{_fmt(_percent(diff['base']))} → {_fmt(new)} | {100 * diff['diff_r1']:+.1f}, {diff['p']:.3f} "
                   f"| {new[0] - plain:+.1f} |", flush=True)
     return 0

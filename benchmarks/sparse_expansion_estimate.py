@@ -163,6 +163,16 @@ class Bench:
         return [_percent(M.evaluate(qrels, run, KS)) for run in runs]
 
 
+def against_plain(bench: Bench, plain_sparse: np.ndarray, sparse: np.ndarray, dense: np.ndarray | None = None
+                  ) -> tuple[float, float, dict]:
+    """A variant's runs (BM25 scores `sparse`, dense scores `dense` or the plain ones) against the plain engine's
+    (`plain_sparse`, plain dense): dense R@1 of each and the paired comparison of their hybrids (`paired_diff`)."""
+    qrels, (dense0, _, hybrid0) = bench.runs(plain_sparse)
+    _, (dense1, _, hybrid1) = bench.runs(sparse, dense=dense)
+    r1 = [_percent(M.evaluate(qrels, run, KS))[0] for run in (dense0, dense1)]
+    return r1[0], r1[1], paired_diff(qrels, hybrid0, hybrid1)
+
+
 def _percent(rates: dict[str, float]) -> list[float]:
     """R@1/5/10 in % from `M.evaluate`'s hit rates."""
     return [100 * rates[k] for k in KS]

@@ -1,6 +1,7 @@
 """The logic of the estimate scripts in benchmarks/: the translation table (IBM Model 1) and query expansion of
 sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
-normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py."""
+normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py,
+the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -26,6 +27,7 @@ rr = _script("rerank_estimate")
 prf = _script("prf_estimate")
 ada = _script("adaptive_fusion_estimate")
 ens = _script("output_ensemble_estimate")
+bank = _script("bank_expansion_estimate")
 
 
 def _pairs():
@@ -150,3 +152,20 @@ def test_output_ensemble_chooses_the_best_mix_below_one_and_the_larger_alpha_on_
     assert ens.choose(results) == 0.6
     results[0.2] = hybrid(56.0)
     assert ens.choose(results) == 0.2
+
+
+def test_bank_neighbours_skip_unusable_entries_and_expand_or_smooth_each_document():
+    docs = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    entries = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    near = bank.nearest(docs, entries, np.array([True, True, True, True]), 2)
+    assert near.tolist() == [[0, 1], [2, 3]]
+    near = bank.nearest(docs, entries, np.array([False, True, True, True]), 2)  # entry 0 is a scored query
+    assert near.tolist() == [[1, 3], [2, 3]]
+    terms = bank.expanded([["cat"], ["dog"]], [["a"], ["b"], ["c"], ["d"]], near, 1)
+    assert terms == [["cat", "b"], ["dog", "c"]]
+    assert bank.expanded([["cat"]], [["a"]], near[:1], 0) == [["cat"]]
+    queries = np.array([[0.0, 1.0]], dtype=np.float32)
+    dense = queries @ docs.T
+    assert np.allclose(bank.smoothed(dense, queries, entries, near, 1, 0.0), dense)
+    # document 0 (orthogonal to the query) gains γ · cos(q, its neighbour 1) = 0.5 · 0.6
+    assert np.allclose(bank.smoothed(dense, queries, entries, near, 1, 0.5), [[0.3, 1.5]])
