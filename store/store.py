@@ -231,13 +231,17 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
             self.log_changes(existed)
         return existed
 
-    def delete_descriptions(self, model: str, prompt_version: str | None = None) -> "Retraction":
+    def delete_descriptions(self, model: str, prompt_version: str | None = None,
+                            collection: str | None = None) -> "Retraction":
         """Retract a describer: delete every description `model` wrote (only those of `prompt_version` when
-        given) and the cached embeddings of text no other description uses. Images keep their row, captions
-        and other models' descriptions; an image left with none is undescribed (no document) until described
-        again. Raises NoSuchDescriptions, naming the models there are, when nothing matches."""
-        where, args = "model = ?" + (" AND prompt_version = ?" if prompt_version is not None else ""), \
-            [model] + ([prompt_version] if prompt_version is not None else [])
+        given, only of images in `collection` when given) and the cached embeddings of text no other
+        description uses. Images keep their row, captions and other models' descriptions; an image left with
+        none is undescribed (no document) until described again. Raises NoSuchDescriptions, naming the models
+        there are (in `collection` only, when given: one tenant never learns another's), when nothing matches."""
+        scope, scope_args = ("image_id IN (SELECT id FROM images WHERE collection = ?)", [collection]) \
+            if collection is not None else ("true", [])
+        where = f"model = ? AND {scope}" + (" AND prompt_version = ?" if prompt_version is not None else "")
+        args = [model, *scope_args] + ([prompt_version] if prompt_version is not None else [])
         with self.transaction():
             rows = self.con.execute(
                 f"SELECT image_id, count(*) FILTER (WHERE {where}), count(*) FILTER (WHERE NOT ({where})) = 0 "
@@ -245,10 +249,13 @@ class Store(ChangeLogMixin, KeysMixin, JobsMixin):
                 args * 3).fetchall()
             if not rows:
                 have = ", ".join(f"{m} {p} ({c})" for m, p, c in self.con.execute(
-                    "SELECT model, prompt_version, count(*) FROM descriptions GROUP BY ALL ORDER BY ALL").fetchall())
+                    f"SELECT model, prompt_version, count(*) FROM descriptions WHERE {scope} GROUP BY ALL ORDER BY ALL",
+                    scope_args).fetchall())
                 what = f"model {model!r}" + (f" with prompt version {prompt_version!r}" if prompt_version is not None else "")
-                raise NoSuchDescriptions(f"no descriptions by {what}; the store has: {have or 'no descriptions'} "
-                                         "(model prompt-version (count); `vfr stats` lists them too)")
+                where_in = f"collection {collection!r}" if collection is not None else "the store"
+                raise NoSuchDescriptions(f"no descriptions by {what} in {where_in}; {where_in} has: "
+                                         f"{have or 'no descriptions'} (model prompt-version (count); `vfr stats` "
+                                         "lists them too)")
             hashes = [r[0] for r in self.con.execute(f"SELECT DISTINCT text_hash FROM descriptions WHERE {where}",
                                                      args).fetchall()]
             self.con.execute(f"DELETE FROM descriptions WHERE {where}", args)

@@ -137,7 +137,9 @@ def delete_cmd(
     index: IndexOption = None,
     ids_file: Annotated[Path | None, typer.Option("--ids-file", help="A file of ids, one per line.")] = None,
     collection: Annotated[str | None, typer.Option("--collection", help="Delete every image of this "
-                                                                        "collection.")] = None,
+                                                                        "collection (with --model: only the "
+                                                                        "model's descriptions of its images).")
+                          ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Instead of images, delete every description this "
                                                             "describing model wrote (see `vfr stats`): a describer "
                                                             "retracted. Images keep their other descriptions.")] = None,
@@ -152,9 +154,10 @@ def delete_cmd(
     When this returns no search returns them, in this or any other process. Their bytes leave the files at
     the next compaction (`vfr compact`, automatic past a threshold, or --purge now).
 
-    With --model MODEL [--prompt-version V], each image that MODEL described loses that description: its
-    document becomes its other descriptions' (the newest, or their join in an every-model index), and an
-    image with none left leaves the index until `vfr describe` or `vfr import` describes it again.
+    With --model MODEL [--prompt-version V] [--collection NAME], each image that MODEL described (in that
+    collection only, if given) loses that description: its document becomes its other descriptions' (the
+    newest, or their join in an every-model index), and an image with none left leaves the index until
+    `vfr describe` or `vfr import` describes it again.
     """
     from vfr.engine import Engine, EngineError
     from vfr.store.textfiles import TextFileError, read_lines
@@ -162,10 +165,10 @@ def delete_cmd(
     if prompt_version is not None and model is None:
         fail("--prompt-version needs --model MODEL")
     if model is not None:
-        if ids or ids_file is not None or collection is not None:
-            fail("--model deletes a describer's descriptions of every image; give it without image ids, "
-                 "--ids-file or --collection")
-        _delete_model(db, index, model, prompt_version, purge)
+        if ids or ids_file is not None:
+            fail("--model deletes a describer's descriptions of every image (or of one --collection); give it "
+                 "without image ids or --ids-file")
+        _delete_model(db, index, model, prompt_version, collection, purge)
         return
 
     wanted = list(ids or [])
@@ -193,16 +196,18 @@ def _compaction_note(report: dict | None) -> str:
             "; run `vfr compact` to erase their bytes from the files")
 
 
-def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str | None, purge: bool) -> None:
+def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str | None, collection: str | None,
+                  purge: bool) -> None:
     from vfr.engine import Engine, EngineError
 
     try:
         engine = Engine.open(db, index)
-        done = engine.delete_descriptions(model, prompt_version)
+        done = engine.delete_descriptions(model, prompt_version, collection)
         report = engine.compact() if purge else None
     except EngineError as e:
         fail(str(e))
-    what = model + (f" (prompt version {prompt_version})" if prompt_version is not None else "")
+    what = model + (f" (prompt version {prompt_version})" if prompt_version is not None else "") \
+        + (f" in collection {collection}" if collection is not None else "")
     changed = done["images"] - done["undescribed"]
     console.print(f"deleted {done['descriptions']} descriptions by {what} of {done['images']} images: "
                   f"{changed} now show their other descriptions, {done['undescribed']} have none left and left the "

@@ -21,8 +21,8 @@ def create_cmd(
     collection: Annotated[list[str], typer.Option("--collection", "-c", help="A collection the key may see "
                                                   "(repeat for several; '*' for every collection).")],
     role: Annotated[str, typer.Option(help="read (search, get), write (+ upsert, delete) or admin "
-                                           "(+ delete whole collections; metrics and retracting a describer "
-                                           "with '*').")] = "read",
+                                           "(+ delete whole collections or a describer's descriptions in "
+                                           "them; with '*' metrics and retracting a describer everywhere).")] = "read",
     name: Annotated[str | None, typer.Option(help="A note to recognise the key by in `vfr keys list`.")] = None,
 ) -> None:
     """Make a key and print it once (only a salted hash is stored: it cannot be shown again)."""

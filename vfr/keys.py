@@ -3,8 +3,8 @@
 A key reads `vfr_<id>_<secret>`. The store keeps the id, a random salt and scrypt(secret, salt) (standard
 library, n=2^14, r=8, p=1: ~50 ms and 16 MiB per check), never the secret; `vfr keys create` prints the key
 once. A key sees the collections it was made for (or every collection: "*"), with a role: read (search,
-get), write (+ upsert, delete documents), admin (+ delete whole collections, metrics and retracting a describer
-when it sees all).
+get), write (+ upsert, delete documents), admin (+ delete whole collections and retract a describer from
+them; metrics and retracting a describer from every collection when it sees all).
 
 The server must not hold the DuckDB file (one writer process at a time), so `KeyRing` reads the key table
 in a short read-only transaction every `ttl` seconds on a background thread and answers requests from

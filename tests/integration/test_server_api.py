@@ -254,3 +254,31 @@ def test_an_admin_for_every_collection_retracts_a_describer(api, served_store):
     assert api.get("/v1/documents/sample-007", headers=auth).json()["text"] == before["text"]
     again = api.delete("/v1/describers/leaky-vlm", params={"prompt_version": "none"}, headers=auth)
     assert again.status_code == 404 and "no descriptions by model 'leaky-vlm'" in again.json()["message"]
+
+
+def test_an_admin_of_one_collection_retracts_a_describer_there_only(api, served_store):
+    """DELETE /v1/collections/{name}/describers/{model}: the view leaves that collection's documents and stays
+    in the others'; a key that cannot see the collection gets a 404, a write key a 403, and a 404 for a model
+    lists only this collection's describers."""
+    root, people = served_store.auth("all_admin"), served_store.auth("people_admin")
+    eng = Engine.open(served_store.db)
+    docs = eng.get([f"sample-{i:03d}" for i in range(1, 181)])
+    eng.close()
+    mine = {c: next(d for d, p in docs.items() if p["collection"] == c) for c in ("people", "pets")}
+    views = [{"id": d, "model": "tenant-vlm", "text": "a zqxtenantview of paper lanterns", "collection": c}
+             for c, d in mine.items()]
+    assert api.put("/v1/documents", json={"documents": views}, headers=root).status_code == 200
+    assert api.delete("/v1/collections/people/describers/tenant-vlm",
+                      headers=served_store.auth("pets_write")).status_code in (403, 404)
+    assert api.delete("/v1/collections/pets/describers/tenant-vlm", headers=people).status_code == 404
+    refused = api.delete("/v1/describers/tenant-vlm", headers=people)
+    assert refused.status_code == 403 and "/v1/collections/{name}/describers/{model}" in refused.json()["message"]
+    done = api.delete("/v1/collections/people/describers/tenant-vlm", headers=people)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"descriptions": 1, "images": 1, "undescribed": 0}
+    found = hits(api.get("/v1/search", params={"q": "zqxtenantview", "retriever": "bm25"}, headers=root))
+    assert [i for i, _, _ in found] == [mine["pets"]]
+    assert api.get(f"/v1/documents/{mine['people']}", headers=root).json()["text"] == docs[mine["people"]]["text"]
+    again = api.delete("/v1/collections/people/describers/tenant-vlm", headers=people)
+    assert again.status_code == 404 and "tenant-vlm" not in again.json()["message"].split("has:")[1]
+    assert api.delete("/v1/describers/tenant-vlm", headers=root).json()["descriptions"] == 1  # pets' view, cleaned up

@@ -139,3 +139,19 @@ def test_cli_deletes_a_describer_and_refuses_bad_combinations(tmp_path):
     assert r.exit_code == 0 and '"bike"' not in r.output
     with Engine.open(db) as eng, eng.store(read_only=True) as store:
         assert store.stats()["descriptions_by_model"] == [{"model": "vlm-a", "prompt_version": "none", "count": 3}]
+
+
+def test_cli_retracts_a_describer_in_one_collection_only(tmp_path):
+    db = tmp_path / "c.duckdb"
+    with Engine.open(db, create=True) as eng:
+        eng.upsert([{**r, "collection": "red" if r["id"] in ("kite", "fridge") else "blue"} for r in RECORDS])
+        eng.update_index(full=True)
+    runner = CliRunner()
+    r = runner.invoke(app, ["delete", "--db", str(db), "--model", "vlm-b", "--collection", "red"])
+    assert r.exit_code == 0, r.output
+    assert "deleted 1 descriptions by vlm-b in collection red of 1 images: 1 now show" in r.output
+    with Engine.open(db) as eng:
+        assert eng.get(["kite"])["kite"]["text"] == RECORDS[0]["text"]  # red's kite: vlm-a's view again
+        assert _top(eng, "man rides a bicycle in the rain")[0] == "bike"  # blue keeps vlm-b's description
+    r = runner.invoke(app, ["delete", "--db", str(db), "--model", "vlm-b", "--collection", "red"])
+    assert r.exit_code != 0 and "collection 'red' has: vlm-a none (2)" in r.output, r.output

@@ -5,7 +5,7 @@ import pytest
 
 from vfr.store.changes import JOIN_SEPARATOR, JOINED_PREFIX, cacheable
 from vfr.store.store import DescriptionRow as D
-from vfr.store.store import Store, StoreError, text_hash
+from vfr.store.store import ImageRow, Store, StoreError, text_hash
 
 
 @pytest.fixture
@@ -86,6 +86,23 @@ def test_retracting_a_describer_keeps_the_other_views(store):
     assert store.document_records(["a"])["a"].text == "a kite at dusk, by m1 v2"
     assert store.cached_embeddings("enc", [text_hash("b alone"), text_hash("a beach, by m2")]) == {}
     assert store.count_documents() == 1
+
+
+def test_retracting_a_describer_in_one_collection_leaves_the_others(store):
+    store.upsert([ImageRow("a", collection="red"), ImageRow("b", collection="blue"), ImageRow("c", collection="blue")],
+                 [D("c", "c by m3, blue only", model="m3")])
+    seq = store.current_seq()
+    gone = store.delete_descriptions("m2", collection="blue")
+    assert (gone.descriptions, gone.images, gone.undescribed) == (1, ["b"], ["b"])
+    assert store.changes_since(seq).ids == ["b"]
+    assert store.document_records(["a"])["a"].text == "a beach, by m2"  # red's view of m2 stays
+    # nothing of m2 is left in blue; the refusal lists blue's describers only, never red's (m1)
+    with pytest.raises(StoreError, match=r"in collection 'blue'; collection 'blue' has: m3 none \(1\) \(") as e:
+        store.delete_descriptions("m2", collection="blue")
+    assert "m1" not in str(e.value)
+    with pytest.raises(StoreError, match="collection 'green' has: no descriptions"):
+        store.delete_descriptions("m1", collection="green")
+    assert store.current_seq() == seq + 1
 
 
 def test_retracting_one_prompt_version_and_refusing_an_unknown_one(store):

@@ -210,14 +210,33 @@ async def delete_collection(svc: Svc, who: Who, name: Annotated[str, Path(min_le
     return m.DeleteResponse(deleted=await svc.write(svc.engine.delete, [], name, collections=who.collections))
 
 
+@router.delete("/v1/collections/{name}/describers/{model}", response_model=m.RetractResponse, tags=["collections"])
+async def retract_describer_in(svc: Svc, who: Who, name: Annotated[str, Path(min_length=1, max_length=200)],
+                               model: Annotated[str, Path(min_length=1, max_length=200)],
+                               prompt_version: Annotated[str | None, Query(min_length=1, max_length=200)] = None
+                               ) -> Any:
+    """Retract a describing model from one collection (admin keys of it): delete the descriptions it wrote of
+    that collection's images (of one prompt version, if given), as `vfr delete --model M --collection C`.
+    Other collections keep theirs; a 404 names the models this collection has, never another's."""
+    require(who, "admin")
+    await scope_of(svc, who, [name])
+    return _retracted(await svc.write(svc.engine.delete_descriptions, model, prompt_version, name))
+
+
 @router.delete("/v1/describers/{model}", response_model=m.RetractResponse, tags=["documents"])
 async def retract_describer(svc: Svc, who: Who, model: Annotated[str, Path(min_length=1, max_length=200)],
                             prompt_version: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> Any:
     """Retract a describing model: delete every description it wrote (of one prompt version, if given). Each
     image keeps its other descriptions; one with none left leaves the index (`vfr delete --model`). It changes
-    documents of every collection, so it needs an admin key for every collection ('*')."""
-    require_global_admin(who, "retracting a describer changes documents of every collection: it needs")
-    done = await svc.write(svc.engine.delete_descriptions, model, prompt_version)
+    documents of every collection, so it needs an admin key for every collection ('*'); an admin of one
+    collection retracts it there with DELETE /v1/collections/{name}/describers/{model}."""
+    require_global_admin(who, "retracting a describer changes documents of every collection: it needs",
+                         "an admin of one collection can retract it there: "
+                         "DELETE /v1/collections/{name}/describers/{model}")
+    return _retracted(await svc.write(svc.engine.delete_descriptions, model, prompt_version))
+
+
+def _retracted(done: dict) -> m.RetractResponse:
     return m.RetractResponse(descriptions=done["descriptions"], images=done["images"],
                              undescribed=done["undescribed"])
 

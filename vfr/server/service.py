@@ -129,7 +129,9 @@ def require(who: Principal, role: str) -> None:
         raise ApiError(403, "forbidden", f"this key's role is {who.role}; this needs a {role} key")
 
 
-def require_global_admin(who: Principal, what: str) -> None:
-    """`what` (a phrase: "metrics need") is for an admin key that sees every collection ('*') only."""
+def require_global_admin(who: Principal, what: str, instead: str = "") -> None:
+    """`what` (a phrase: "metrics need") is for an admin key that sees every collection ('*') only; `instead`
+    (a sentence) says what a narrower key can do."""
     if who.collections is not None or not who.can("admin"):
-        raise ApiError(403, "forbidden", f"{what} an admin key for every collection ('*')")
+        raise ApiError(403, "forbidden", f"{what} an admin key for every collection ('*')"
+                       + (f"; {instead}" if instead else ""))
