@@ -126,7 +126,8 @@ def _presented_key(request: Request) -> str | None:
 
 def require(who: Principal, role: str) -> None:
     if not who.can(role):
-        raise ApiError(403, "forbidden", f"this key's role is {who.role}; this needs a {role} key")
+        article = "an" if role[0] in "aeiou" else "a"
+        raise ApiError(403, "forbidden", f"this key's role is {who.role}; this needs {article} {role} key")
 
 
 def require_global_admin(who: Principal, what: str, instead: str = "") -> None:
