@@ -258,9 +258,10 @@ class Engine(IndexedStore):
     def delete_descriptions(self, model: str, prompt_version: str | None = None, collection: str | None = None,
                             progress: Progress | None = None) -> dict:
         """Retract a describer: delete the descriptions `model` wrote (of `prompt_version` only, of images in
-        `collection` only, if given) and bring the index up to date, so when this returns no search matches or shows their text. An
-        image keeps its other models' descriptions (its document becomes the newest of those, or their
-        join in an every-model index); one left with none leaves the index until it is described again.
+        `collection` only, if given) and bring the index up to date, so when this returns no search matches
+        or shows their text. An image keeps its other models' descriptions (its document becomes the newest
+        of those, or their join in an every-model index); one left with none leaves the index until it is
+        described again.
         Their bytes leave the files at `compact()`. Returns counts and the index update's report."""
         from vfr.retrieve.index import index_exists
         from vfr.store.faults import point
