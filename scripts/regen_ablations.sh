@@ -174,12 +174,16 @@ if [ -z "${SKIP_RUNS:-}" ]; then
   # base, val-base, travel-seeds and val-travel-seeds above.
   $R val-views coco-val -- --description-source concat
   $R views coco-test,coco-fg-test -- --description-source concat
-  $R views-hub coco-test,coco-fg-test -- --description-source concat $B   # with the query bank (views.md prose)
+  $R val-views-hub coco-val -- --description-source concat $B             # with the query bank, validation first
+  $R views-hub coco-test,coco-fg-test -- --description-source concat $B
   $R val-views-each coco-val -- --description-source each
   $R views-each coco-test,coco-fg-test -- --description-source each
   V="--encoder out/models/minilm-travel-seeds --fusion auto --description-source concat"
   $R val-travel-seeds-views coco-val -- $V
   $R travel-seeds-views coco-test,coco-fg-test -- $V
+  # with the bank: the fusion `vfr tune` chose for this model with a bank (above; it kept the built-in, p 0.85)
+  $R val-travel-seeds-views-hub coco-val -- $V $B
+  $R travel-seeds-views-hub coco-test,coco-fg-test -- $V $B
   for w in 0.1 0.25 0.5; do
     $R val-views-parts$w coco-val -- --description-source concat --parts sentences --parts-weight $w --retriever dense,hybrid
   done
