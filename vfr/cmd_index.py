@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.common import DbOption, IndexOption, console, counted, fail, out
 from vfr.store.textfiles import json_dumps
 
 HNSW_HINT_DOCS = 50_000
@@ -186,7 +186,8 @@ def delete_cmd(
     except EngineError as e:
         fail(str(e))
     missing = len(set(wanted) - set(existed))
-    console.print(f"deleted {len(existed)} images" + (f" ({missing} ids were not in the store)" if missing else "")
+    console.print(f"deleted {counted(len(existed), 'image')}"
+                  + (f" ({counted(missing, 'id')} not in the store)" if missing else "")
                   + _compaction_note(report))
 
 
@@ -209,7 +210,8 @@ def _delete_model(db: Path, index: Path | None, model: str, prompt_version: str 
     what = model + (f" (prompt version {prompt_version})" if prompt_version is not None else "") \
         + (f" in collection {collection}" if collection is not None else "")
     changed = done["images"] - done["undescribed"]
-    console.print(f"deleted {done['descriptions']} descriptions by {what} of {done['images']} images: "
+    console.print(f"deleted {counted(done['descriptions'], 'description')} by {what} of "
+                  f"{counted(done['images'], 'image')}: "
                   f"{changed} now show their other descriptions, {done['undescribed']} have none left and left the "
                   "index (`vfr describe` can describe them again)"
                   + ("" if done["index"] is not None else "; there is no index yet (`vfr index` builds one)")

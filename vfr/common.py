@@ -29,6 +29,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 image", "3 images": a count with its noun (regular plurals only)."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def require_empty_out(folder: Path, force: bool) -> None:
     """Refuse to write a model into a non-empty folder (or onto a file) unless --force says so."""
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:

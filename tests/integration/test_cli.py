@@ -109,7 +109,7 @@ def test_delete_then_search_and_compact(db, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_bytes(b"\xef\xbb\xbfsample-126\nno-such-id\n")
     r = vfr("delete", "--ids-file", str(ids), "--db", str(db2))
-    assert r.returncode == 0 and "deleted 1 images (1 ids were not in the store)" in r.stderr, r.stderr
+    assert r.returncode == 0 and "deleted 1 image (1 id not in the store)" in r.stderr, r.stderr
     r = vfr("search", "neon OPEN sign in a diner window", "--db", str(db2), "-f", "jsonl", "-k", "20")
     assert "sample-126" not in r.stdout
     r = vfr("compact", "--db", str(db2), "--json")

@@ -149,7 +149,7 @@ def test_cli_retracts_a_describer_in_one_collection_only(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["delete", "--db", str(db), "--model", "vlm-b", "--collection", "red"])
     assert r.exit_code == 0, r.output
-    assert "deleted 1 descriptions by vlm-b in collection red of 1 images: 1 now show" in r.output
+    assert "deleted 1 description by vlm-b in collection red of 1 image: 1 now show" in r.output
     with Engine.open(db) as eng:
         assert eng.get(["kite"])["kite"]["text"] == RECORDS[0]["text"]  # red's kite: vlm-a's view again
         assert _top(eng, "man rides a bicycle in the rain")[0] == "bike"  # blue keeps vlm-b's description
