@@ -29,7 +29,6 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from sparse_expansion_estimate import Bench, _fmt, _percent, against_plain  # noqa: E402
 
 from vfr.eval import benchmarks  # noqa: E402
-from vfr.eval import datasets as ds  # noqa: E402
 from vfr.retrieve import lucene  # noqa: E402
 from vfr.retrieve.bm25 import TextsBm25  # noqa: E402
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder  # noqa: E402
@@ -42,11 +41,7 @@ MAX_M = 10
 
 
 def caption_bank() -> list[str]:
-    root = benchmarks.default_data_dir()
-    joined = {i.image_id for split in ("test", "val")
-              for i in ds.load_joined(root / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl")}
-    return clean_bank([c for i in ds.load_karpathy(root / "karpathy" / "coco_val_karpathy.json")
-                       if i.image_id not in joined for c in i.captions])
+    return clean_bank([c for i in benchmarks.coco_val_outside_joins() for c in i.captions])
 
 
 def nearest(doc_vecs: np.ndarray, bank_vecs: np.ndarray, usable: np.ndarray, m: int) -> np.ndarray:
@@ -103,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dev = Bench(args.dev, encoder)
     ex = Expansion(dev, bank, bank_vecs, bank_terms)
-    base_sparse = np.vstack([dev.whole.score(t) for t in dev.terms])
+    base_sparse = dev.sparse_scores(dev.terms.__getitem__)
     rows = {"plain": dev.recall(base_sparse)}
     sparse_by_m = {m: ex.sparse(m) for m in SPARSE_GRID}
     for m, s in sparse_by_m.items():
@@ -125,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in filter(None, args.test.split(",")):
         test = Bench(name, encoder)
         tex = Expansion(test, bank, bank_vecs, bank_terms)
-        base = np.vstack([test.whole.score(t) for t in test.terms])
+        base = test.sparse_scores(test.terms.__getitem__)
         variants = {f"sparse m={best_m}": (tex.sparse(best_m), None),
                     f"dense m={best_mg[0]} γ={best_mg[1]}": (base, tex.dense(*best_mg))}
         variants["both"] = (variants[f"sparse m={best_m}"][0], variants[f"dense m={best_mg[0]} γ={best_mg[1]}"][1])

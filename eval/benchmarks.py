@@ -174,12 +174,18 @@ def query_bank(spec: str, data_dir: Path | None = None) -> list[str]:
             raise ds.BenchmarkError(f"query bank {spec!r} is neither a file nor a built-in bank "
                                     f"({', '.join(BANKS)})")
         return read_bank(path)
+    images = coco_val_outside_joins(data_dir)
+    random.Random(0).shuffle(images)
+    return clean_bank([c for i in images[:2000] for c in i.captions[:2]])
+
+
+def coco_val_outside_joins(data_dir: Path | None = None) -> list:
+    """The COCO Karpathy val images (with their captions) that are in neither COCO join: captions of them are
+    never a benchmark's query, so banks are drawn from them."""
     root = data_dir or default_data_dir()
     joined = {i.image_id for split in ("test", "val")
               for i in ds.load_joined(root / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl")}
-    images = [i for i in ds.load_karpathy(root / "karpathy" / "coco_val_karpathy.json") if i.image_id not in joined]
-    random.Random(0).shuffle(images)
-    return clean_bank([c for i in images[:2000] for c in i.captions[:2]])
+    return [i for i in ds.load_karpathy(root / "karpathy" / "coco_val_karpathy.json") if i.image_id not in joined]
 
 
 def without_scored(tasks: Sequence[Task], bank: Sequence[str], name: str = "the query bank") -> list[str]:
