@@ -196,12 +196,18 @@ def oracle(lists: Lists) -> float:
     return 100 * hits.mean()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every fitted-on-dev estimate takes: --dev, --test (every text→image benchmark), --encoder."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--dev", default="coco-val")
     ap.add_argument("--test", default="coco-test,coco-fg-test,halc-xmodel,opera-xmodel,docci-iiw,iiw-400",
                     help="comma-separated test benchmarks")
     ap.add_argument("--encoder", default=DEFAULT_ENCODER)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = parser(__doc__)
     ap.add_argument("--l2", type=float, default=1e-2, help="L2 penalty on θ (standardised features)")
     args = ap.parse_args(argv)
     encoder = load_encoder(args.encoder)

@@ -1,11 +1,13 @@
 """The logic of the estimate scripts in benchmarks/: the translation table (IBM Model 1) and query expansion of
 sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
 normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py,
-the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py."""
+the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py, the linear ranker of
+ltr_estimate.py."""
 import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +30,7 @@ prf = _script("prf_estimate")
 ada = _script("adaptive_fusion_estimate")
 ens = _script("output_ensemble_estimate")
 bank = _script("bank_expansion_estimate")
+ltr = _script("ltr_estimate")
 
 
 def _pairs():
@@ -169,3 +172,25 @@ def test_bank_neighbours_skip_unusable_entries_and_expand_or_smooth_each_documen
     assert np.allclose(bank.smoothed(dense, queries, entries, near, 1, 0.0), dense)
     # document 0 (orthogonal to the query) gains γ · cos(q, its neighbour 1) = 0.5 · 0.6
     assert np.allclose(bank.smoothed(dense, queries, entries, near, 1, 0.5), [[0.3, 1.5]])
+
+
+def test_linear_ranker_learns_the_feature_that_finds_the_relevant_document_where_the_built_in_fusion_misses_it():
+    # 100 queries, 4 candidates (the last outside the mask), candidate 2 relevant: BM25 and dense put candidate 0
+    # first, only the third feature (say, the best sentence's cosine) puts candidate 2 first
+    n, features = 100, len(ltr.FEATURES)
+    x = np.zeros((n, 4, features))
+    x[:, :, 0] = x[:, :, 1] = [1.0, 0.5, 0.0, 0.0]
+    x[:, :, 3] = [0.0, 0.0, 2.0, 0.0]
+    mask = np.ones((n, 4), dtype=bool)
+    mask[:, 3] = False
+    rel = np.zeros((n, 4), dtype=bool)
+    rel[:, 2] = True
+    c = SimpleNamespace(x=x, lists=SimpleNamespace(mask=mask, relevant=rel))
+    untrained = ltr.Linear()
+    untrained.theta = np.r_[5 * ltr.BUILT_IN, 5 * (1 - ltr.BUILT_IN), np.zeros(features - 2)]
+    assert (untrained.scores(c).argmax(axis=1) == 0).all()
+    model = ltr.Linear(l2=1e-3).fit(c, np.arange(n))
+    assert model.theta[3] > 0
+    scores = model.scores(c)
+    assert (scores.argmax(axis=1) == 2).all()
+    assert not scores[:, 3].any()  # outside the mask: no score
