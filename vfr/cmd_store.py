@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vfr.common import DbOption, IndexOption, console, fail, out
+from vfr.common import DbOption, IndexOption, console, counted, fail, out
 from vfr.store.textfiles import json_dumps
 
 
@@ -46,9 +46,10 @@ def import_cmd(
         with Store(db) as store:
             for path in paths:
                 parsed = import_file(store, path, RENDERER, allow_duplicates)
-                console.print(f"imported {len(parsed.records)} records ({parsed.images} images) from {path} into {db}"
-                              + (f"; {parsed.replaced} duplicate lines replaced earlier ones" if parsed.replaced
-                                 else ""), highlight=False)
+                console.print(f"imported {counted(len(parsed.records), 'record')} "
+                              f"({counted(parsed.images, 'image')}) from {path} into {db}"
+                              + (f"; {counted(parsed.replaced, 'duplicate line')} replaced earlier ones"
+                                 if parsed.replaced else ""), highlight=False)
     except StoreError as e:
         fail(str(e))
     except (OSError, *DatabaseErrors) as e:  # a full disk, a read-only folder: nothing of this file was written
@@ -77,7 +78,7 @@ def export_cmd(
             n = export(store, out_path, fmt)
     except StoreError as e:
         fail(str(e))
-    console.print(f"exported {n} descriptions to {out_path}")
+    console.print(f"exported {counted(n, 'description')} to {out_path}", highlight=False)
 
 
 def stats_cmd(db: DbOption, index: IndexOption = None,

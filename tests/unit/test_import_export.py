@@ -117,7 +117,7 @@ def test_cli_import_refuses_duplicates_and_allows_them_with_the_flag(tmp_path):
     assert ":3: duplicate of line 1" in r.output
     r = CliRunner().invoke(app, ["import", str(f), "--db", str(db), "--allow-duplicates"])
     assert r.exit_code == 0, r.output
-    assert "imported 2 records (2 images)" in r.output and "1 duplicate lines replaced" in r.output
+    assert "imported 2 records (2 images)" in r.output and "1 duplicate line replaced" in r.output
 
 
 def test_reimport_replaces_captions(tmp_path):
@@ -174,3 +174,16 @@ def test_nan_and_infinity_are_not_json(tmp_path, line):
     f = _write(tmp_path / "n.jsonl", [line])
     with Store(tmp_path / "s.duckdb") as s, pytest.raises(ImportError_, match=r":1: not valid JSON \(.* is not a JSON number\)"):
         import_file(s, f)
+
+
+def test_cli_import_and_export_count_one_in_the_singular(tmp_path):
+    from vfr.cli import app
+
+    f = _write(tmp_path / "one.jsonl", [{"id": "a", "text": "a red kite over a beach"}])
+    db = tmp_path / "s.duckdb"
+    r = CliRunner().invoke(app, ["import", str(f), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "imported 1 record (1 image)" in r.output
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "out.jsonl"), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "exported 1 description to" in r.output
