@@ -19,7 +19,8 @@ engine's: each side's top 100, every candidate scored on both sides (as adaptive
   candidates' mean).
 
 Two rankers, both fitted on the dev benchmark's queries (without those about images the encoder trained on,
-as `vfr tune` leaves them out):
+as `vfr tune` leaves them out; with `--unseen-corpus` those images leave dev's corpus too, so no document the
+encoder trained on is a distractor; docs/fusion.md shows why that matters here):
 
 * linear: score = θ · features, θ fitted by the softmax cross-entropy of the relevant document among the
   candidates (ListNet's top-one form, Cao et al. 2007) with a small L2; it starts at the built-in fusion;
@@ -41,13 +42,14 @@ import scipy.sparse as sp
 import torch
 
 from adaptive_fusion_estimate import BUILT_IN, Lists, _z, halves, parser, r_at
+from clean_val import corrected, trained_images, without_trained_images
 from sparse_expansion_estimate import Bench, _fmt, _percent
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
 from vfr.eval.ablation import KS, paired_diff
 from vfr.eval.runner import seen_queries
+from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve import hubness
-from vfr.retrieve.calibrate.card import trained_groups
 from vfr.retrieve.encoder import load_encoder
 from vfr.retrieve.multivector import split_parts
 
@@ -61,10 +63,8 @@ class Candidates:
     """One benchmark's candidates (as `Lists`, the dense side corrected by the query bank where given) and the
     features of every (query, candidate) pair: `x` is query × document × feature, 0 outside the mask."""
 
-    def __init__(self, bench: Bench, encoder, bank: np.ndarray | None, weight: float, bank_k: int) -> None:
-        h = hubness.offsets(bank, bench.doc_vecs, bank_k) if bank is not None else np.zeros(len(bench.docs))
-        cosine = bench.dense
-        bench.dense = cosine - np.float32(weight) * h[None, :].astype(np.float32)
+    def __init__(self, bench: Bench, encoder, bank_texts: Sequence[str] | None, weight: float, bank_k: int) -> None:
+        h = corrected(bench, encoder, bank_texts, weight, bank_k)
         self.lists = lists = Lists.of(bench)
         mask = lists.mask
         q, d = mask.shape
@@ -86,7 +86,7 @@ class Candidates:
         self.x = np.stack([lists.zs, lists.zd, _z(hub, mask), _z(best_cos.astype(np.float64), mask),
                            _z(best_bm25.astype(np.float64), mask), np.where(mask, share, 0.0),
                            np.where(mask, centred, 0.0)], axis=2)
-        self.bench, self.cosine = bench, cosine
+        self.bench = bench
 
     def run(self, scores: np.ndarray) -> dict:
         """A run (by target) from query × document scores over each query's candidates, as `Lists.run` does."""
@@ -166,7 +166,7 @@ class Trees:
 
 def unseen_rows(c: Candidates, encoder_location: str) -> np.ndarray:
     """The rows of the queries not about an image the encoder trained on (all of them for a packaged one)."""
-    trained = frozenset(trained_groups(encoder_location) or ())
+    trained = trained_images([encoder_location])
     seen = seen_queries(c.bench.task.qrels, trained)
     return np.array([i for i, q in enumerate(c.bench.qids) if q not in seen])
 
@@ -191,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                "hubness correction, as `vfr index --query-bank`")
     ap.add_argument("--bank-weight", type=float, default=hubness.DEFAULT_WEIGHT)
     ap.add_argument("--bank-k", type=int, default=10)
+    ap.add_argument("--unseen-corpus", action="store_true",
+                    help="dev without the images the encoder trained on as documents too (not only as queries)")
     ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the linear ranker's θ")
     args = ap.parse_args(argv)
     encoder = load_encoder(args.encoder)
@@ -202,14 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         trees = False
     bank_texts = benchmarks.query_bank(args.bank) if args.bank else None
 
-    def candidates(name: str) -> Candidates:
-        bench = Bench(name, encoder)
-        if bank_texts is None:
-            return Candidates(bench, encoder, None, 0.0, args.bank_k)
-        bank = encoder.encode(benchmarks.without_scored([bench.task], bank_texts))
-        return Candidates(bench, encoder, bank, args.bank_weight, args.bank_k)
+    def candidates(name: str, task: RetrievalTask | None = None) -> Candidates:
+        return Candidates(Bench(name, encoder, task), encoder, bank_texts, args.bank_weight, args.bank_k)
 
-    dev = candidates(args.dev)
+    clean = without_trained_images(args.dev, trained_images([args.encoder])) if args.unseen_corpus else None
+    dev = candidates(args.dev, clean)
     rows = unseen_rows(dev, args.encoder)
     qrels = {q: r for q, r in dev.lists.qrels().items() if q in {dev.bench.qids[i] for i in rows}}
 

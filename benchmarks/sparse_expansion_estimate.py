@@ -97,10 +97,15 @@ def translation_table(pairs) -> dict[str, dict[str, float]]:
 
 
 # -- one benchmark, scored the engine's way ---------------------------------------------------------------
+def bench_task(name: str) -> RetrievalTask:
+    _, tasks, _ = benchmarks.resolve(name)
+    return next(t for t in tasks if isinstance(t, RetrievalTask))
+
+
 class Bench:
-    def __init__(self, name: str, encoder) -> None:
-        _, tasks, _ = benchmarks.resolve(name)
-        self.task: RetrievalTask = next(t for t in tasks if isinstance(t, RetrievalTask))
+    def __init__(self, name: str, encoder, task: RetrievalTask | None = None) -> None:
+        """`task`: the benchmark's text→image task, changed (by default the benchmark's own)."""
+        self.task: RetrievalTask = task or bench_task(name)
         self.name, self.docs, self.qids = name, list(self.task.corpus), list(self.task.queries)
         self.texts = texts = [self.task.corpus[d] for d in self.docs]
         self.queries = queries = [self.task.queries[q] for q in self.qids]

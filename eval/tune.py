@@ -70,7 +70,8 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
     model. `query_bank`: the texts `index_config.query_bank` fingerprints. `alpha`: the grid's best replaces
     the built-in fusion only if significantly better at this level (retrieve.tuning.tune; 1 = no guard).
     Queries whose target the encoder trained on (retrieve/calibrate/card.py) are left out unless `keep_seen`:
-    they reward memorising, not ranking (docs/sweeps.md); the corpus stays whole."""
+    they reward memorising, not ranking (docs/sweeps.md); the corpus stays whole (for the two fusion weights that
+    changes no choice measured; a model with more parameters needs those documents out too: docs/fusion.md)."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
     from vfr.retrieve.tuning import (DEFAULT_ALPHA, DEFAULT_METRIC, FEW_QUERIES, FusionChoice, check_alpha, save_choice,

@@ -2,7 +2,7 @@
 sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
 normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py,
 the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py, the linear ranker of
-ltr_estimate.py."""
+ltr_estimate.py, and clean_val.py's validation task without the images a model trained on."""
 import importlib.util
 import sys
 from collections import Counter
@@ -31,6 +31,7 @@ ada = _script("adaptive_fusion_estimate")
 ens = _script("output_ensemble_estimate")
 bank = _script("bank_expansion_estimate")
 ltr = _script("ltr_estimate")
+clean = sys.modules["clean_val"]  # imported by ltr_estimate
 
 
 def _pairs():
@@ -194,3 +195,18 @@ def test_linear_ranker_learns_the_feature_that_finds_the_relevant_document_where
     scores = model.scores(c)
     assert (scores.argmax(axis=1) == 2).all()
     assert not scores[:, 3].any()  # outside the mask: no score
+
+
+def test_clean_validation_drops_trained_images_as_queries_and_as_documents(monkeypatch):
+    from vfr.eval.tasks import RetrievalTask
+
+    # source `each`: two documents stand for image a; b and c one each; queries a#0, b#0 (about a and b), c#0
+    task = RetrievalTask("t2i", "toy", {"a|m1": "x", "a|m2": "y", "b|m1": "z", "c|m1": "w"},
+                         {"a#0": "q", "b#0": "r", "c#0": "s"}, {"a#0": {"a": 1}, "b#0": {"b": 1}, "c#0": {"c": 1}},
+                         doc_target={"a|m1": "a", "a|m2": "a", "b|m1": "b", "c|m1": "c"})
+    monkeypatch.setattr(clean, "bench_task", lambda name: task)
+    kept = clean.without_trained_images("toy", frozenset({"a", "b"}))
+    assert set(kept.corpus) == {"c|m1"} and set(kept.queries) == {"c#0"} and set(kept.qrels) == {"c#0"}
+    assert kept.doc_target == {"c|m1": "c"}
+    whole = clean.without_trained_images("toy", frozenset())
+    assert whole.corpus == task.corpus and whole.queries == task.queries
