@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vfr.common import console, fail, require_empty_out
+from vfr.common import console, counted, fail, require_empty_out
 
 
 def register(app: typer.Typer) -> None:
@@ -135,9 +135,9 @@ def calibrate_cmd(
         fail(str(e))
     per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
     if excluded:
-        per_source += f"; without the images of the {len(excluded)} ids in --exclude-groups"
-    console.print(f"{len(all_pairs)} pairs ({per_source}): "
-                  f"{len(train)} for training, {len(held)} held out ({len({p.group for p in held})} images)",
+        per_source += f"; without the images of the {counted(len(excluded), 'id')} in --exclude-groups"
+    console.print(f"{counted(len(all_pairs), 'pair')} ({per_source}): "
+                  f"{len(train)} for training, {len(held)} held out ({counted(len({p.group for p in held}), 'image')})",
                   highlight=False)
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
@@ -252,7 +252,7 @@ def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metr
         shutil.rmtree(cache, ignore_errors=True)
     c = tuned.choice
     console.print(f"fusion for the new model: {describe(tuned.result.best)} ({metric} {100 * c.value:.1f} on "
-                  f"{c.dataset}, {c.queries} queries; built-in default {100 * c.baseline_value:.1f}); saved to "
+                  f"{c.dataset}, {counted(c.queries, 'query')}; built-in default {100 * c.baseline_value:.1f}); saved to "
                   f"{tuned.saved_to}", highlight=False)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vfr.common import console, fail, out
+from vfr.common import console, counted, fail, out
 
 
 def register(app: typer.Typer) -> None:
@@ -140,8 +140,8 @@ def _run_one(name: str, target: Path, retrievers: tuple[str, ...], encoder: str,
     if bank[1]:
         kept = tuple(benchmarks.without_scored(tasks, bank[1], f"the query bank {bank[0]}"))
         if len(kept) < len(bank[1]):
-            console.print(f"query bank {bank[0]}: left out {len(bank[1]) - len(kept)} of its {len(bank[1])} texts "
-                          f"that {bench_name} scores")
+            console.print(f"query bank {bank[0]}: left out {len(bank[1]) - len(kept)} of its "
+                          f"{counted(len(bank[1]), 'text')} that {bench_name} scores")
         bank = (bank[0], kept, bank[2])
     config = EvalConfig(retrievers=retrievers, encoder=encoder, description_source=source, depth=depth,
                         faiss=faiss, cache_dir=cache_dir, progress=progress, stat_test=stat_test, fusion=fusion,

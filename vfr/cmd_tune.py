@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vfr.common import console, fail, out
+from vfr.common import console, counted, fail, out
 from vfr.store.textfiles import json_dumps
 
 
@@ -89,8 +89,8 @@ def tune_cmd(
         bank = _bank(query_bank, dev_set, data_dir)
         config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight,
                              **({"hubness": hubness, "query_bank": bank_sha(bank)} if bank else {}))
-        console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {len(dev_set.queries)} queries, "
-                      f"{len(dev_set.corpus)} documents)", highlight=False)
+        console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {counted(len(dev_set.queries), 'query')}, "
+                      f"{counted(len(dev_set.corpus), 'document')})", highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
                           progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config,
                           query_bank=bank, alpha=alpha, keep_seen=keep_seen)
@@ -103,7 +103,7 @@ def tune_cmd(
     out.print("\n".join(table_lines(tuned.result)), highlight=False)
     c = tuned.choice
     verdict = "" if c.p_value is None else f"; p = {c.p_value:.3f} for the grid's best"
-    console.print(f"chosen on {c.dataset} ({c.queries} queries): {metric} {100 * c.value:.1f} "
+    console.print(f"chosen on {c.dataset} ({counted(c.queries, 'query')}): {metric} {100 * c.value:.1f} "
                   f"(built-in default {100 * c.baseline_value:.1f}{verdict})", highlight=False)
     if tuned.saved_to:
         console.print(f"saved to {tuned.saved_to}; new indexes built with this encoder use it; run `vfr index` "

@@ -30,8 +30,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def counted(n: int, noun: str) -> str:
-    """"1 image", "3 images": a count with its noun (regular plurals only)."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    """"1 image", "3 images", "2 queries": a count with its noun (regular plurals and -y after a consonant)."""
+    if n == 1:
+        return f"{n} {noun}"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return f"{n} {noun[:-1]}ies"
+    return f"{n} {noun}s"
 
 
 def require_empty_out(folder: Path, force: bool) -> None:
