@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +27,7 @@ from sparse_expansion_estimate import Bench, _fmt, _percent, bench_task
 from vfr.eval import benchmarks
 from vfr.eval import metrics as M
 from vfr.eval.ablation import KS, paired_diff
-from vfr.eval.runner import seen_queries
+from vfr.eval.runner import without_trained
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve import hubness
 from vfr.retrieve.calibrate.card import trained_groups
@@ -42,13 +41,7 @@ def trained_images(locations: Sequence[str]) -> frozenset[str]:
 
 def without_trained_images(name: str, trained: frozenset[str]) -> RetrievalTask:
     """The benchmark's text→image task without the `trained` images: neither their queries nor their documents."""
-    task = bench_task(name)
-    targets = task.doc_target or {}
-    corpus = {d: t for d, t in task.corpus.items() if targets.get(d, d) not in trained}
-    seen = seen_queries(task.qrels, trained)
-    return replace(task, corpus=corpus, queries={q: t for q, t in task.queries.items() if q not in seen},
-                   qrels={q: r for q, r in task.qrels.items() if q not in seen},
-                   doc_target={d: t for d, t in targets.items() if d in corpus} or None)
+    return without_trained(bench_task(name), trained)[0]
 
 
 def corrected(bench: Bench, encoder, bank_texts: Sequence[str] | None, weight: float, k: int) -> np.ndarray:

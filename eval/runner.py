@@ -135,6 +135,21 @@ def without_seen(task: RetrievalTask, trained: frozenset[str]) -> tuple[Retrieva
                    qrels={q: r for q, r in task.qrels.items() if q not in hit}), hit
 
 
+def without_trained(task: RetrievalTask, trained: frozenset[str]) -> tuple[RetrievalTask, set[str], int]:
+    """`task` without the queries `seen_queries` finds *and* without the documents of the `trained` images: a dev
+    set on which no model has seen a query's answer or a distractor (what choosing among models needs; with the
+    documents left in, a fit can learn how trained-on distractors behave: docs/fusion.md). Returns the task, the
+    queries left out and how many documents were."""
+    unseen, hit = without_seen(task, trained)
+    targets = task.doc_target or {}
+    corpus = {d: t for d, t in unseen.corpus.items() if targets.get(d, d) not in trained}
+    dropped = len(unseen.corpus) - len(corpus)
+    if not dropped:
+        return unseen, hit, 0
+    doc_target = {d: t for d, t in targets.items() if d in corpus} if task.doc_target else None
+    return replace(unseen, corpus=corpus, doc_target=doc_target), hit, dropped
+
+
 def trained_on_summary(task: RetrievalTask, runs: Mapping[str, Run], seen: set[str],
                        trained: frozenset[str]) -> dict[str, Any]:
     """R@1 of each retriever on the queries about training images and on the others: only the latter are

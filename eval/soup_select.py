@@ -4,9 +4,10 @@
 Each candidate (a calibration of one base model) is scored alone on the dev set; then, best first, each is
 added to the soup if the uniform average with it scores at least as well as the soup without it. The score is
 the hybrid with the built-in fusion (z-score, 0.1 BM25 / 0.9 dense), mean `metric` over the dev queries.
-The query set is fixed once for every trial: the queries whose image *no* candidate trained on (their
-calibration.json; eval/runner.seen_queries), so a soup is never compared with a model on other queries, and
-no trial is rewarded for memorising. Trial soups and their indexes live in a temporary folder; only the
+The dev set is fixed once for every trial: the queries whose image *no* candidate trained on (their
+calibration.json; eval/runner.seen_queries), over the documents of the images no candidate trained on, so a soup
+is never compared with a model on other queries or documents, no trial is rewarded for memorising, and no
+candidate meets a distractor it trained on (the candidates of different seeds trained on different images). Trial soups and their indexes live in a temporary folder; only the
 chosen soup is written, with the selection (every trial's score) recorded in soup.json.
 """
 from __future__ import annotations
@@ -72,23 +73,25 @@ def greedy_select(candidates: Sequence[str], score: Callable[[Sequence[str]], fl
     return Selection(chosen, alone, trials)
 
 
-def fixed_queries(task: RetrievalTask, candidates: Sequence[str], dataset: str,
-                  log: Callable[[str], None] = lambda m: None) -> RetrievalTask:
-    """`task` without the queries about an image any candidate trained on (one query set for every trial)."""
-    from vfr.eval.runner import without_seen
+def fixed_dev(task: RetrievalTask, candidates: Sequence[str], dataset: str,
+              log: Callable[[str], None] = lambda m: None) -> RetrievalTask:
+    """`task` without the queries about, and the documents of, the images any candidate trained on (one dev set
+    for every trial; eval/runner.without_trained)."""
+    from vfr.eval.runner import without_trained
     from vfr.retrieve.calibrate.card import trained_groups
     from vfr.retrieve.encoder import resolve_encoder
 
     seen: set[str] = set()
     for c in candidates:
         seen |= trained_groups(resolve_encoder(c).location) or set()
-    unseen, hit = without_seen(task, frozenset(seen))
+    unseen, hit, dropped = without_trained(task, frozenset(seen))
     if not unseen.qrels:
         raise SelectionError(f"{dataset}: the candidates trained on the image of every judged query; "
                              "choose on a dev set they never saw")
-    if hit:
+    if hit or dropped:
         log(f"scoring on the {len(unseen.qrels)} of {len(task.qrels)} {dataset} queries whose image no candidate "
-            f"trained on ({len(hit)} left out: they reward memorising)")
+            f"trained on ({len(hit)} left out: they reward memorising), over the {len(unseen.corpus)} of "
+            f"{len(task.corpus)} documents none of them trained on")
     return unseen
 
 
@@ -141,12 +144,13 @@ def greedy_soup(candidates: Sequence[str], task: RetrievalTask, dataset: str, ou
     saved as an ordinary folder). Returns the selection and the soup.json written."""
     from vfr.retrieve.calibrate.soup import make_soup
 
-    task = fixed_queries(task, candidates, dataset, log)
+    task = fixed_dev(task, candidates, dataset, log)
     with tempfile.TemporaryDirectory(prefix="vfr-greedy-soup-") as tmp:
         selection = greedy_select(candidates, DevScorer(task, Path(tmp), metric, progress), log)
     how = {"method": "greedy soup (Wortsman et al. 2022): candidates by their own dev score, each kept if the "
                      "soup with it scores at least as well",
            "dev": dataset, "metric": metric, "retriever": "hybrid, built-in fusion", "queries": len(task.qrels),
+           "documents": len(task.corpus),
            "candidates": {c: round(v, 6) for c, v in selection.alone.items()},
            "trials": [{**asdict(t), "models": list(t.models), "score": round(t.score, 6)}
                       for t in selection.trials]}

@@ -103,7 +103,7 @@ def greedy_dev(template_store, tmp_path_factory) -> Path:
 
 def test_greedy_soup_chooses_on_the_dev_queries_no_candidate_trained_on(ingredients, greedy_dev, tmp_path):
     """Three candidates: the packaged MiniLM, a moved copy, and an identical copy calibrated on 3 dev images.
-    Every trial is scored on one query set (without those 3 images' queries); the kept trials never get worse;
+    Every trial is scored on one dev set (without those 3 images' queries and documents); the kept trials never get worse;
     the soup written holds exactly the kept models and saw what they saw."""
     import json
     import shutil
@@ -126,6 +126,7 @@ def test_greedy_soup_chooses_on_the_dev_queries_no_candidate_trained_on(ingredie
     record = json.loads((out / "soup.json").read_text())
     sel = record["selection"]
     assert sel["queries"] == every - seen and sel["metric"] == "mrr@10" and sel["dev"]
+    assert sel["documents"] == len(rows) - 3   # the 3 trained-on images are no candidate's distractors either
     alone = list(sel["candidates"].values())
     assert len(alone) == 3 and all(0 < v <= 1 for v in alone)
     assert alone[0] == alone[2]   # the same weights in another folder score alike

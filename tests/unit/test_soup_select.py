@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vfr.eval.soup_select import SelectionError, fixed_queries, greedy_select
+from vfr.eval.soup_select import SelectionError, fixed_dev, greedy_select
 from vfr.eval.tasks import RetrievalTask
 
 
@@ -68,16 +68,22 @@ def _task() -> RetrievalTask:
     return RetrievalTask("t2i", "t2i", corpus, queries, qrels)
 
 
-def test_one_query_set_without_what_any_candidate_trained_on(tmp_path):
+def test_one_dev_set_without_what_any_candidate_trained_on(tmp_path):
     models = [_model(tmp_path, "m1", ["1"]), _model(tmp_path, "m2", ["2"]), _model(tmp_path, "base", None)]
     lines: list[str] = []
-    task = fixed_queries(_task(), models, "dev", lines.append)
+    task = fixed_dev(_task(), models, "dev", lines.append)
     assert sorted(task.qrels) == ["3|0", "3|1"] and sorted(task.queries) == ["3|0", "3|1"]
-    assert len(task.corpus) == 3   # the corpus stays whole
-    assert "2 of 4" in lines[0] and "2 left out" in lines[0]
+    assert sorted(task.corpus) == ["3"]   # no candidate meets a distractor it trained on
+    assert "2 of 4" in lines[0] and "2 left out" in lines[0] and "1 of 3 documents" in lines[0]
+
+
+def test_a_dev_set_none_trained_on_is_used_whole(tmp_path):
+    lines: list[str] = []
+    task = fixed_dev(_task(), [_model(tmp_path, "p", None), _model(tmp_path, "q", ["9"])], "dev", lines.append)
+    assert task == _task() and not lines
 
 
 def test_no_query_left_is_an_error(tmp_path):
     models = [_model(tmp_path, "m1", ["1", "2"]), _model(tmp_path, "m2", ["3"])]
     with pytest.raises(SelectionError, match="every judged query"):
-        fixed_queries(_task(), models, "dev")
+        fixed_dev(_task(), models, "dev")
