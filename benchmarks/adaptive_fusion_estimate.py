@@ -114,7 +114,10 @@ class Lists:
     def run(self, w: np.ndarray | float) -> dict:
         """The hybrid's run (by target) for weight(s) w on BM25, over each query's candidates (w = 0: dense)."""
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), (len(self.zs),))
-        fused = w[:, None] * self.zs + (1 - w[:, None]) * self.zd
+        return self.run_scores(w[:, None] * self.zs + (1 - w[:, None]) * self.zd)
+
+    def run_scores(self, fused: np.ndarray) -> dict:
+        """The run (by target) of query × document scores over each query's candidates."""
         docs = self.bench.docs
         run = {qid: {docs[j]: float(fused[i, j]) for j in np.flatnonzero(self.mask[i])}
                for i, qid in enumerate(self.bench.qids)}
