@@ -174,11 +174,6 @@ def two_fold(c: Candidates, rows: np.ndarray, make) -> np.ndarray:
     return out
 
 
-def restricted(c: Candidates, rows: np.ndarray, run: dict) -> dict:
-    keep = {c.bench.qids[i] for i in rows}
-    return {q: r for q, r in run.items() if q in keep}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--bank", default="", help="a query bank (built-in name or file) for the dense side's "
@@ -204,22 +199,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean = without_trained_images(args.dev, trained_images([args.encoder])) if args.unseen_corpus else None
     dev = candidates(args.dev, clean)
     rows = unseen_rows(dev, args.encoder)
-    qrels = {q: r for q, r in dev.lists.qrels().items() if q in {dev.bench.qids[i] for i in rows}}
+    keep = {dev.bench.qids[i] for i in rows}
+    qrels = {q: r for q, r in dev.lists.qrels().items() if q in keep}
 
-    def dev_r(scores_or_w) -> list[float]:
-        run = dev.lists.run(scores_or_w) if np.isscalar(scores_or_w) else dev.run(scores_or_w)
-        return r_at_rows(qrels, restricted(dev, rows, run))
+    def dev_r(run: dict) -> list[float]:
+        """R@1/5/10 over the dev queries in `rows` (M.evaluate scores exactly the judged queries)."""
+        return _percent(M.evaluate(qrels, run, KS))
 
     print(f"{args.dev}: {len(rows)} queries (of {len(dev.bench.qids)}; the others ask for images the encoder "
           f"trained on), {len(dev.bench.docs)} documents; bank {'none' if bank_texts is None else args.bank}"
           f"\n\n| ranker (dev, two-fold by image) | R@1/5/10 |\n|---|---|")
-    print(f"| dense | {_fmt(dev_r(0.0))} |\n| built-in hybrid (BM25 {BUILT_IN:.2f}) | {_fmt(dev_r(BUILT_IN))} |")
-    print(f"| linear | {_fmt(dev_r(two_fold(dev, rows, lambda: Linear(args.l2))))} |", flush=True)
+    print(f"| dense | {_fmt(dev_r(dev.lists.run(0.0)))} |\n"
+          f"| built-in hybrid (BM25 {BUILT_IN:.2f}) | {_fmt(dev_r(dev.lists.run(BUILT_IN)))} |")
+    print(f"| linear | {_fmt(dev_r(dev.run(two_fold(dev, rows, lambda: Linear(args.l2)))))} |", flush=True)
     chosen = None
     if trees:
         best = -1.0
         for size in TREE_GRID:
-            r = dev_r(two_fold(dev, rows, lambda: Trees(*size)))
+            r = dev_r(dev.run(two_fold(dev, rows, lambda: Trees(*size))))
             print(f"| LambdaMART, {size[0]} trees of {size[1]} leaves | {_fmt(r)} |", flush=True)
             if r[0] > best:
                 best, chosen = r[0], size
@@ -246,10 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {len(test.bench.qids)} | {dense:.1f} | {_fmt(r_at(test.lists, base))} | "
               + " | ".join(cells) + " |", flush=True)
     return 0
-
-
-def r_at_rows(qrels: dict, run: dict) -> list[float]:
-    return _percent(M.evaluate(qrels, run, KS))
 
 
 if __name__ == "__main__":

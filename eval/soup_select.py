@@ -7,8 +7,9 @@ the hybrid with the built-in fusion (z-score, 0.1 BM25 / 0.9 dense), mean `metri
 The dev set is fixed once for every trial: the queries whose image *no* candidate trained on (their
 calibration.json; eval/runner.seen_queries), over the documents of the images no candidate trained on, so a soup
 is never compared with a model on other queries or documents, no trial is rewarded for memorising, and no
-candidate meets a distractor it trained on (the candidates of different seeds trained on different images). Trial soups and their indexes live in a temporary folder; only the
-chosen soup is written, with the selection (every trial's score) recorded in soup.json.
+candidate meets a distractor it trained on (the candidates of different seeds trained on different images).
+Trial soups and their indexes live in a temporary folder; only the chosen soup is written, with the selection
+(every trial's score) recorded in soup.json.
 """
 from __future__ import annotations
 

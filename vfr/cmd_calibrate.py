@@ -252,8 +252,8 @@ def _tune_fusion(model: Path, held: list, train: list, tune_on: str | None, metr
         shutil.rmtree(cache, ignore_errors=True)
     c = tuned.choice
     console.print(f"fusion for the new model: {describe(tuned.result.best)} ({metric} {100 * c.value:.1f} on "
-                  f"{c.dataset}, {counted(c.queries, 'query')}; built-in default {100 * c.baseline_value:.1f}); saved to "
-                  f"{tuned.saved_to}", highlight=False)
+                  f"{c.dataset}, {counted(c.queries, 'query')}; built-in default {100 * c.baseline_value:.1f}); "
+                  f"saved to {tuned.saved_to}", highlight=False)
 
 
 if __name__ == "__main__":  # `torchrun --nproc_per_node 4 -m vfr.cmd_calibrate …` (multi-GPU training)

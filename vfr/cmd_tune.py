@@ -89,8 +89,9 @@ def tune_cmd(
         bank = _bank(query_bank, dev_set, data_dir)
         config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight,
                              **({"hubness": hubness, "query_bank": bank_sha(bank)} if bank else {}))
-        console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: {counted(len(dev_set.queries), 'query')}, "
-                      f"{counted(len(dev_set.corpus), 'document')})", highlight=False)
+        console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: "
+                      f"{counted(len(dev_set.queries), 'query')}, {counted(len(dev_set.corpus), 'document')})",
+                      highlight=False)
         tuned = tune_task(dev_set, encoder, name, metric=metric, cache_dir=cache_dir, save=save,
                           progress=progress, log=lambda m: console.print(m, highlight=False), index_config=config,
                           query_bank=bank, alpha=alpha, keep_seen=keep_seen)

@@ -103,8 +103,8 @@ def greedy_dev(template_store, tmp_path_factory) -> Path:
 
 def test_greedy_soup_chooses_on_the_dev_queries_no_candidate_trained_on(ingredients, greedy_dev, tmp_path):
     """Three candidates: the packaged MiniLM, a moved copy, and an identical copy calibrated on 3 dev images.
-    Every trial is scored on one dev set (without those 3 images' queries and documents); the kept trials never get worse;
-    the soup written holds exactly the kept models and saw what they saw."""
+    Every trial is scored on one dev set (without those 3 images' queries and documents); the kept trials never
+    get worse; the soup written holds exactly the kept models and saw what they saw."""
     import json
     import shutil
 
