@@ -69,9 +69,9 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
     settings key the choice: BM25 k1/b, fields, multi-vector, query bank), and (with `save`) keep it with the
     model. `query_bank`: the texts `index_config.query_bank` fingerprints. `alpha`: the grid's best replaces
     the built-in fusion only if significantly better at this level (retrieve.tuning.tune; 1 = no guard).
-    Queries whose target the encoder trained on (retrieve/calibrate/card.py) are left out unless `keep_seen`:
-    they reward memorising, not ranking (docs/sweeps.md); the corpus stays whole (for the two fusion weights that
-    changes no choice measured; a model with more parameters needs those documents out too: docs/fusion.md)."""
+    Unless `keep_seen`, the queries whose target the encoder trained on (retrieve/calibrate/card.py) are left out,
+    and so are those images' documents: the queries reward memorising, not ranking (docs/sweeps.md), and the
+    documents are distractors the encoder has seen (a fit on them learns how they behave: docs/fusion.md)."""
     from vfr.eval.cache import encoder_spec, open_corpus_index
     from vfr.eval.metrics import to_target_run
     from vfr.retrieve.tuning import (DEFAULT_ALPHA, DEFAULT_METRIC, FEW_QUERIES, FusionChoice, check_alpha, save_choice,
@@ -107,20 +107,23 @@ def tune_task(task: RetrievalTask, encoder: str, dataset: str, *, metric: str | 
 
 def unseen_only(task: RetrievalTask, location: str, dataset: str, log=lambda msg: None) -> RetrievalTask:
     """`task` without the queries about an image the model at `location` trained on (its calibration.json, or
-    its soup's ingredients'; eval/runner.seen_queries); the task itself when it records none or none match."""
-    from vfr.eval.runner import without_seen
+    its soup's ingredients'; eval/runner.seen_queries) and without those images' documents
+    (eval/runner.without_trained); the task itself when it records none or none match."""
+    from vfr.eval.runner import without_trained
     from vfr.retrieve.calibrate.card import trained_groups
 
     seen = frozenset(trained_groups(location) or ())
-    unseen, hit = without_seen(task, seen)
-    if not hit:
+    unseen, hit, dropped = without_trained(task, seen)
+    if not hit and not dropped:
         return task
-    if not unseen.qrels:
-        raise TuneInputError(f"{dataset}: the encoder trained on the image of every judged query, so none is left "
-                             "to tune on; use a dev set it never saw, or --keep-seen to tune on them anyway")
+    if not unseen.qrels or len(unseen.corpus) < 2:
+        raise TuneInputError(f"{dataset}: the encoder trained on the image of every judged query (or of all but one "
+                             "document), so nothing is left to tune on; use a dev set it never saw, or --keep-seen "
+                             "to tune on them anyway")
     targets = {t for rel in task.qrels.values() for t, grade in rel.items() if grade > 0}
     log(f"left out {len(hit)} of {len(task.qrels)} {dataset} queries whose image the encoder trained on "
-        f"({len(seen & targets)} of its {len(targets)} targets; such queries reward memorising, not ranking); "
+        f"({len(seen & targets)} of its {len(targets)} targets; such queries reward memorising, not ranking) and "
+        f"{dropped} document{'s' * (dropped != 1)} of those images (distractors it has seen); "
         "--keep-seen tunes on them too")
     return unseen
 

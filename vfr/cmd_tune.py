@@ -47,9 +47,10 @@ def tune_cmd(
                                             "`vfr index --query-bank`); texts the dev set scores are left out.")
                           ] = "",
     hubness: Annotated[float, typer.Option("--hubness", min=0.0, max=2.0, help="Its weight.")] = 0.5,
-    keep_seen: Annotated[bool, typer.Option("--keep-seen", help="Tune on every dev query. By default the queries "
-                                            "whose image the encoder was calibrated on (its calibration.json, or "
-                                            "its soup's ingredients') are left out: they reward memorising.")
+    keep_seen: Annotated[bool, typer.Option("--keep-seen", help="Tune on every dev query and document. By default "
+                                            "the images the encoder was calibrated on (its calibration.json, or "
+                                            "its soup's ingredients') are left out, as queries (they reward "
+                                            "memorising) and as documents (distractors it has seen).")
                          ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
@@ -66,8 +67,8 @@ def tune_cmd(
     with it by default; `vfr index` brings an existing index up to date. A different or retrained model
     never inherits it.
 
-    A calibrated encoder is tuned only on the dev queries whose image it never trained on (a calibration
-    that drew pairs from the dev set's images has memorised those; --keep-seen keeps them).
+    A calibrated encoder is tuned only on the dev images it never trained on, as queries and as documents (a
+    calibration that drew pairs from the dev set's images has memorised those; --keep-seen keeps them).
     """
     from vfr.eval.datasets import BenchmarkError
     from vfr.eval.tune import TuneInputError, dev_task, table_lines, tune_task
@@ -85,6 +86,8 @@ def tune_cmd(
     from vfr.retrieve.writer import IndexConfig
 
     try:
+        # -s concat joins as `vfr index --descriptions every-model` does: refused with BM25 fields alike
+        IndexConfig(fields=parse_weights(bm25_fields), descriptions="every-model" if source == "concat" else "newest")
         name, dev_set = dev_task(dev, data_dir, source, task, allow_test)
         bank = _bank(query_bank, dev_set, data_dir)
         config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight,

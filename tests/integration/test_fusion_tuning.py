@@ -70,19 +70,22 @@ def test_tune_saves_a_choice_that_indexes_then_search_with(template_store, dev_j
         eng.close()
 
 
-def test_tune_refuses_a_test_set_and_a_bad_metric(tmp_path):
+def test_tune_refuses_a_test_set_a_bad_metric_and_fields_on_joined_documents(tmp_path):
     r = vfr("tune", "coco-test", "--dry-run")
     assert r.returncode == 1 and "test set" in r.stderr and "Traceback" not in r.stderr
     r = vfr("tune", "coco-val", "--metric", "p@3")
     assert r.returncode == 1 and "unknown metric" in r.stderr
     r = vfr("tune", "coco-val", "--alpha", "0")
     assert r.returncode == 1 and "--alpha must be in (0, 1]" in r.stderr and "Traceback" not in r.stderr
+    r = vfr("tune", "coco-val", "-s", "concat", "--bm25-fields", "caption=0.5", "--dry-run")
+    assert r.returncode == 1 and "joined from several describers" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tune_leaves_out_the_queries_whose_image_a_calibrated_encoder_trained_on(template_store, dev_jsonl,
                                                                                  tmp_path):
     """A model folder whose calibration.json records training images is tuned on the other images' queries
-    only; --keep-seen tunes on all of them; `vfr eval` reports R@1 on the other queries beside the whole."""
+    and documents only; --keep-seen tunes on all of them; `vfr eval` reports R@1 on the other queries beside the
+    whole."""
     model = shutil.copytree(resolve_encoder("default").location, tmp_path / "calibrated")
     rows = [json.loads(line) for line in dev_jsonl.read_text().splitlines()]
     trained = [r["id"] for r in rows[:3]]
@@ -94,10 +97,13 @@ def test_tune_leaves_out_the_queries_whose_image_a_calibrated_encoder_trained_on
     r = vfr(*args)
     assert r.returncode == 0, r.stderr
     assert f"left out {seen} of {every}" in r.stderr and "--keep-seen" in r.stderr
-    assert json.loads(r.stdout)["choice"]["queries"] == every - seen
+    choice = json.loads(r.stdout)["choice"]
+    assert choice["queries"] == every - seen and choice["documents"] == len(rows) - 3  # their documents too
+    assert "3 documents of those images" in r.stderr
     r = vfr(*args, "--keep-seen")
     assert r.returncode == 0, r.stderr
-    assert "left out" not in r.stderr and json.loads(r.stdout)["choice"]["queries"] == every
+    choice = json.loads(r.stdout)["choice"]
+    assert "left out" not in r.stderr and choice["queries"] == every and choice["documents"] == len(rows)
     assert not (model / "fusion.json").exists()  # --dry-run
 
     # `vfr eval` of the same model counts every query, and sets apart the ones about its training images

@@ -61,13 +61,23 @@ def _task() -> RetrievalTask:
                          {"q1": {"1": 1}, "q1b": {"1": 1}, "q2": {"2": 1}, "q3": {"3": 1, "1": 0}})
 
 
-def test_tuning_leaves_out_the_queries_for_training_images_and_keeps_the_corpus(tmp_path):
+def test_tuning_leaves_out_the_queries_and_the_documents_of_training_images(tmp_path):
     lines = []
     t = unseen_only(_task(), str(_calibrated(tmp_path / "m", ["1"])), "dev", lines.append)
     assert set(t.queries) == set(t.qrels) == {"q2", "q3"}  # "1" is judged non-relevant for q3: not its target
-    assert t.corpus == _task().corpus  # the training images still compete as candidates
+    assert t.corpus == {"2": "d2", "3": "d3"}  # a distractor the encoder has seen no longer competes
     assert lines == ["left out 2 of 4 dev queries whose image the encoder trained on (1 of its 3 targets; such "
-                     "queries reward memorising, not ranking); --keep-seen tunes on them too"]
+                     "queries reward memorising, not ranking) and 1 document of those images (distractors it has "
+                     "seen); --keep-seen tunes on them too"]
+
+
+def test_a_training_image_with_no_dev_query_still_leaves_the_corpus(tmp_path):
+    task = RetrievalTask("t2i", "dev", {"1": "d1", "2": "d2", "3": "d3", "4": "d4"}, {"q2": "c", "q3": "d"},
+                         {"q2": {"2": 1}, "q3": {"3": 1}})
+    lines = []
+    t = unseen_only(task, str(_calibrated(tmp_path / "m", ["1", "4"])), "dev", lines.append)
+    assert t.qrels == task.qrels and t.corpus == {"2": "d2", "3": "d3"}
+    assert lines and "left out 0 of 2 dev queries" in lines[0] and "2 documents" in lines[0]
 
 
 def test_tuning_a_model_without_a_record_uses_every_query(tmp_path):
@@ -79,3 +89,5 @@ def test_tuning_a_model_without_a_record_uses_every_query(tmp_path):
 def test_a_dev_set_made_only_of_training_images_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(TuneInputError, match="--keep-seen"):
         unseen_only(_task(), str(_calibrated(tmp_path / "m", ["1", "2", "3"])), "dev")
+    with pytest.raises(TuneInputError, match="--keep-seen"):  # queries left, but only one document to rank
+        unseen_only(_task(), str(_calibrated(tmp_path / "m2", ["1", "2"])), "dev")
