@@ -163,6 +163,12 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert bad.exit_code == 1 and "unknown retriever clip" in bad.output
     missing = CliRunner().invoke(app, ["eval", "no-such-bench"])
     assert missing.exit_code == 1 and "neither a built-in benchmark" in missing.output
+    # -s concat joins an image's descriptions as `vfr index --descriptions every-model` does, and field BM25
+    # is refused on those as the index refuses it (before anything is loaded or run)
+    joined = CliRunner().invoke(app, ["eval", str(bench), "-s", "concat", "--bm25-fields", "caption=0.5",
+                                      "--out", str(tmp_path / "j")])
+    assert joined.exit_code == 1 and "joined from several describers" in joined.output
+    assert not (tmp_path / "j").exists()
 
 
 def test_regen_ablations_script_starts_no_runs_on_an_argument(tmp_path: Path) -> None:
