@@ -56,6 +56,9 @@
 #   vfr models soup out/models/minilm-travel-{fix,fix-s1,fix-s2,lr5e5,lr5e5-s1,lr5e5-s2} --greedy coco-val \
 #       --out out/models/minilm-travel-greedy                                      (a greedy soup of both rates' seeds)
 #   vfr calibrate --pairs coco-val --descriptions joined --max-seq-length 256 --seed 0 --out out/models/minilm-cal-joined
+#   python benchmarks/pseudo_pairs.py --group-prefix pseudo: > out/pseudo-pairs.jsonl, then vfr calibrate (the same as
+#       minilm-travel-fix) --pairs out/pseudo-pairs.jsonl --out out/models/minilm-travel-pseudo  (pseudo-queries from
+#       descriptions alone; no page: its runs are compared in docs/calibrate.md, and no page regenerates from it)
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there

@@ -2,7 +2,8 @@
 sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the feedback of prf_estimate.py, and the
 normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py,
 the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py, the linear ranker of
-ltr_estimate.py, and clean_val.py's validation task without the images a model trained on."""
+ltr_estimate.py, clean_val.py's validation task without the images a model trained on, the caption fields of
+fields_joined_estimate.py and the pseudo-queries of pseudo_pairs.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -32,6 +33,8 @@ ens = _script("output_ensemble_estimate")
 bank = _script("bank_expansion_estimate")
 ltr = _script("ltr_estimate")
 clean = sys.modules["clean_val"]  # imported by ltr_estimate
+fj = _script("fields_joined_estimate")
+pseudo = _script("pseudo_pairs")
 
 
 def _pairs():
@@ -210,3 +213,41 @@ def test_clean_validation_drops_trained_images_as_queries_and_as_documents(monke
     assert kept.doc_target == {"c|m1": "c"}
     whole = clean.without_trained_images("toy", frozenset())
     assert whole.corpus == task.corpus and whole.queries == task.queries
+
+
+def test_joined_caption_fields_take_each_describers_lead_or_the_first_describers_only():
+    views = ["A red kite. It flies high.", "Two boys on a beach! The sea is calm."]
+    assert fj.caption_field("views", views) == "A red kite. ; Two boys on a beach!"
+    assert fj.caption_field("lead2", views) == "A red kite. It flies high. ; Two boys on a beach! The sea is calm."
+    assert fj.caption_field("naive", views) == "A red kite."
+
+
+def test_pseudo_queries_read_like_captions_and_pair_with_another_models_description(tmp_path, monkeypatch):
+    assert pseudo.pseudo_query("The image features an old motorcycle parked on a street. It is black.") == \
+        "An old motorcycle parked on a street."
+    assert pseudo.pseudo_query("In this picture, a dog sleeps on a sofa.") == "A dog sleeps on a sofa."
+    assert pseudo.pseudo_query("The image shows a cat.") == ""  # too little left to be a query
+    import json
+    (tmp_path / "joined").mkdir()
+    for split, cid in (("val", 1), ("test", 2)):
+        (tmp_path / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl").write_text(
+            json.dumps({"coco_id": cid}) + "\n")
+    for folder in ("sugarcrepe", "sugarcrepe_pp"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "sugarcrepe" / "add_obj.json").write_text(json.dumps({"0": {"filename": "000000000003.jpg"}}))
+    (tmp_path / "sugarcrepe_pp" / "add_obj.json").write_text(json.dumps([{"filename": "000000000004.jpg"}]))
+    long_a = "The image shows a man riding a wave on a surfboard. The water is blue and the sky is clear."
+    rows = {"halc": [{"image_id": i, "descriptions": {"llava-1.5": long_a, "minigpt4": "The image depicts a surfer "
+                                                                                    "on a big wave."}}
+                     for i in (1, 2, 3, 4, 5)],
+            "opera": [{"image_id": 5, "descriptions": {"llava-1.5": "A surfer rides a large wave at sea today."}},
+                      {"image_id": 6, "descriptions": {"shikra": "A lone tree stands in a wide field."}}]}
+    for name, recs in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}_chair_coco_val2014_descriptions.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in recs))
+    got, stats = pseudo.pairs(tmp_path, "p:")
+    # images 1-4 are validation, test or SugarCrepe images; 6 has one describer; 5's document is the longest
+    # (llava's) and its queries come from the other models only, each once
+    assert stats == {"images": 1, "held_out": 4, "one_model": 1}
+    assert got == [{"query": "A surfer on a big wave.", "document": long_a, "group": "p:5"}]
