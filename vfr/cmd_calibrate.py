@@ -95,8 +95,9 @@ def calibrate_cmd(
                                        "(fusion.json; indexes built with the model use it).")] = True,
     tune_on: Annotated[Optional[str], typer.Option("--tune-on", help="Dev set for that choice instead of the "
                                                    "held-out pairs: a built-in validation benchmark, a BEIR "
-                                                   "folder or a generic JSONL (what `vfr tune` reads); its "
-                                                   "queries for images the model trained on are left out.")] = None,
+                                                   "folder or a generic JSONL (what `vfr tune` reads); the "
+                                                   "images the model trained on are left out of its queries "
+                                                   "and documents.")] = None,
     tune_metric: Annotated[str, typer.Option(help="What the fusion choice maximises (see `vfr tune`).")]
     = "mrr@10",
     tune_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep the built-in fusion unless the "
