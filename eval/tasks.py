@@ -97,6 +97,12 @@ def select_descriptions(descriptions: Mapping[str, str], source: str) -> list[tu
     return [(best, descriptions[best])]
 
 
+def index_descriptions(source: str) -> str:
+    """The `vfr index --descriptions` rule (store/changes.py COMBINE) whose documents `source` stands for, so an
+    index option that rule refuses is refused for the source too: `concat` joins as `every-model` does."""
+    return "every-model" if source == "concat" else "newest"
+
+
 def known_sources(images: Sequence[Mapping[str, str]]) -> list[str]:
     keys = sorted({k for d in images for k in d})
     return list(SOURCES) + keys + sorted({_model_of(k) for k in keys})

@@ -87,11 +87,11 @@ def eval_cmd(
 
     try:
         fields = parse_weights(bm25_fields)
+        from vfr.eval.tasks import index_descriptions
         from vfr.retrieve.writer import IndexConfig
 
-        # -s concat joins as `vfr index --descriptions every-model` does: refused with BM25 fields alike
         IndexConfig(fields=fields, parts=parts, parts_weight=parts_weight,  # type: ignore[arg-type]
-                    descriptions="every-model" if source == "concat" else "newest")
+                    descriptions=index_descriptions(source))
         bank = tuple(benchmarks.query_bank(query_bank, data_dir)) if query_bank else ()
         if bank and hubness <= 0:
             fail("--hubness must be above 0 with a query bank")

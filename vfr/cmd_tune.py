@@ -71,6 +71,7 @@ def tune_cmd(
     calibration that drew pairs from the dev set's images has memorised those; --keep-seen keeps them).
     """
     from vfr.eval.datasets import BenchmarkError
+    from vfr.eval.tasks import index_descriptions
     from vfr.eval.tune import TuneInputError, dev_task, table_lines, tune_task
     from vfr.retrieve.encoder import EncoderError
     from vfr.retrieve.tuning import METRICS, TuningError, check_alpha
@@ -86,11 +87,11 @@ def tune_cmd(
     from vfr.retrieve.writer import IndexConfig
 
     try:
-        # -s concat joins as `vfr index --descriptions every-model` does: refused with BM25 fields alike
-        IndexConfig(fields=parse_weights(bm25_fields), descriptions="every-model" if source == "concat" else "newest")
+        fields = parse_weights(bm25_fields)
+        IndexConfig(fields=fields, descriptions=index_descriptions(source))  # refused as `vfr index` refuses it
         name, dev_set = dev_task(dev, data_dir, source, task, allow_test)
         bank = _bank(query_bank, dev_set, data_dir)
-        config = IndexConfig(fields=parse_weights(bm25_fields), parts=parts, parts_weight=parts_weight,
+        config = IndexConfig(fields=fields, parts=parts, parts_weight=parts_weight,
                              **({"hubness": hubness, "query_bank": bank_sha(bank)} if bank else {}))
         console.print(f"tuning the fusion for {encoder} on {name} ({dev_set.name}: "
                       f"{counted(len(dev_set.queries), 'query')}, {counted(len(dev_set.corpus), 'document')})",
