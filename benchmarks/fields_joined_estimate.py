@@ -18,8 +18,6 @@ MiniLM, built-in fusion. About a minute per setting on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +25,23 @@ from typer.testing import CliRunner
 
 import vfr.retrieve.fields as fields
 from vfr.cli import app
+from vfr.eval import benchmarks
+from vfr.eval import datasets as ds
 from vfr.eval import metrics as M
-from vfr.eval.benchmarks import default_data_dir
+from vfr.eval.report import read_trec
+from vfr.eval.tasks import select_descriptions
 from vfr.store.changes import JOIN_SEPARATOR
 
 WAYS = ("views", "naive", "lead2")
-_SENTENCES = re.compile(r"(?<=[.!?])\s+")
 
 
 def joined_views(data: Path) -> dict[str, list[str]]:
-    """Joined text (as `-s concat` makes it) → each describer's description, for both COCO joins."""
+    """Joined text (as `-s concat` makes it) → each describer's description, in that order, for both COCO joins."""
     out = {}
     for split in ("val", "test"):
-        for line in (data / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl").open():
-            d = json.loads(line)["descriptions"]
-            views = [d[k] for k in sorted(d)]
-            out[JOIN_SEPARATOR.join(views)] = views
+        for img in ds.load_joined(data / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl"):
+            (_, joined), = select_descriptions(img.descriptions, "concat")
+            out[joined] = [img.descriptions[k] for k in sorted(img.descriptions)]
     return out
 
 
@@ -50,7 +49,7 @@ def caption_field(way: str, views: list[str]) -> str:
     if way == "views":
         return " ; ".join(fields.first_sentence(v) for v in views)
     if way == "lead2":
-        return " ; ".join(" ".join(_SENTENCES.split(v.strip())[:2]) for v in views)
+        return " ; ".join(" ".join(fields._SENTENCE_END.split(v.strip())[:2]) for v in views)
     return fields.first_sentence(JOIN_SEPARATOR.join(views))
 
 
@@ -61,14 +60,9 @@ def run_eval(bench: str, out: Path, cache: Path, weight: str | None) -> None:
         raise SystemExit(f"vfr eval failed: {res.output[-2000:]}")
 
 
-def top1_hits(path: Path) -> dict[str, float]:
-    """Per query, 1 if its first result is its image (t2i query ids are `<image>#<n>`)."""
-    best: dict[str, tuple[float, str]] = {}
-    for line in path.open():
-        q, _, doc, _, score, _ = line.split()
-        if q not in best or float(score) > best[q][0]:
-            best[q] = (float(score), doc)
-    return {q: float(doc == q.split("#", 1)[0]) for q, (_, doc) in best.items()}
+def top1_hits(qrels: dict, path: Path) -> np.ndarray:
+    """Per judged query (in qrels' order), R@1 of the run file at `path`."""
+    return M.per_query(qrels, read_trec(path), "hit_rate@1")
 
 
 def main() -> None:
@@ -77,7 +71,8 @@ def main() -> None:
     ap.add_argument("--weights", default="0.1,0.25,0.5,1.0")
     ap.add_argument("--work", type=Path, default=Path("out/fields-joined"))
     args = ap.parse_args()
-    views = joined_views(default_data_dir())
+    views = joined_views(benchmarks.default_data_dir())
+    qrels = dict(next(t for t in benchmarks.resolve(args.bench, None)[1] if t.name == "t2i").qrels)
     original = fields.document_fields
     # `vfr eval` refuses the combination this estimates (its check builds an every-model IndexConfig for
     # -s concat): let that check pass in this process; the eval's own indexes hold the joined text either way
@@ -92,9 +87,9 @@ def main() -> None:
 
     run_eval(args.bench, args.work / "plain", args.work / "cache-plain", None)
     runs = args.work / "plain" / "runs"
-    base = {side: top1_hits(runs / f"{args.bench}.t2i.{side}.trec") for side in ("bm25", "hybrid")}
-    print(f"{args.bench} t2i R@1, plain BM25: bm25 {100 * np.mean(list(base['bm25'].values())):.1f}, "
-          f"hybrid {100 * np.mean(list(base['hybrid'].values())):.1f}")
+    base = {side: top1_hits(qrels, runs / f"{args.bench}.t2i.{side}.trec") for side in ("bm25", "hybrid")}
+    print(f"{args.bench} t2i R@1, plain BM25: bm25 {100 * base['bm25'].mean():.1f}, "
+          f"hybrid {100 * base['hybrid'].mean():.1f}")
     print("| caption field | weight | BM25 R@1 (p) | hybrid R@1 (p) |\n|---|---:|---|---|")
     for way in WAYS:
         def patched(text, structured, way=way):
@@ -109,9 +104,7 @@ def main() -> None:
                 run_eval(args.bench, out, args.work / f"cache-{way}", w)
                 cells = []
                 for side in ("bm25", "hybrid"):
-                    got = top1_hits(out / "runs" / f"{args.bench}.t2i.{side}.trec")
-                    qs = sorted(base[side])
-                    a, b = (np.array([r[q] for q in qs]) for r in (base[side], got))
+                    a, b = base[side], top1_hits(qrels, out / "runs" / f"{args.bench}.t2i.{side}.trec")
                     p = M.paired_test(a, b, "fisher", permutations=5000)
                     cells.append(f"{100 * b.mean():.1f} ({p:.3f})")
                 print(f"| {way} | {w} | {cells[0]} | {cells[1]} |", flush=True)

@@ -23,61 +23,42 @@ import re
 import sys
 from pathlib import Path
 
-from vfr.eval.benchmarks import default_data_dir
+from vfr.eval import datasets as ds
+from vfr.eval.benchmarks import coco_descriptions, default_data_dir
+from vfr.eval.tasks import _model_of
+from vfr.retrieve.fields import first_sentence
 
 LEAD_IN = re.compile(r"^(?:in )?(?:the|this) (?:image|picture|photo(?:graph)?|scene)(?: (?:is|appears to be))?"
                      r"(?: (?:features|shows|depicts|displays|captures|showcases|presents|contains|of|"
                      r"consists of))?\s*,?\s*", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def pseudo_query(description: str) -> str:
     """The description's first sentence without its lead-in, as a caption would read; '' if nothing is left."""
-    first = _SENTENCE_END.split(description.strip(), maxsplit=1)[0].strip()
-    rest = LEAD_IN.sub("", first, count=1).strip()
+    rest = LEAD_IN.sub("", first_sentence(description).strip(), count=1).strip()
     if len(rest.split()) < 3:
         return ""
     return rest[0].upper() + rest[1:]
 
 
-def _model(key: str) -> str:
-    return re.sub(r"\(\d+tok\)$", "", key.rsplit("/", 1)[-1])
-
-
 def held_out_images(data: Path) -> set[str]:
-    out = set()
-    for split in ("val", "test"):
-        for line in (data / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl").open():
-            out.add(str(json.loads(line)["coco_id"]))
-    for folder in ("sugarcrepe", "sugarcrepe_pp"):
-        for f in sorted((data / folder).glob("*.json")):
-            items = json.loads(f.read_text())
-            out.update(str(int(Path(v["filename"]).stem)) for v in (items.values() if isinstance(items, dict) else items))
-    return out
-
-
-def described(data: Path) -> dict[str, dict[str, str]]:
-    """COCO id → {source/model: description} over HALC and OPERA."""
-    out: dict[str, dict[str, str]] = {}
-    for source, path in (("halc", data / "halc" / "halc_chair_coco_val2014_descriptions.jsonl"),
-                         ("opera", data / "opera" / "opera_chair_coco_val2014_descriptions.jsonl")):
-        for line in path.open():
-            rec = json.loads(line)
-            for model, text in rec["descriptions"].items():
-                if isinstance(text, str) and text.strip():
-                    out.setdefault(str(rec["image_id"]), {})[f"{source}/{model}"] = text
+    """The images of the COCO joins and of SugarCrepe(++) items (COCO ids)."""
+    out = {img.image_id for split in ("val", "test")
+           for img in ds.load_joined(data / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl")}
+    out.update(item.image_id for item in ds.load_sugarcrepe(data / "sugarcrepe"))
+    out.update(item.image_id for item in ds.load_sugarcrepe_pp(data / "sugarcrepe_pp"))
     return out
 
 
 def pairs(data: Path, prefix: str = "") -> tuple[list[dict], dict[str, int]]:
     skip = held_out_images(data)
     rows, stats = [], {"images": 0, "held_out": 0, "one_model": 0}
-    for cid, descs in sorted(described(data).items(), key=lambda kv: int(kv[0])):
+    for cid, descs in sorted(coco_descriptions(data).items(), key=lambda kv: int(kv[0])):
         if cid in skip:
             stats["held_out"] += 1
             continue
         doc_key = max(descs, key=lambda k: (len(descs[k]), k))
-        queries = sorted({pseudo_query(t) for k, t in descs.items() if _model(k) != _model(doc_key)} - {""})
+        queries = sorted({pseudo_query(t) for k, t in descs.items() if _model_of(k) != _model_of(doc_key)} - {""})
         if not queries:
             stats["one_model"] += 1
             continue

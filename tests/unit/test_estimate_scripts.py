@@ -230,12 +230,16 @@ def test_pseudo_queries_read_like_captions_and_pair_with_another_models_descript
     import json
     (tmp_path / "joined").mkdir()
     for split, cid in (("val", 1), ("test", 2)):
-        (tmp_path / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl").write_text(
-            json.dumps({"coco_id": cid}) + "\n")
+        (tmp_path / "joined" / f"coco_karpathy_{split}_x_vlm_descriptions.jsonl").write_text(json.dumps(
+            {"image_name": f"COCO_val2014_{cid:012d}.jpg", "coco_id": cid, "captions": ["a caption"],
+             "descriptions": {"halc/llava-1.5(64tok)": "a description"}}) + "\n")
     for folder in ("sugarcrepe", "sugarcrepe_pp"):
         (tmp_path / folder).mkdir()
-    (tmp_path / "sugarcrepe" / "add_obj.json").write_text(json.dumps({"0": {"filename": "000000000003.jpg"}}))
-    (tmp_path / "sugarcrepe_pp" / "add_obj.json").write_text(json.dumps([{"filename": "000000000004.jpg"}]))
+    item = {"caption": "a cat on a mat", "caption2": "a mat under a cat", "negative_caption": "a mat on a cat"}
+    (tmp_path / "sugarcrepe" / "add_obj.json").write_text(json.dumps({"0": {"filename": "000000000003.jpg",
+                                                                              **item}}))
+    (tmp_path / "sugarcrepe_pp" / "add_obj.json").write_text(json.dumps([{"id": 0, "filename": "000000000004.jpg",
+                                                                          **item}]))
     long_a = "The image shows a man riding a wave on a surfboard. The water is blue and the sky is clear."
     rows = {"halc": [{"image_id": i, "descriptions": {"llava-1.5": long_a, "minigpt4": "The image depicts a surfer "
                                                                                     "on a big wave."}}
