@@ -3,7 +3,8 @@ sparse_expansion_estimate.py, the reranked ordering of rerank_estimate.py, the f
 normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and its choice in output_ensemble_estimate.py,
 the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py, the linear ranker of
 ltr_estimate.py, clean_val.py's validation task without the images a model trained on, the caption fields of
-fields_joined_estimate.py and the pseudo-queries of pseudo_pairs.py."""
+fields_joined_estimate.py, the pseudo-queries of pseudo_pairs.py, the centring and whitening of
+whitening_estimate.py and the query templates and lead-in cut of style_estimate.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -255,3 +256,30 @@ def test_pseudo_queries_read_like_captions_and_pair_with_another_models_descript
     # (llava's) and its queries come from the other models only, each once
     assert stats == {"images": 1, "held_out": 4, "one_model": 1}
     assert got == [{"query": "A surfer on a big wave.", "document": long_a, "group": "p:5"}]
+
+
+def test_centring_and_whitening_map_both_sides_and_full_whitening_decorrelates():
+    wh = _script("whitening_estimate")
+    rng = np.random.default_rng(0)
+    docs = wh.unit(rng.normal(size=(40, 6)) + np.array([3.0, 0, 0, 0, 0, 0]))   # a narrow cone along axis 0
+    queries, bank = wh.unit(rng.normal(size=(5, 6))), wh.unit(rng.normal(size=(30, 6)) + 1.0)
+    centred = wh.mapped(queries, docs, bank, "center-docs", 0, 0.0)
+    assert np.allclose(centred, queries @ wh.unit(docs - docs.mean(axis=0)).T, atol=1e-6)
+    both = wh.mapped(queries, docs, bank, "center-both", 0, 0.0)
+    assert np.allclose(both, wh.unit(queries - bank.mean(axis=0)) @ wh.unit(docs - docs.mean(axis=0)).T, atol=1e-6)
+    # full whitening over documents and bank together: their mapped vectors (before normalising) have identity
+    # covariance, so k = 6 of 6 components changes every cosine, and k = 2 keeps a rank-2 map
+    full = wh.mapped(queries, docs, bank, "whiten", 6, 1.0)
+    assert full.shape == (5, 40) and np.all(np.abs(full) <= 1 + 1e-5) and not np.allclose(full, queries @ docs.T)
+    low = wh.mapped(queries, docs, bank, "whiten", 2, 1.0)
+    assert np.linalg.matrix_rank(low, tol=1e-4) <= 2
+    assert wh.label("whiten", 128, 0.5) == "whiten k=128 β=0.5" and wh.label("center-docs", 0, 0.0) == "center-docs"
+
+
+def test_style_rewrites_template_the_query_and_cut_the_lead_in():
+    st = _script("style_estimate")
+    assert st.templated("A man riding a wave.", "The image shows {}") == "The image shows a man riding a wave."
+    assert st.templated("TV on a stand", "A photo of {}") == "A photo of TV on a stand."   # an acronym keeps its case
+    assert st.cut_lead_in("The image features a young child in a high chair.") == "A young child in a high chair."
+    assert st.cut_lead_in("In this picture, two dogs play.") == "Two dogs play."
+    assert st.cut_lead_in("Two dogs play.") == "Two dogs play."
