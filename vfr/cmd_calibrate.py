@@ -56,6 +56,12 @@ def calibrate_cmd(
     hn_skip: Annotated[int, typer.Option(min=0, help="Skip this many top other-image hits (likely false negatives).")] = 0,
     hn_count: Annotated[int, typer.Option(min=1, max=100, help="Hard negatives per pair (each makes one training "
                                           "triple; more give a --teacher more margins to teach).")] = 1,
+    hn_pool: Annotated[Optional[str], typer.Option(help="More documents to mine negatives from, of images without "
+                                                   "pairs: a .duckdb store (its described images that have no "
+                                                   "captions, less --exclude-groups) or a text file, one document "
+                                                   "a line (keep your evaluation images out of it). Offered to "
+                                                   "pairs of description sources only, never to caption proxies "
+                                                   "(Karpathy splits). Implies --hard-negatives.")] = None,
     hn_guide: Annotated[Optional[str], typer.Option(help="Positive-aware mining: an encoder (folder or name, e.g. "
                                                     "mpnet) that vetoes a candidate negative scoring at least "
                                                     "--hn-guide-ratio x the pair's own document for the query (a "
@@ -112,7 +118,8 @@ def calibrate_cmd(
     defaults: the packaged MiniLM calibrates on ~2k pairs in about five minutes on 2 cores (pass
     --threads 1 when other busy processes share them).
     """
-    from vfr.retrieve.calibrate.pairs import DESCRIPTION_CHOICES, PairError, load_sources, read_groups, split_by_group
+    from vfr.retrieve.calibrate.pairs import (DESCRIPTION_CHOICES, PairError, by_source, caption_proxy_pairs,
+                                              load_pool, load_sources, read_groups, split_by_group)
     from vfr.retrieve.tuning import METRICS, TuningError, check_alpha
 
     if tune_metric not in METRICS:
@@ -132,6 +139,10 @@ def calibrate_cmd(
                                          description_sources=source or (), max_pairs=max_pairs,
                                          exclude_groups=excluded, seed=seed)
         train, held = split_by_group(all_pairs, heldout, seed)
+        pool = load_pool(hn_pool, {p.group for p in all_pairs} | set(excluded), joined=descriptions == "joined") \
+            if hn_pool else []
+        sources = by_source(all_pairs, counts)
+        proxies = caption_proxy_pairs(sources, fmt) if pool else set()  # type: ignore[arg-type]
     except PairError as e:
         fail(str(e))
     per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
@@ -164,16 +175,28 @@ def calibrate_cmd(
             console.print("--teacher: mining hard negatives (the teacher scores each pair against one)",
                           highlight=False)
             hard_negatives = True
-        if hn_guide and not hard_negatives:
-            console.print("--hn-guide: mining hard negatives", highlight=False)
+        if (hn_guide or hn_pool) and not hard_negatives:
+            console.print(f"{'--hn-guide' if hn_guide else '--hn-pool'}: mining hard negatives", highlight=False)
             hard_negatives = True
+        offered = sum(p not in proxies for p in train)
+        if pool and not offered:
+            fail("--hn-pool: every training pair is a caption proxy (a Karpathy split), whose documents are captions; "
+                 "description negatives would teach the encoder to reject every description. Add a source of "
+                 "caption ↔ description pairs (a store or a COCO join), or leave --hn-pool out")
+        if pool:
+            console.print(f"--hn-pool: {counted(len(pool), 'document')} of images without pairs join the ranking "
+                          f"for the {offered} training pairs of description sources"
+                          + (f" (not for the {len(train) - offered} caption-proxy pairs: with description negatives "
+                             "they would teach the encoder to reject every description)" if offered < len(train)
+                             else ""), highlight=False)
         if hard_negatives:
             from vfr.retrieve.calibrate.mining import mine_hard_negatives
 
             search = None if hn_retriever == "bm25" else _engine_search(hn_retriever, base)
             train = mine_hard_negatives(train, depth=hn_depth, skip=hn_skip, seed=seed, search=search,
                                         count=hn_count, guide=load_encoder(hn_guide).encode if hn_guide else None,
-                                        guide_ratio=hn_guide_ratio,
+                                        guide_ratio=hn_guide_ratio, pool=pool,
+                                        pool_for=(lambda p: p not in proxies) if proxies else None,
                                         log=lambda m: console.print(m, highlight=False))
             if hn_guide:
                 clear_loaded()  # the guide's weights are not needed while training
@@ -182,6 +205,9 @@ def calibrate_cmd(
                            record={"sources": counts, "excluded_groups": len(excluded),
                                    "hard_negative_retriever": hn_retriever if hard_negatives else None,
                                    "hard_negatives_per_pair": hn_count if hard_negatives else None,
+                                   **({"hard_negative_pool": {"source": hn_pool, "documents": len(pool),
+                                                              "pairs_offered": offered}}
+                                      if pool else {}),
                                    **({"hard_negative_guide": hn_guide, "hard_negative_guide_ratio": hn_guide_ratio}
                                       if hn_guide else {})})
     except ValueError as e:

@@ -102,6 +102,9 @@ def load_sources(sources: Sequence[str], fmt: Format = "auto", *, descriptions: 
     image's captions never serve as each other's negatives, and the held-out split keeps it on one side."""
     if not sources:
         raise PairError("no pair source given")
+    twice = next((s for i, s in enumerate(sources) if s in sources[:i]), None)
+    if twice is not None:
+        raise PairError(f"{twice}: given twice; give each pair source once (--max-pairs samples each)")
     excluded = set(exclude_groups)
     pairs: list[Pair] = []
     counts: dict[str, int] = {}
@@ -209,6 +212,53 @@ def store_pairs(path: Path, joined: bool = False) -> list[Pair]:
     except StoreError as e:
         raise PairError(str(e)) from None
     return [Pair(c, docs[i].text, i) for i, c in caps if i in docs and c.strip()]
+
+
+def by_source(pairs: Sequence[Pair], counts: dict[str, int]) -> dict[str, list[Pair]]:
+    """`load_sources`' pairs split back into their sources (it returns them source by source, `counts` long)."""
+    out, start = {}, 0
+    for source, n in counts.items():
+        out[source], start = list(pairs[start:start + n]), start + n
+    return out
+
+
+def caption_proxy_pairs(sources: dict[str, Sequence[Pair]], fmt: Format = "auto") -> set[Pair]:
+    """The pairs of the sources that are caption proxies (Karpathy splits: a caption's document is another
+    caption). A pool of description-style negatives must not reach them: every description would then be a
+    wrong answer to a caption, and the encoder learns to push captions away from descriptions altogether."""
+    return {p for source, pairs in sources.items()
+            if (detect_format(resolve_source(source)) if fmt == "auto" else fmt) == "karpathy" for p in pairs}
+
+
+def load_pool(source: str, exclude_groups: Iterable[str] = (), joined: bool = False) -> list[str]:
+    """Documents for hard-negative mining that belong to no training image (`vfr calibrate --hn-pool`): a
+    .duckdb store's current documents (every describing model's joined with `joined`) of the images not in
+    `exclude_groups` (the images with pairs: their documents are positives), or a text file of documents, one
+    a line. Distinct texts, in order; raises PairError when the source holds none."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise PairError(f"--hn-pool {source}: no such file (give a .duckdb store or a text file of documents, "
+                        "one a line)")
+    if path.suffix == ".duckdb":
+        from vfr.store.store import Store, StoreError
+
+        skip = set(exclude_groups)
+        try:
+            with Store(path, read_only=True) as store:
+                texts = [r.text for r in store.iter_document_records(combine="every-model" if joined else "newest")
+                         if r.id not in skip]
+        except StoreError as e:
+            raise PairError(f"--hn-pool {source}: {e}") from None
+    else:
+        try:
+            texts = read_lines(path)
+        except TextFileError as e:
+            raise PairError(f"--hn-pool: cannot read the pool: {e}") from None
+    pool = list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+    if not pool:
+        raise PairError(f"--hn-pool {source}: no documents (a store needs described images without pairs; a text "
+                        "file one document a line)")
+    return pool
 
 
 def split_by_group(pairs: Sequence[Pair], heldout: float, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -129,18 +130,23 @@ def test_cli_trains_on_several_sources_with_hybrid_negatives_and_exclusions(slic
     excluded = sorted({p.group for p in slice_pairs})[:2]
     groups = tmp_path / "exclude.txt"
     groups.write_text("\n".join(excluded) + "\n")
+    pool = tmp_path / "pool.txt"   # described images without captions: more negatives, in the documents' style
+    pool.write_text("A yellow taxi waits at a red light on a busy avenue.\nA tabby cat stretches on a sofa.\n")
     out = tmp_path / "m"
     r = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--pairs", str(split), "--out", str(out),
                                  "--max-pairs", "30", "--exclude-groups", str(groups), "--heldout", "0",
-                                 "--hard-negatives", "--hn-retriever", "hybrid", "--batch-size", "4",
+                                 "--hn-pool", str(pool), "--hn-retriever", "hybrid", "--batch-size", "4",
                                  "--max-seq-length", "32", "--no-tune", "--device", "cpu", "--threads", "1"])
     assert r.exit_code == 0, r.output
     kept = [p for p in slice_pairs if p.group not in excluded]
     record = json.loads((out / "calibration.json").read_text())
     assert record["data"] == {"sources": {str(src): min(30, len(kept)), str(split): 4}, "excluded_groups": 2,
-                              "hard_negative_retriever": "hybrid", "hard_negatives_per_pair": 1}
+                              "hard_negative_retriever": "hybrid", "hard_negatives_per_pair": 1,
+                              "hard_negative_pool": {"source": str(pool), "documents": 2,
+                                                     "pairs_offered": min(30, len(kept))}}   # not the 4 proxies
     assert record["hard_negatives"] == record["train_pairs"] == min(30, len(kept)) + 4
-    assert "hybrid hard negatives" in r.output
+    assert "hybrid hard negatives" in r.output and "--hn-pool: 2 documents" in r.output
+    assert re.search(r"pool: \d+ of 34 negatives are pool documents", r.output)
     bad = CliRunner().invoke(app, ["calibrate", "--pairs", str(src), "--out", str(tmp_path / "x"),
                                    "--hard-negatives", "--hn-retriever", "splade"])
     assert bad.exit_code != 0 and "--hn-retriever must be bm25, hybrid or dense" in bad.output

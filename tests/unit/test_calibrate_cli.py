@@ -60,6 +60,10 @@ def test_a_missing_teacher_or_base_fails_before_mining(tmp_path, monkeypatch):
                                    "--hn-guide", str(tmp_path / "no-such-guide")])
     assert r.exit_code == 1 and "no-such-guide" in r.output and "not found" in r.output
     assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--heldout", "0",
+                                   "--hn-pool", str(tmp_path / "no-such-pool.txt")])
+    assert r.exit_code == 1 and "--hn-pool" in r.output and "no such file" in r.output.replace("\n", "")
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_guard_level_outside_0_1_fails_before_training(tmp_path):
@@ -67,4 +71,14 @@ def test_a_guard_level_outside_0_1_fails_before_training(tmp_path):
     f.write_text("".join(json.dumps({"query": f"q{i}", "document": f"d{i}"}) + "\n" for i in range(30)))
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(f), "--out", str(tmp_path / "m"), "--tune-alpha", "0"])
     assert r.exit_code == 1 and "--tune-alpha must be in (0, 1]" in r.output.replace("\n", " ")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_pool_with_only_caption_proxies_is_refused(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("VFR_DATA", str(shared_data))
+    pool = tmp_path / "pool.txt"
+    pool.write_text("The image features a red bus.\n")
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", "flickr30k-val", "--max-pairs", "40", "--heldout", "0",
+                                   "--out", str(tmp_path / "m"), "--hn-pool", str(pool)])
+    assert r.exit_code == 1 and "every training pair is a caption proxy" in r.output.replace("\n", " ")
     assert not (tmp_path / "m").exists()

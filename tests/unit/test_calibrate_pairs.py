@@ -103,6 +103,38 @@ def test_store_source(tmp_path):
         load_pairs(str(empty))
 
 
+def test_a_pool_from_a_store_is_its_images_without_pairs_or_exclusion(tmp_path):
+    from vfr.retrieve.calibrate.pairs import load_pool
+    from vfr.store.store import DescriptionRow, ImageRow, Store
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        s.upsert([ImageRow(i) for i in "abcd"],
+                 [DescriptionRow("a", "A dog on a couch."), DescriptionRow("b", "Two cats."),
+                  DescriptionRow("c", "A red bus."), DescriptionRow("d", "Two cats.")],
+                 captions=[("a", "dog")])
+    assert load_pool(str(db), {"a"}) == ["Two cats.", "A red bus."]      # d repeats b's text: one document
+    assert load_pool(str(db), {"a", "b", "d"}) == ["A red bus."]
+    with pytest.raises(PairError, match="no documents"):
+        load_pool(str(db), {"a", "b", "c", "d"})
+
+
+def test_a_pool_from_a_text_file_and_its_errors(tmp_path):
+    from vfr.retrieve.calibrate.pairs import load_pool
+
+    f = tmp_path / "pool.txt"
+    f.write_text("A red bus.\n\n  Two cats.  \nA red bus.\n")
+    assert load_pool(str(f)) == ["A red bus.", "Two cats."]
+    with pytest.raises(PairError, match="no such file"):
+        load_pool(str(tmp_path / "missing.txt"))
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    with pytest.raises(PairError, match="no documents"):
+        load_pool(str(tmp_path / "blank.txt"))
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(PairError, match="cannot read the pool"):
+        load_pool(str(tmp_path / "bin.txt"))
+
+
 def test_split_is_by_group_and_seeded():
     pairs = [Pair(f"q{i}{j}", f"d{i}", str(i)) for i in range(20) for j in range(3)]
     train, held = split_by_group(pairs, 0.2, seed=1)
@@ -242,6 +274,60 @@ def test_mining_several_negatives_per_pair_are_distinct_and_of_other_groups():
     assert len(mine_hard_negatives(pairs, depth=1, search=search, count=3)) == 5   # a window of 1: one each
     with pytest.raises(ValueError, match="count"):
         mine_hard_negatives(pairs, search=search, count=0)
+
+
+def test_mining_draws_from_a_pool_of_documents_without_pairs():
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+
+    pairs = [Pair("dog", "D dog", "1"), Pair("puppy", "D dog", "1")]   # one image: no negative without a pool
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        mine_hard_negatives(pairs, search=lambda t, q, k: {})
+    ranked = {}
+
+    def search(texts, queries, k):   # the pool's wolf ranks right after the query's own document
+        ranked["texts"] = list(texts)
+        return {q: [texts.index(t) for t in ("D dog", "D wolf", "D car")] for q in queries}
+
+    heard = []
+    mined = mine_hard_negatives(pairs, depth=1, search=search, pool=["D wolf", "D dog", "D car"], log=heard.append)
+    assert ranked["texts"] == ["D dog", "D wolf", "D car"]       # a pool text equal to a pair's document is that one
+    assert [p.negative for p in mined] == ["D wolf", "D wolf"]
+    assert heard == ["pool: 2 of 2 negatives are pool documents"]
+    mined = mine_hard_negatives(pairs, depth=1, skip=1, search=search, pool=["D wolf", "D car"])
+    assert [p.negative for p in mined] == ["D car", "D car"]
+
+
+def test_a_pool_is_offered_only_to_the_pairs_pool_for_accepts_and_the_others_rank_without_it():
+    from vfr.retrieve.calibrate.mining import mine_hard_negatives
+
+    pairs = [Pair("dog", "D dog", "1"), Pair("cat", "D cat", "2"), Pair("a cat", "C cat", "3"),
+             Pair("a dog", "C dog", "4")]   # descriptions (D) and caption proxies (C)
+    calls = []
+
+    def search(texts, queries, k):   # the pool's wolf first for everyone, then the texts in order
+        calls.append((list(texts), list(queries)))
+        return {q: sorted(range(len(texts)), key=lambda i: texts[i] != "D wolf") for q in queries}
+
+    mined = mine_hard_negatives(pairs, depth=1, search=search, pool=["D wolf"], pool_for=lambda p: p.document[0] == "D")
+    assert [p.negative for p in mined] == ["D wolf", "D wolf", "D dog", "D dog"]
+    assert calls == [(["D dog", "D cat", "C cat", "C dog", "D wolf"], ["cat", "dog"]),
+                     (["D dog", "D cat", "C cat", "C dog"], ["a cat", "a dog"])]   # the proxies never see the pool
+
+
+def test_sources_split_back_and_caption_proxies_are_the_karpathy_ones(tmp_path):
+    from vfr.retrieve.calibrate.pairs import by_source, caption_proxy_pairs, load_sources
+
+    join = tmp_path / "join.jsonl"
+    join.write_text(json.dumps({"coco_id": 1, "captions": ["a dog"], "descriptions": {"m": "A dog on a couch."}})
+                    + "\n")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps([{"image_name": "9001.jpg", "captions": ["a red bus", "a bus", "red bus"]}]))
+    pairs, counts = load_sources([str(join), str(split)])
+    sources = by_source(pairs, counts)
+    assert [len(v) for v in sources.values()] == [1, 2] and sum(sources.values(), []) == pairs
+    assert caption_proxy_pairs(sources) == set(sources[str(split)])
+    with pytest.raises(PairError, match="given twice"):
+        load_sources([str(join), str(split), str(join)])
 
 
 def test_a_guide_vetoes_negatives_that_score_like_the_positive():

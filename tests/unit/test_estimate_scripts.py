@@ -4,7 +4,8 @@ normalisation and per-query weight of adaptive_fusion_estimate.py, the mix and i
 the caption-bank neighbours, expansion and smoothing of bank_expansion_estimate.py, the linear ranker of
 ltr_estimate.py, clean_val.py's validation task without the images a model trained on, the caption fields of
 fields_joined_estimate.py, the pseudo-queries of pseudo_pairs.py, the centring and whitening of
-whitening_estimate.py and the query templates and lead-in cut of style_estimate.py."""
+whitening_estimate.py, the query templates and lead-in cut of style_estimate.py and the negative pool of
+negative_pool.py."""
 import importlib.util
 import sys
 from collections import Counter
@@ -223,11 +224,10 @@ def test_joined_caption_fields_take_each_describers_lead_or_the_first_describers
     assert fj.caption_field("naive", views) == "A red kite."
 
 
-def test_pseudo_queries_read_like_captions_and_pair_with_another_models_description(tmp_path, monkeypatch):
-    assert pseudo.pseudo_query("The image features an old motorcycle parked on a street. It is black.") == \
-        "An old motorcycle parked on a street."
-    assert pseudo.pseudo_query("In this picture, a dog sleeps on a sofa.") == "A dog sleeps on a sofa."
-    assert pseudo.pseudo_query("The image shows a cat.") == ""  # too little left to be a query
+def _mini_shared_data(tmp_path) -> str:
+    """A few lines of each shared-data file the pseudo-pair and pool scripts read: images 1-2 in the COCO joins,
+    3-4 in SugarCrepe(++), 1-5 described by two HALC models, 5 and 6 by OPERA. Returns image 5's longest
+    description."""
     import json
     (tmp_path / "joined").mkdir()
     for split, cid in (("val", 1), ("test", 2)):
@@ -251,6 +251,15 @@ def test_pseudo_queries_read_like_captions_and_pair_with_another_models_descript
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{name}_chair_coco_val2014_descriptions.jsonl").write_text(
             "\n".join(json.dumps(r) for r in recs))
+    return long_a
+
+
+def test_pseudo_queries_read_like_captions_and_pair_with_another_models_description(tmp_path, monkeypatch):
+    assert pseudo.pseudo_query("The image features an old motorcycle parked on a street. It is black.") == \
+        "An old motorcycle parked on a street."
+    assert pseudo.pseudo_query("In this picture, a dog sleeps on a sofa.") == "A dog sleeps on a sofa."
+    assert pseudo.pseudo_query("The image shows a cat.") == ""  # too little left to be a query
+    long_a = _mini_shared_data(tmp_path)
     got, stats = pseudo.pairs(tmp_path, "p:")
     # images 1-4 are validation, test or SugarCrepe images; 6 has one describer; 5's document is the longest
     # (llava's) and its queries come from the other models only, each once
@@ -283,3 +292,10 @@ def test_style_rewrites_template_the_query_and_cut_the_lead_in():
     assert st.cut_lead_in("The image features a young child in a high chair.") == "A young child in a high chair."
     assert st.cut_lead_in("In this picture, two dogs play.") == "Two dogs play."
     assert st.cut_lead_in("Two dogs play.") == "Two dogs play."
+
+
+def test_negative_pool_is_each_unqueried_images_longest_description_on_one_line(tmp_path):
+    pool = _script("negative_pool")
+    long_a = _mini_shared_data(tmp_path)
+    assert pool.pool(tmp_path, set()) == [long_a, "A lone tree stands in a wide field."]   # 1-4 are queried
+    assert pool.pool(tmp_path, {"6"}) == [long_a]
