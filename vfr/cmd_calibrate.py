@@ -142,7 +142,7 @@ def calibrate_cmd(
         pool = load_pool(hn_pool, {p.group for p in all_pairs} | set(excluded), joined=descriptions == "joined") \
             if hn_pool else []
         sources = by_source(all_pairs, counts)
-        proxies = caption_proxy_pairs(sources, fmt) if pool else set()  # type: ignore[arg-type]
+        proxies = caption_proxy_pairs(sources, fmt)  # type: ignore[arg-type]
     except PairError as e:
         fail(str(e))
     per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
@@ -151,6 +151,13 @@ def calibrate_cmd(
     console.print(f"{counted(len(all_pairs), 'pair')} ({per_source}): "
                   f"{len(train)} for training, {len(held)} held out ({counted(len({p.group for p in held}), 'image')})",
                   highlight=False)
+    described = {p.group for p in held if p not in proxies}
+    if proxies and len(proxies) < len(all_pairs) and len(described) < len({p.group for p in held}) / 2:
+        console.print(f"note: {len(described)} of the {counted(len({p.group for p in held}), 'held-out image')} come "
+                      "from description sources and the rest from caption proxies, so the held-out figures mostly "
+                      "measure caption → caption: they cannot show a model that unlearnt descriptions (docs/"
+                      "calibrate.md § A pool of unlabelled descriptions). Judge it on descriptions before serving "
+                      "it: `vfr eval DEV --encoder OUT` on a dev set it did not train on.", highlight=False)
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
     config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]

@@ -82,3 +82,32 @@ def test_a_pool_with_only_caption_proxies_is_refused(tmp_path, shared_data, monk
                                    "--out", str(tmp_path / "m"), "--hn-pool", str(pool)])
     assert r.exit_code == 1 and "every training pair is a caption proxy" in r.output.replace("\n", " ")
     assert not (tmp_path / "m").exists()
+
+
+def test_held_out_images_mostly_from_caption_proxies_get_a_note(tmp_path, monkeypatch):
+    """With caption proxies beside a few described images, the held-out figures mostly measure the proxies:
+    the run says so, and how many held-out images are described."""
+    from vfr.retrieve.calibrate import train as train_mod
+
+    join, split = tmp_path / "join.jsonl", tmp_path / "split.json"
+    join.write_text("".join(json.dumps({"coco_id": i, "captions": [f"caption {i}"],
+                                        "descriptions": {"m": f"The image features thing {i}."}}) + "\n"
+                            for i in range(1, 5)))
+    split.write_text(json.dumps([{"image_name": f"{9000 + i}.jpg", "captions": [f"a {i}", f"b {i}", f"c {i}"]}
+                                 for i in range(40)]))
+
+    def fake_calibrate(train, held, out, config, log=print, record=None):
+        return train_mod.CalibrationResult(out_dir=str(out), config={}, train_pairs=len(train), heldout_pairs=len(held),
+                                           train_groups=1, heldout_groups=1, hard_negatives=0, train_loss_before=1.0,
+                                           train_loss_after=0.5)
+
+    monkeypatch.setattr(train_mod, "calibrate", fake_calibrate)
+    args = ["calibrate", "--pairs", str(join), "--pairs", str(split), "--out", str(tmp_path / "m"), "--heldout", "0.2",
+            "--no-tune"]
+    r = CliRunner().invoke(app(), args)
+    text = r.output.replace("\n", " ")
+    assert r.exit_code == 0, r.output
+    assert "held-out images come from description sources" in text and "of the 9 held-out images" in text
+    r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(split), "--out", str(tmp_path / "n"), "--heldout", "0.2",
+                                   "--no-tune"])   # proxies alone: nothing to warn about
+    assert r.exit_code == 0 and "note:" not in r.output
