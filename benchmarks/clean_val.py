@@ -41,7 +41,13 @@ def trained_images(locations: Sequence[str]) -> frozenset[str]:
 
 def without_trained_images(name: str, trained: frozenset[str]) -> RetrievalTask:
     """The benchmark's text→image task without the `trained` images: neither their queries nor their documents."""
-    return without_trained(bench_task(name), trained)[0]
+    return clean_dev(name, trained)[0]
+
+
+def clean_dev(name: str, trained: frozenset[str]) -> tuple[RetrievalTask, int]:
+    """`without_trained_images`, and how many of the benchmark's images it left out (the task read once)."""
+    task = bench_task(name)
+    return without_trained(task, trained)[0], len(trained & set(task.corpus))
 
 
 def corrected(bench: Bench, encoder, bank_texts: Sequence[str] | None, weight: float, k: int) -> np.ndarray:
@@ -64,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bank-k", type=int, default=10)
     args = ap.parse_args(argv)
     trained = trained_images(args.models)
-    task = without_trained_images(args.dev, trained)
+    task, left_out = clean_dev(args.dev, trained)
     bank_texts = benchmarks.query_bank(args.bank) if args.bank else None
-    print(f"{args.dev} without the {len(trained & set(bench_task(args.dev).corpus))} images any model trained on: "
+    print(f"{args.dev} without the {left_out} images any model trained on: "
           f"{len(task.queries)} queries, {len(task.corpus)} documents; bank {args.bank or 'none'}\n\n"
           "| model | dense R@1/5/10 | hybrid R@1/5/10 | hybrid MRR@10 | Δ hybrid R@1 vs the first (95% CI), p |"
           "\n|---|---|---|---:|---|")

@@ -33,12 +33,16 @@ LEAD_IN = re.compile(r"^(?:in )?(?:the|this) (?:image|picture|photo(?:graph)?|sc
                      r"consists of))?\s*,?\s*", re.IGNORECASE)
 
 
+def cut_lead_in(text: str) -> str:
+    """The text without its lead-in ("The image features …"), first letter capitalised; '' if nothing is left."""
+    rest = LEAD_IN.sub("", text.strip(), count=1).strip()
+    return rest[:1].upper() + rest[1:]
+
+
 def pseudo_query(description: str) -> str:
     """The description's first sentence without its lead-in, as a caption would read; '' if nothing is left."""
-    rest = LEAD_IN.sub("", first_sentence(description).strip(), count=1).strip()
-    if len(rest.split()) < 3:
-        return ""
-    return rest[0].upper() + rest[1:]
+    rest = cut_lead_in(first_sentence(description))
+    return rest if len(rest.split()) >= 3 else ""
 
 
 def held_out_images(data: Path) -> set[str]:

@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clean_val import trained_images, without_trained_images
-from pseudo_pairs import LEAD_IN
+from clean_val import clean_dev, trained_images
+from pseudo_pairs import cut_lead_in
 from sparse_expansion_estimate import Bench, _fmt, _percent, against_plain, bench_task
 from vfr.eval.tasks import RetrievalTask
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder
@@ -47,11 +47,6 @@ def templated(query: str, template: str) -> str:
     return template.format(q) + "."
 
 
-def cut_lead_in(text: str) -> str:
-    rest = LEAD_IN.sub("", text.strip(), count=1).strip()
-    return rest[0].upper() + rest[1:] if rest else text
-
-
 class Rewrites:
     """One benchmark as the engine scores it, plain and under each rewrite: (BM25 scores, dense scores) each."""
 
@@ -64,7 +59,7 @@ class Rewrites:
         b = self.bench
         if rewrite == "lead-in cut":
             cut = Bench(b.name, self.encoder,
-                        dataclasses.replace(self.task, corpus={d: cut_lead_in(t) for d, t in self.task.corpus.items()}))
+                        dataclasses.replace(self.task, corpus={d: cut_lead_in(t) or t for d, t in self.task.corpus.items()}))
             return cut.sparse_scores(cut.terms.__getitem__), cut.dense
         name = rewrite.split()[1]
         dense = self.encoder.encode([templated(q, TEMPLATES[name]) for q in b.queries]) @ b.doc_vecs.T
@@ -85,9 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     encoder = load_encoder(args.encoder)
     trained = trained_images([args.encoder])
-    dev = Rewrites(args.dev, encoder, without_trained_images(args.dev, trained))
+    dev_task, left_out = clean_dev(args.dev, trained)
+    dev = Rewrites(args.dev, encoder, dev_task)
     rows = {r: dev.recall(r) for r in [None, *REWRITES]}
-    print(f"{args.encoder} on {args.dev} without the {len(trained & set(bench_task(args.dev).corpus))} images it "
+    print(f"{args.encoder} on {args.dev} without the {left_out} images it "
           f"trained on: {len(dev.bench.qids)} queries, {len(dev.bench.docs)} documents\n\n"
           "| rewrite | dense R@1/5/10 | hybrid R@1/5/10 |\n|---|---|---|")
     for r, (d, _, h) in rows.items():

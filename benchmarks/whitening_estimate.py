@@ -32,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clean_val import trained_images, without_trained_images
-from sparse_expansion_estimate import Bench, _fmt, _percent, against_plain, bench_task
+from clean_val import clean_dev, trained_images
+from sparse_expansion_estimate import Bench, _fmt, _percent, against_plain
 from vfr.eval import benchmarks
 from vfr.retrieve.encoder import DEFAULT_ENCODER, load_encoder
 
@@ -87,9 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = load_encoder(args.encoder)
     bank = benchmarks.query_bank(args.bank)
     trained = trained_images([args.encoder])
-    dev_task = without_trained_images(args.dev, trained)
+    dev_task, left_out = clean_dev(args.dev, trained)
     dev = Mapped(Bench(args.dev, encoder, dev_task), encoder, bank)
-    left_out = len(trained & set(bench_task(args.dev).corpus))
     rows = {"plain": dev.bench.recall(dev.sparse)}
     for kind, k, beta in SETTINGS:
         rows[label(kind, k, beta)] = dev.bench.recall(dev.sparse, dense=dev.dense(kind, k, beta))

@@ -148,12 +148,13 @@ def calibrate_cmd(
     per_source = ", ".join(f"{n} from {s}" for s, n in counts.items())
     if excluded:
         per_source += f"; without the images of the {counted(len(excluded), 'id')} in --exclude-groups"
+    held_images = {p.group for p in held}
     console.print(f"{counted(len(all_pairs), 'pair')} ({per_source}): "
-                  f"{len(train)} for training, {len(held)} held out ({counted(len({p.group for p in held}), 'image')})",
+                  f"{len(train)} for training, {len(held)} held out ({counted(len(held_images), 'image')})",
                   highlight=False)
     described = {p.group for p in held if p not in proxies}
-    if proxies and len(proxies) < len(all_pairs) and len(described) < len({p.group for p in held}) / 2:
-        console.print(f"note: {len(described)} of the {counted(len({p.group for p in held}), 'held-out image')} come "
+    if proxies and len(proxies) < len(all_pairs) and len(described) < len(held_images) / 2:
+        console.print(f"note: {len(described)} of the {counted(len(held_images), 'held-out image')} come "
                       "from description sources and the rest from caption proxies, so the held-out figures mostly "
                       "measure caption → caption: they cannot show a model that unlearnt descriptions (docs/"
                       "calibrate.md § A pool of unlabelled descriptions). Judge it on descriptions before serving "

@@ -292,6 +292,7 @@ def test_style_rewrites_template_the_query_and_cut_the_lead_in():
     assert st.cut_lead_in("The image features a young child in a high chair.") == "A young child in a high chair."
     assert st.cut_lead_in("In this picture, two dogs play.") == "Two dogs play."
     assert st.cut_lead_in("Two dogs play.") == "Two dogs play."
+    assert st.cut_lead_in("The image shows") == ""   # the style rewrite then keeps the document as it was
 
 
 def test_negative_pool_is_each_unqueried_images_longest_description_on_one_line(tmp_path):
