@@ -85,6 +85,13 @@ def calibrate_cmd(
                                                   "BM25 misses (CLEAR-style residual). 0 = off.")] = 0.0,
     heldout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of images (never pairs) held out for "
                                            "evaluation and early stopping; 0 = none.")] = 0.1,
+    dev: Annotated[Optional[str], typer.Option("--dev", help="A labelled dev set in the description style the "
+                                               "model will search, scored with the held-out pairs at each "
+                                               "evaluation: a built-in validation benchmark (coco-val), a BEIR "
+                                               "folder or a generic JSONL (what `vfr tune` reads), less the images "
+                                               "the model trains on. Checkpoints and early stopping are then "
+                                               "decided on it, and a model that ends below its base there is "
+                                               "flagged.")] = None,
     early_stopping: Annotated[int, typer.Option(min=0, help="Stop after this many evaluations without "
                                                 "improvement (0 = off).")] = 2,
     eval_steps: Annotated[Optional[int], typer.Option(min=1, help="Evaluate every N steps (default: each epoch).")] = None,
@@ -153,12 +160,13 @@ def calibrate_cmd(
                   f"{len(train)} for training, {len(held)} held out ({counted(len(held_images), 'image')})",
                   highlight=False)
     described = {p.group for p in held if p not in proxies}
-    if proxies and len(proxies) < len(all_pairs) and len(described) < len(held_images) / 2:
+    if proxies and len(proxies) < len(all_pairs) and len(described) < len(held_images) / 2 and not dev:
         console.print(f"note: {len(described)} of the {counted(len(held_images), 'held-out image')} come "
                       "from description sources and the rest from caption proxies, so the held-out figures mostly "
                       "measure caption → caption: they cannot show a model that unlearnt descriptions (docs/"
-                      "calibrate.md § A pool of unlabelled descriptions). Judge it on descriptions before serving "
-                      "it: `vfr eval DEV --encoder OUT` on a dev set it did not train on.", highlight=False)
+                      "calibrate.md § A pool of unlabelled descriptions). Pass --dev coco-val (or your own dev "
+                      "set of descriptions) to choose checkpoints on descriptions and be warned.", highlight=False)
+    dev_set = _dev_set(dev, train, descriptions) if dev else None
     from vfr.retrieve.calibrate.train import CalibrateConfig, calibrate
 
     config = CalibrateConfig(base=base, loss=loss, epochs=epochs, batch_size=batch_size,  # type: ignore[arg-type]
@@ -217,9 +225,12 @@ def calibrate_cmd(
                                                               "pairs_offered": offered}}
                                       if pool else {}),
                                    **({"hard_negative_guide": hn_guide, "hard_negative_guide_ratio": hn_guide_ratio}
-                                      if hn_guide else {})})
+                                      if hn_guide else {}),
+                                   **({"dev": dev_set[1]} if dev_set else {})},
+                           dev=dev_set[0] if dev_set else None)
     except ValueError as e:
         fail(str(e))
+    _check_dev(result, dev)
     if result.heldout_after and result.heldout_before:
         gain = result.heldout_after.get("R@1", 0) - result.heldout_before.get("R@1", 0)
         if gain < 0:
@@ -228,6 +239,41 @@ def calibrate_cmd(
     if tune and os.environ.get("RANK", "0") == "0":
         _tune_fusion(out, held, train, tune_on, tune_metric, tune_alpha)
     console.print(f"calibrated model in {out}: use it with `vfr index --encoder {out}`")
+
+
+def _dev_set(dev: str, train: list, descriptions: str) -> tuple:
+    """The --dev retrieval task without the images `train` holds (queries and documents), and what it is."""
+    from vfr.eval.datasets import BenchmarkError
+    from vfr.eval.runner import without_trained
+    from vfr.eval.tune import TuneInputError, dev_task
+
+    try:
+        name, task = dev_task(dev, source="concat" if descriptions == "joined" else "longest")
+    except (BenchmarkError, TuneInputError, ValueError) as e:
+        fail(f"--dev: {e}")
+    clean, seen, dropped = without_trained(task, frozenset(p.group for p in train))
+    if not clean.qrels or not clean.corpus:
+        fail(f"--dev {dev}: every one of its queries asks for an image the model trains on; give a dev set of "
+             "other images")
+    console.print(f"dev set {name}: {counted(len(clean.queries), 'query')} over "
+                  f"{counted(len(clean.corpus), 'document')}"
+                  + (f" (without the {len(seen)} queries and {dropped} documents of images it trains on)"
+                     if seen or dropped else ""), highlight=False)
+    return clean, {"name": name, "queries": len(clean.queries), "documents": len(clean.corpus),
+                   "queries_left_out": len(seen), "documents_left_out": dropped}
+
+
+def _check_dev(result, dev: str | None) -> None:
+    """Say so when the calibrated model ends below its base on the dev set."""
+    if not (result.dev_before and result.dev_after):
+        return
+    was, now = result.dev_before.get("MRR@10", 0.0), result.dev_after.get("MRR@10", 0.0)
+    if now < was:
+        console.print(f"[yellow]warning:[/] on the dev set {dev} the calibrated model ranks worse than its base "
+                      f"(dense MRR@10 {was:.3f} → {now:.3f}, R@1 {result.dev_before.get('R@1', 0):.3f} → "
+                      f"{result.dev_after.get('R@1', 0):.3f}): serve the base, or change the recipe (docs/"
+                      "calibrate.md § A pool of unlabelled descriptions shows how a recipe can unlearn "
+                      "descriptions)", highlight=False)
 
 
 def _engine_search(retriever: str, encoder: str):

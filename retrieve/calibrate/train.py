@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 Loss = Literal["mnrl", "mnrl-sym", "cached-mnrl", "cached-mnrl-sym"]
 LOSSES: tuple[str, ...] = ("mnrl", "mnrl-sym", "cached-mnrl", "cached-mnrl-sym")
 BEST_METRIC = "heldout_cosine_mrr@10"
+DEV_METRIC = "dev_cosine_mrr@10"      # with a dev set, checkpoints are chosen on it instead
 
 
 @dataclass
@@ -90,6 +91,9 @@ class CalibrationResult:
     train_loss_after: float
     heldout_before: dict[str, float] = field(default_factory=dict)
     heldout_after: dict[str, float] = field(default_factory=dict)
+    dev_before: dict[str, float] = field(default_factory=dict)   # the dev set's figures (--dev), when one is given
+    dev_after: dict[str, float] = field(default_factory=dict)
+    selected_on: str | None = None     # the figure checkpoints and early stopping were decided on
     best_checkpoint_metric: float | None = None
     steps: int = 0
     seconds: float = 0.0
@@ -101,9 +105,11 @@ class CalibrationResult:
 
 def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Path,
               config: CalibrateConfig, log: Callable[[str], None] = print,
-              record: dict[str, Any] | None = None) -> CalibrationResult:
+              record: dict[str, Any] | None = None, dev: Any = None) -> CalibrationResult:
     """Train, keep the best held-out checkpoint, save a loadable model folder, and say what happened
-    (`record`: what the caller knows about the pairs, kept in calibration.json as "data")."""
+    (`record`: what the caller knows about the pairs, kept in calibration.json as "data"). `dev`: a labelled
+    dev set (a retrieval task, see `dev_evaluator`) scored beside the held-out pairs; checkpoints are then
+    chosen on it (a held-out split drawn mostly from caption proxies cannot see a model unlearn descriptions)."""
     config.validate()
     if len({p.group for p in train}) < 2:
         raise ValueError("need pairs from at least 2 groups (images) to train with in-batch negatives")
@@ -128,6 +134,7 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
 
     hard = sum(p.negative is not None for p in train)
     evaluator = heldout_evaluator(heldout, config.batch_size) if heldout else None
+    dev_eval = dev_evaluator(dev, config.batch_size) if dev is not None else None
     if config.lexical_weight:
         labels, loss = _residual(model, config, train, hard == len(train), log)
     else:
@@ -138,9 +145,14 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
     before = _metrics(evaluator(model)) if evaluator else {}
     if evaluator:
         log(f"held-out before: {_fmt(before)}")
+    dev_before = _metrics(dev_eval(model)) if dev_eval else {}
+    if dev_eval:
+        log(f"dev before:      {_fmt(dev_before)}")
 
     ckpt = Path(tempfile.mkdtemp(prefix="vfr-calibrate-"))
-    use_eval = evaluator is not None
+    evaluators = [e for e in (evaluator, dev_eval) if e is not None]
+    use_eval = bool(evaluators)
+    selected_on = (DEV_METRIC if dev_eval else BEST_METRIC) if use_eval else None
     strategy = "steps" if config.eval_steps else "epoch"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(ckpt), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
@@ -151,25 +163,27 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         batch_sampler=group_batch_sampler([p.group for p in train], negative_groups(train) if hard else None),
         eval_strategy=strategy if use_eval else "no", save_strategy=strategy if use_eval else "no",
         eval_steps=config.eval_steps, save_steps=config.eval_steps,
-        load_best_model_at_end=use_eval, metric_for_best_model=f"eval_{BEST_METRIC}" if use_eval else None,
+        load_best_model_at_end=use_eval, metric_for_best_model=f"eval_{selected_on}" if use_eval else None,
         greater_is_better=True, save_total_limit=2, save_only_model=True,
         logging_steps=max(1, min(50, len(train) // config.batch_size // 4)), report_to="none",
         disable_tqdm=True, dataloader_drop_last=False)
     callbacks = [EarlyStoppingCallback(config.early_stopping)] if use_eval and config.early_stopping else []
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         evaluator=evaluator, callbacks=callbacks)
+                                         evaluator=_one(evaluators), callbacks=callbacks)
     start = time.perf_counter()
     try:
         trainer.train()
         seconds = time.perf_counter() - start
         after = _metrics(evaluator(model)) if evaluator else {}
+        dev_after = _metrics(dev_eval(model)) if dev_eval else {}
         loss_after = pair_loss(model, train, config.batch_size, config.scale)
         model.max_seq_length = saved_len
         result = CalibrationResult(
             out_dir=str(out_dir), config=asdict(config), train_pairs=len(train), heldout_pairs=len(heldout),
             train_groups=len({p.group for p in train}), heldout_groups=len({p.group for p in heldout}),
             hard_negatives=hard, train_loss_before=loss_before, train_loss_after=loss_after,
-            heldout_before=before, heldout_after=after, best_checkpoint_metric=trainer.state.best_metric,
+            heldout_before=before, heldout_after=after, dev_before=dev_before, dev_after=dev_after,
+            selected_on=selected_on, best_checkpoint_metric=trainer.state.best_metric,
             steps=trainer.state.global_step, seconds=round(seconds, 1),
             log_history=trainer.state.log_history, versions=_versions(), data=dict(record or {}),
             train_group_ids=sorted({p.group for p in train}))
@@ -179,9 +193,20 @@ def calibrate(train: Sequence[Pair], heldout: Sequence[Pair], out_dir: str | Pat
         shutil.rmtree(ckpt, ignore_errors=True)
     if evaluator:
         log(f"held-out after:  {_fmt(after)}")
+    if dev_eval:
+        log(f"dev after:       {_fmt(dev_after)}")
     log(f"training loss {loss_before:.4f} → {loss_after:.4f}; {result.steps} steps in {seconds:.0f} s; "
         f"saved {out_dir}")
     return result
+
+
+def _one(evaluators: list[Any]) -> Any:
+    """The trainer's evaluator: none, one, or all in sequence (each one's figures keep its name's prefix)."""
+    if len(evaluators) < 2:
+        return evaluators[0] if evaluators else None
+    from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+    return SequentialEvaluator(evaluators)
 
 
 def pair_loss(model: "SentenceTransformer", pairs: Sequence[Pair], batch_size: int, scale: float,
@@ -209,9 +234,6 @@ def pair_loss(model: "SentenceTransformer", pairs: Sequence[Pair], batch_size: i
 
 def heldout_evaluator(pairs: Sequence[Pair], batch_size: int = 32):
     """IR evaluation on held-out images: each distinct query must find a document of its own image."""
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-    from sentence_transformers.util import cos_sim
-
     docs: dict[str, str] = {}
     doc_groups: dict[str, set[str]] = {}
     for p in pairs:
@@ -226,11 +248,34 @@ def heldout_evaluator(pairs: Sequence[Pair], batch_size: int = 32):
     for p in pairs:
         qid = queries.setdefault(p.query, f"q{len(queries)}")
         relevant.setdefault(qid, set()).update(by_group[p.group])
+    return _ir_evaluator({v: k for k, v in queries.items()}, {v: k for k, v in docs.items()}, relevant, "heldout",
+                         batch_size)
+
+
+def dev_evaluator(task: Any, batch_size: int = 32):
+    """IR evaluation on a labelled dev set (a retrieval task as `vfr eval` reads one: corpus, queries, qrels
+    naming targets, and `doc_target` when several documents stand for one target)."""
+    targets: dict[str, set[str]] = {}
+    for did, target in (task.doc_target or {d: d for d in task.corpus}).items():
+        if did in task.corpus:
+            targets.setdefault(target, set()).add(did)
+    relevant = {q: {d for t, grade in rel.items() if grade > 0 for d in targets.get(t, ())}
+                for q, rel in task.qrels.items() if q in task.queries}
+    relevant = {q: docs for q, docs in relevant.items() if docs}
+    if not relevant:
+        raise ValueError("the dev set has no query whose answer is in its corpus")
+    return _ir_evaluator({q: task.queries[q] for q in relevant}, dict(task.corpus), relevant, "dev", batch_size)
+
+
+def _ir_evaluator(queries: dict[str, str], corpus: dict[str, str], relevant: dict[str, set[str]], name: str,
+                  batch_size: int):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
     return InformationRetrievalEvaluator(
-        queries={v: k for k, v in queries.items()}, corpus={v: k for k, v in docs.items()},
-        relevant_docs=relevant, name="heldout", batch_size=batch_size, score_functions={"cosine": cos_sim},
-        accuracy_at_k=[1, 5, 10], precision_recall_at_k=[10], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
-        write_csv=False)
+        queries=queries, corpus=corpus, relevant_docs=relevant, name=name, batch_size=batch_size,
+        score_functions={"cosine": cos_sim}, accuracy_at_k=[1, 5, 10], precision_recall_at_k=[10], mrr_at_k=[10],
+        ndcg_at_k=[10], map_at_k=[10], write_csv=False)
 
 
 def freeze_lower_layers(model: "SentenceTransformer", n_layers: int) -> int:

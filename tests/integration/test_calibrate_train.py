@@ -103,6 +103,29 @@ def test_cli_chooses_the_new_models_fusion_on_held_out_pairs(slice_pairs, tmp_pa
     assert default_fusion(resolve_encoder("default"), IndexConfig().scoring())[1] == {"kind": "built-in"}
 
 
+def test_cli_chooses_checkpoints_on_a_dev_set_of_other_images(shared_data, slice_pairs, tmp_path):
+    """--dev: real training scores the dev set beside the held-out pairs, chooses on it, and records both."""
+    pairs = load_pairs(str(shared_data / "joined" / "coco_karpathy_val_x_vlm_descriptions.jsonl"), descriptions="longest")
+    trained = {p.group for p in slice_pairs}
+    others = sorted({p.group for p in pairs} - trained)[:6]
+    docs = {p.group: p.document for p in pairs}
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"id": g, "document": docs[g],
+                                       "queries": sorted({p.query for p in pairs if p.group == g})}) + "\n"
+                           for g in [*others, sorted(trained)[0]]))   # one image the model trains on: left out
+    r, out, _ = calibrate_slice(slice_pairs, tmp_path, "--heldout", "0.2", "--no-tune", "--dev", str(dev))
+    assert r.exit_code == 0, r.output
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["selected_on"] == "dev_cosine_mrr@10"
+    assert set(record["dev_before"]) >= {"R@1", "MRR@10"} and set(record["dev_after"]) == set(record["dev_before"])
+    assert record["heldout_after"] and record["data"]["dev"]["documents"] == 6
+    assert record["data"]["dev"]["documents_left_out"] == 1
+    evals = [h for h in record["log_history"] if "eval_dev_cosine_mrr@10" in h]
+    assert evals and "eval_heldout_cosine_mrr@10" in evals[-1]
+    assert record["best_checkpoint_metric"] == max(h["eval_dev_cosine_mrr@10"] for h in evals)
+    assert "dev before" in r.output and "dev after" in r.output
+
+
 def test_engine_ranks_the_hard_negatives(tmp_path):
     """--hn-retriever hybrid/dense: the engine's own index over the documents ranks them (real Lucene, real
     encoder, the built-in fusion)."""

@@ -96,7 +96,7 @@ def test_held_out_images_mostly_from_caption_proxies_get_a_note(tmp_path, monkey
     split.write_text(json.dumps([{"image_name": f"{9000 + i}.jpg", "captions": [f"a {i}", f"b {i}", f"c {i}"]}
                                  for i in range(40)]))
 
-    def fake_calibrate(train, held, out, config, log=print, record=None):
+    def fake_calibrate(train, held, out, config, log=print, record=None, dev=None):
         return train_mod.CalibrationResult(out_dir=str(out), config={}, train_pairs=len(train), heldout_pairs=len(held),
                                            train_groups=1, heldout_groups=1, hard_negatives=0, train_loss_before=1.0,
                                            train_loss_after=0.5)
@@ -111,3 +111,49 @@ def test_held_out_images_mostly_from_caption_proxies_get_a_note(tmp_path, monkey
     r = CliRunner().invoke(app(), ["calibrate", "--pairs", str(split), "--out", str(tmp_path / "n"), "--heldout", "0.2",
                                    "--no-tune"])   # proxies alone: nothing to warn about
     assert r.exit_code == 0 and "note:" not in r.output
+
+
+def test_dev_set_leaves_out_the_training_images_and_flags_a_model_worse_than_its_base(tmp_path, monkeypatch):
+    """--dev: the dev set reaches training without the images the model trains on (queries and documents), is
+    recorded, replaces the caption-proxy note, and a model that ends below its base on it gets a warning.
+    Refused: a test benchmark, and a dev set whose every image is trained on."""
+    from vfr.retrieve.calibrate import train as train_mod
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": f"caption {i}", "document": f"description {i}", "group": str(i)})
+                             + "\n" for i in range(10)))
+    dev = tmp_path / "dev.jsonl"       # images 0 and 1 are in the pairs; 100-102 are not
+    dev.write_text("".join(json.dumps({"id": str(i), "document": f"a scene with thing {i}",
+                                       "queries": [f"thing {i}", f"object {i}"]}) + "\n" for i in (0, 1, 100, 101, 102)))
+    seen: dict = {}
+
+    def fake_calibrate(train, held, out, config, log=print, record=None, dev=None):
+        seen.update(train={p.group for p in train}, dev=dev, record=record)
+        return train_mod.CalibrationResult(out_dir=str(out), config={}, train_pairs=len(train), heldout_pairs=len(held),
+                                           train_groups=1, heldout_groups=1, hard_negatives=0, train_loss_before=1.0,
+                                           train_loss_after=0.5, dev_before={"R@1": 0.6, "MRR@10": 0.7},
+                                           dev_after=seen.get("after", {"R@1": 0.62, "MRR@10": 0.71}))
+
+    monkeypatch.setattr(train_mod, "calibrate", fake_calibrate)
+    args = ["calibrate", "--pairs", str(pairs), "--heldout", "0", "--no-tune", "--dev", str(dev)]
+    r = CliRunner().invoke(app(), [*args, "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    task = seen["dev"]
+    assert set(task.corpus) == {"100", "101", "102"} and len(task.queries) == 6
+    assert all(t in task.corpus for rel in task.qrels.values() for t in rel)
+    assert seen["record"]["dev"] == {"name": "dev", "queries": 6, "documents": 3, "queries_left_out": 4,
+                                     "documents_left_out": 2}
+    assert "dev set dev: 6 queries over 3 documents" in r.output.replace("\n", " ") and "warning" not in r.output
+
+    seen["after"] = {"R@1": 0.3, "MRR@10": 0.4}
+    r = CliRunner().invoke(app(), [*args, "--out", str(tmp_path / "n")])
+    text = r.output.replace("\n", " ")
+    assert r.exit_code == 0 and "warning:" in text and "MRR@10 0.700 → 0.400" in text
+
+    r = CliRunner().invoke(app(), [*args[:-1], "coco-test", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "coco-test is a test set" in r.output.replace("\n", " ")
+    dev.write_text("".join(json.dumps({"id": str(i), "document": f"d {i}", "queries": [f"q {i}"]}) + "\n"
+                           for i in (0, 1)))
+    r = CliRunner().invoke(app(), [*args, "--out", str(tmp_path / "p")])
+    assert r.exit_code == 1 and "asks for an image the model trains on" in r.output.replace("\n", " ")
+
