@@ -64,6 +64,8 @@
 #       for the description pairs only; likewise compared in docs/calibrate.md only)
 #   vfr calibrate (the same as minilm-travel-fix) --dev coco-val --eval-steps 30 --out out/models/minilm-travel-dev
 #       (checkpoints chosen on clean coco-val; likewise compared in docs/calibrate.md only)
+#   vfr calibrate (the same as minilm-travel-fix) --loss mnrl-sym --out out/models/minilm-travel-sym, and
+#       --freeze-layers 2 --out out/models/minilm-travel-frz2 (likewise compared in docs/calibrate.md only)
 # The models listed before minilm-hn2-nofn trained before the batching fix (docs/batching.md), batched by image only: the pages'
 # figures come from those models; `vfr calibrate` now keeps mined negatives out of their images' batches.
 # SKIP_RUNS=1 only rebuilds the pages from the runs already in out/ablate (a page whose runs are not all there
